@@ -1,0 +1,65 @@
+"""initlab: initialize PyTorch networks so they start training well."""
+
+from .errors import InitlabError
+from .fans import Fans, fans
+from .gains import gain
+from .graph import Graph, trace
+from .plan import Plan, PlanEntry, init, plan
+from .schemes import (
+    SCHEMES,
+    constant_,
+    delta_orthogonal_,
+    dirac_,
+    identity_,
+    kaiming_normal_,
+    kaiming_uniform_,
+    lecun_normal_,
+    lecun_uniform_,
+    normal_,
+    ones_,
+    orthogonal_,
+    sparse_,
+    trunc_normal_,
+    uniform_,
+    variance_scaling_,
+    xavier_normal_,
+    xavier_uniform_,
+    zero_,
+    zeros_,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCHEMES",
+    "Fans",
+    "Graph",
+    "InitlabError",
+    "Plan",
+    "PlanEntry",
+    "__version__",
+    "constant_",
+    "delta_orthogonal_",
+    "dirac_",
+    "fans",
+    "gain",
+    "identity_",
+    "init",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "lecun_normal_",
+    "lecun_uniform_",
+    "normal_",
+    "ones_",
+    "orthogonal_",
+    "plan",
+    "sparse_",
+    "trace",
+    "trunc_normal_",
+    "uniform_",
+    "variance_scaling_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zero_",
+    "zeros_",
+]

@@ -1,0 +1,171 @@
+"""The ``initlab`` command line: a face on the library, never the other way round."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .errors import InitlabError
+
+console = Console()
+
+
+def load_factory(spec: str) -> Any:
+    """Resolve ``path/to/file.py:factory`` or ``package.module:factory`` to the callable."""
+    if ":" not in spec:
+        raise click.BadParameter(f"{spec!r}: expected FILE.py:FACTORY or MODULE:FACTORY")
+    where, attr = spec.rsplit(":", 1)
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise click.BadParameter(f"no such file: {where}")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert mod_spec is not None and mod_spec.loader is not None
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules.setdefault(path.stem, module)
+        mod_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    factory = getattr(module, attr, None)
+    if factory is None:
+        names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        raise click.BadParameter(f"{where} has no {attr!r}; callables there: {', '.join(names)}")
+    return factory
+
+
+def make_example(shape: str, dtype: str, high: int) -> torch.Tensor:
+    """A seeded example batch of ``shape`` (``8,3,32,32``): N(0,1) floats or integers below ``high``."""
+    dims = tuple(int(s) for s in shape.replace("x", ",").split(",") if s.strip())
+    g = torch.Generator().manual_seed(0)
+    if dtype == "long":
+        return torch.randint(0, high, dims, generator=g)
+    return torch.randn(dims, generator=g)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise SystemExit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="initlab")
+def main() -> None:
+    """initlab: initialize PyTorch networks so they start training well."""
+
+
+@main.command()
+def schemes() -> None:
+    """List every registered scheme with its formula."""
+    from .schemes import SCHEMES
+
+    table = Table(title="initlab schemes (initlab.SCHEMES)")
+    for col in ("name", "std / bound", "fans", "gain", "random", "options"):
+        table.add_column(col, overflow="fold")
+    for s in SCHEMES.values():
+        table.add_row(s.name, escape(s.formula), "yes" if s.uses_fans else "-", "yes" if s.uses_gain else "-",
+                      "yes" if s.random else "-", ", ".join(s.kwargs) or "-")  # fmt: skip
+    console.print(table)
+
+
+def _plan_options(f: Any) -> Any:
+    options = [
+        click.argument("factory"),
+        click.option("--example-shape", required=True, help="shape of one input batch, e.g. 8,3,32,32"),
+        click.option("--example-dtype", type=click.Choice(["float", "long"]), default="float",
+                     help="float inputs N(0,1), or long token ids"),
+        click.option("--vocab", type=int, default=2, help="token ids are drawn below this (long inputs)"),
+        click.option("--scheme", default="kaiming_normal", show_default=True),
+        click.option("--rules", "rules_path", type=click.Path(exists=True, dir_okay=False),
+                     help="a TOML or JSON rule file"),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--head-scale", type=float, default=1.0, show_default=True),
+        click.option("--json", "as_json", is_flag=True, help="print the plan as JSON"),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
+                rules_path: str | None, seed: int, head_scale: float) -> Any:  # fmt: skip
+    from .plan import plan
+
+    model = load_factory(factory)()
+    example = make_example(example_shape, example_dtype, vocab)
+    rules = None
+    if rules_path:
+        from .serialize import load_rules
+
+        rules = load_rules(rules_path)
+    return plan(model, scheme, example=example, rules=rules, seed=seed, head_scale=head_scale)
+
+
+@main.command("plan")
+@_plan_options
+@click.option(
+    "--save", type=click.Path(dir_okay=False), help="save the plan (TOML or JSON by extension)"
+)
+def plan_cmd(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
+             rules_path: str | None, seed: int, head_scale: float, as_json: bool, save: str | None) -> None:  # fmt: skip
+    """Print the plan for FACTORY (FILE.py:FUNC or MODULE:FUNC, called with no arguments)."""
+    try:
+        p = _build_plan(
+            factory, example_shape, example_dtype, vocab, scheme, rules_path, seed, head_scale
+        )
+    except InitlabError as exc:
+        _fail(exc)
+    if save:
+        from .serialize import save_plan
+
+        save_plan(p, save)
+    if as_json:
+        click.echo(json.dumps(p.to_dict(), indent=2))
+    else:
+        click.echo(str(p))
+        click.echo(p.graph.summary())
+
+
+@main.command("init")
+@_plan_options
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="where to save the initialized state_dict (.safetensors or .pt)")  # fmt: skip
+def init_cmd(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
+             rules_path: str | None, seed: int, head_scale: float, as_json: bool, out: str) -> None:  # fmt: skip
+    """Initialize FACTORY's model and save its weights."""
+    try:
+        p = _build_plan(
+            factory, example_shape, example_dtype, vocab, scheme, rules_path, seed, head_scale
+        )
+        p.apply()
+    except InitlabError as exc:
+        _fail(exc)
+    state = {k: v.detach().contiguous() for k, v in p.model.state_dict().items()}
+    if out.endswith(".safetensors"):
+        try:
+            from safetensors.torch import save_file
+        except ImportError:
+            _fail(
+                InitlabError(
+                    "saving .safetensors needs `pip install initlab[io]`; or use --out FILE.pt"
+                )
+            )
+        # tied tensors share storage: safetensors refuses shared storage, so clone each
+        save_file({k: v.clone() for k, v in state.items()}, out)
+    else:
+        torch.save(state, out)
+    click.echo(json.dumps(p.to_dict(), indent=2) if as_json else str(p))
+    console.print(f"saved {len(state)} tensors to {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,554 @@
+"""The model's structure, learned from one traced forward pass.
+
+:func:`trace` runs the model once on an example under a :class:`~torch.overrides.TorchFunctionMode`
+and forward hooks, and follows every tensor from the input to the output. It records:
+
+* the **layers**: modules that own parameters directly and have no parametrized children
+  (``Linear``, ``Conv*``, norms, ``Embedding``...; ``MultiheadAttention`` and recurrent modules
+  count as one layer), in the order they first run, with how often each ran;
+* the **activation** that follows each layer before the next weight layer, whether a module
+  (``nn.Tanh``) or a function (``torch.tanh``, ``F.relu``, ``x.relu()``...). Norm layers are
+  transparent: in ``conv -> BatchNorm -> ReLU`` the conv is followed by ReLU;
+* **roles**: ``head`` (reaches the output through no other weight layer), ``embedding``, ``norm``,
+  and ``residual_out`` (the last layer of a branch whose output is added to a skip path);
+* **residual branches**: every ``a + b`` whose operands took different paths from a common fork:
+  the longer path is the branch, with its layers and its number of weight layers ``m``;
+* functional uses of parameters (``F.linear(h, self.wte.weight)`` for a tied head,
+  ``x @ self.W``), parameters shared by several modules, and layers the example never reached.
+
+Tracing observes; it does not change the model: the pass runs in eval mode (no dropout, no
+BatchNorm statistic updates), without touching the global RNG, and every hook comes off.
+Data-dependent Python control flow is fine: only the path the example takes is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from .errors import InitlabError
+
+__all__ = ["Branch", "Graph", "Layer", "is_norm", "trace"]
+
+_NORMS = (
+    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+)  # fmt: skip
+_LEAF_TYPES = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a normalization layer (torch's, ``RMSNorm``, or a class named ``*Norm``).
+
+    >>> is_norm(nn.BatchNorm2d(3)), is_norm(nn.LayerNorm(4)), is_norm(nn.Linear(2, 2))
+    (True, True, False)
+    """
+    if isinstance(module, _NORMS):
+        return True
+    rms = getattr(nn, "RMSNorm", None)
+    if rms is not None and isinstance(module, rms):
+        return True
+    name = type(module).__name__
+    own = list(module.parameters(recurse=False))
+    return name.lower().endswith("norm") and bool(own) and all(p.dim() <= 1 for p in own)
+
+
+# ---------------------------------------------------------------------------------------------
+# what we record
+
+
+@dataclass
+class Layer:
+    """A parametrized layer as the trace saw it.
+
+    Attributes:
+        name: qualified module name (``""`` for the root).
+        module: the module.
+        kind: ``"weight"`` (a layer that mixes units), ``"norm"``, ``"embedding"``, or
+            ``"activation"`` (a parametrized activation such as ``nn.PReLU``).
+        calls: how many times it ran in the traced pass (0: never reached).
+        activation: the activation applied to its output before the next weight layer
+            (``None``: linear). When calls disagree, the first is kept and ``conflicts`` lists all.
+        roles: ``head``, ``residual_out``, ``embedding``, ``norm`` as found.
+        order: position of its first call (``-1`` when never reached).
+        activation_param: the activation's parameter when it has one (LeakyReLU's slope).
+    """
+
+    name: str
+    module: nn.Module
+    kind: str
+    calls: int = 0
+    activation: str | None = None
+    roles: set[str] = field(default_factory=set)
+    order: int = -1
+    activation_param: float | None = None
+    conflicts: list[str | None] = field(default_factory=list)
+    consumed: bool = False  # some weight layer read its output
+    _seen_activation: bool = False
+
+    @property
+    def params(self) -> dict[str, nn.Parameter]:
+        """Parameters of this layer by local name (MHA's ``out_proj.weight`` included)."""
+        return dict(self.module.named_parameters())
+
+    @property
+    def weight_depth(self) -> int:
+        """Weight layers this layer counts as on a path: MHA is two (in and out projections)."""
+        if self.kind != "weight":
+            return 0
+        return 2 if isinstance(self.module, nn.MultiheadAttention) else 1
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A residual branch: ``out = skip + branch``.
+
+    Attributes:
+        layers: names of the layers on the branch, in order (norms included).
+        weight_layers: names of its weight layers (what Fixup's ``m`` counts; MHA counts twice).
+        last: the branch's last layer (the ``residual_out``), norms included.
+        last_weight: its last weight layer (what Fixup and zero_module zero).
+        skip_layers: layers on the skip path since the fork (a projection shortcut), if any.
+    """
+
+    layers: tuple[str, ...]
+    weight_layers: tuple[str, ...]
+    last: str
+    last_weight: str | None
+    skip_layers: tuple[str, ...] = ()
+
+    @property
+    def m(self) -> int:
+        """Number of weight layers on the branch (MHA counts as two)."""
+        return len(self.weight_layers)
+
+
+@dataclass
+class Graph:
+    """The traced structure of a model. See :func:`trace`."""
+
+    model: nn.Module
+    layers: dict[str, Layer]
+    branches: list[Branch]
+    shared: dict[str, list[str]]
+    functional_uses: dict[str, list[str]]
+    unreached: list[str]
+    loose: list[str]
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.order())
+
+    def order(self) -> list[Layer]:
+        """Reached layers in execution order, then the unreached ones."""
+        reached = sorted(
+            (la for la in self.layers.values() if la.order >= 0), key=lambda la: la.order
+        )
+        return reached + [la for la in self.layers.values() if la.order < 0]
+
+    def layer_of(self, param_name: str) -> Layer | None:
+        """The layer that owns a qualified parameter name."""
+        for layer in sorted(self.layers.values(), key=lambda la: -len(la.name)):
+            prefix = f"{layer.name}." if layer.name else ""
+            if param_name.startswith(prefix) and param_name[len(prefix) :] in layer.params:
+                return layer
+        return None
+
+    @property
+    def heads(self) -> list[Layer]:
+        """Layers with the ``head`` role."""
+        return [la for la in self.order() if "head" in la.roles]
+
+    @property
+    def residual_depth(self) -> tuple[int, int]:
+        """``(L, m)``: the number of residual branches and their (most common) weight-layer count."""
+        if not self.branches:
+            return 0, 0
+        ms = [b.m for b in self.branches]
+        return len(self.branches), max(set(ms), key=ms.count)
+
+    def summary(self) -> str:
+        """A few lines saying what the trace found and what it could not see."""
+        lines = [f"{len([la for la in self.layers.values() if la.calls])} layers reached, "
+                 f"{len(self.branches)} residual branches"]  # fmt: skip
+        heads = ", ".join(la.name or "<root>" for la in self.heads) or "none found"
+        lines.append(f"head: {heads}")
+        if self.unreached:
+            lines.append(f"never reached by the example: {', '.join(self.unreached)}")
+        if self.shared:
+            lines.extend(
+                f"shared parameter {k} also at {', '.join(v)}" for k, v in self.shared.items()
+            )
+        many = [la.name for la in self.layers.values() if la.calls > 1]
+        if many:
+            lines.append(f"called several times: {', '.join(many)}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# the tracer
+
+_ACTIVATION_FUNCS: dict[Any, str] = {}
+for _fn, _name in [
+    (F.relu, "relu"), (torch.relu, "relu"), (torch.relu_, "relu"), (torch.Tensor.relu, "relu"),
+    (torch.Tensor.relu_, "relu"), (F.relu_, "relu"), (F.relu6, "relu6"), (F.leaky_relu, "leaky_relu"),
+    (F.leaky_relu_, "leaky_relu"), (F.gelu, "gelu"), (F.silu, "silu"), (F.mish, "mish"),
+    (F.elu, "elu"), (F.elu_, "elu"), (F.selu, "selu"), (torch.selu, "selu"), (F.celu, "celu"),
+    (F.softplus, "softplus"), (F.hardswish, "hardswish"), (F.hardsigmoid, "hardsigmoid"),
+    (F.hardtanh, "hardtanh"), (F.hardtanh_, "hardtanh"), (torch.tanh, "tanh"),
+    (torch.Tensor.tanh, "tanh"), (torch.Tensor.tanh_, "tanh"), (F.tanh, "tanh"),
+    (torch.sigmoid, "sigmoid"), (torch.Tensor.sigmoid, "sigmoid"), (torch.Tensor.sigmoid_, "sigmoid"),
+    (F.sigmoid, "sigmoid"), (F.softsign, "softsign"), (F.logsigmoid, "logsigmoid"),
+    (torch.sin, "sin"), (torch.Tensor.sin, "sin"), (F.tanhshrink, "tanhshrink"),
+    (F.prelu, "leaky_relu"), (F.rrelu, "leaky_relu"),
+]:  # fmt: skip
+    _ACTIVATION_FUNCS[_fn] = _name
+_ADDS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__,
+         torch.Tensor.__radd__, torch.Tensor.__iadd__}  # fmt: skip
+_MIXING = {F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
+           torch.Tensor.__rmatmul__, torch.mm, torch.bmm, torch.einsum, F.conv1d, F.conv2d,
+           F.conv3d, F.embedding, F.bilinear, torch.addmm}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Path:
+    """A persistent linked list of layer calls on a tensor's longest path from the input."""
+
+    layer: str
+    weight: int  # weight layers on the path up to here
+    prev: _Path | None
+
+    def names(self) -> list[str]:
+        out, node = [], self
+        while node is not None:
+            out.append(node.layer)
+            node = node.prev
+        return out[::-1]
+
+
+@dataclass(frozen=True)
+class _Info:
+    """What flows with a tensor: the last weight layers feeding it and their first activation."""
+
+    pending: Mapping[str, tuple[str | None, float | None]]  # layer -> (activation, its param)
+    path: _Path | None
+
+    @property
+    def depth(self) -> int:
+        return self.path.weight if self.path else 0
+
+
+_EMPTY = _Info({}, None)
+
+
+def _merge(infos: list[_Info]) -> _Info:
+    if not infos:
+        return _EMPTY
+    if len(infos) == 1:
+        return infos[0]
+    pending: dict[str, tuple[str | None, float | None]] = {}
+    for info in infos:
+        for k, v in info.pending.items():
+            pending.setdefault(k, v)
+    path = max((i.path for i in infos), key=lambda p: p.weight if p else -1)
+    return _Info(pending, path)
+
+
+class _Tracer(TorchFunctionMode):
+    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str]) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = layers
+        self.by_module = {id(la.module): la for la in layers.values()}
+        self.owners = owners  # id(param) -> layer name
+        self.info: dict[int, tuple[torch.Tensor, _Info]] = {}
+        self.depth = 0  # > 0 while inside a leaf layer's forward
+        self.counter = 0
+        self.adds: list[tuple[_Info, _Info]] = []
+        self.functional: dict[str, list[str]] = {}
+        self.stash: dict[int, list[_Info]] = {}
+
+    # -- tensor bookkeeping
+    def get(self, t: object) -> _Info | None:
+        if isinstance(t, torch.Tensor):
+            entry = self.info.get(id(t))
+            if entry is not None and entry[0] is t:
+                return entry[1]
+        return None
+
+    def put(self, outputs: object, info: _Info) -> None:
+        for t in tree_flatten(outputs)[0]:
+            if isinstance(t, torch.Tensor):
+                self.info[id(t)] = (t, info)
+
+    def infos(self, args: object) -> list[_Info]:
+        return [i for i in (self.get(t) for t in tree_flatten(args)[0]) if i is not None]
+
+    # -- layer calls
+    def consume(self, layer: Layer, inputs: list[_Info]) -> None:
+        """``layer`` reads tensors: settle the activation of every weight layer feeding it."""
+        if layer.order < 0:
+            layer.order = self.counter
+            self.counter += 1
+        layer.calls += 1
+        if layer.kind in ("norm", "activation"):
+            return
+        for info in inputs:
+            for source, (act, param) in info.pending.items():
+                self.layers[source].consumed = True
+                self.settle(self.layers[source], act, param)
+
+    def settle(self, layer: Layer, act: str | None, param: float | None) -> None:
+        if not layer._seen_activation:
+            layer._seen_activation = True
+            layer.activation, layer.activation_param = act, param
+        if act not in layer.conflicts:
+            layer.conflicts.append(act)
+
+    def produce(self, layer: Layer, inputs: list[_Info]) -> _Info:
+        base = _merge(inputs)
+        path = _Path(layer.name, base.depth + layer.weight_depth, base.path)
+        if layer.kind == "norm":  # transparent for activations
+            return _Info(base.pending, path)
+        if layer.kind == "activation":
+            act = "leaky_relu"
+            slope = (
+                float(layer.module.weight.detach().float().mean())
+                if isinstance(layer.module, nn.PReLU) and layer.module.weight.device.type != "meta"
+                else 0.25
+            )
+            return _Info(self.activate(base, act, slope).pending, base.path)
+        return _Info({layer.name: (None, None)}, path)
+
+    @staticmethod
+    def activate(info: _Info, act: str, param: float | None) -> _Info:
+        pending = {k: (v if v[0] is not None else (act, param)) for k, v in info.pending.items()}
+        return _Info(pending, info.path)
+
+    # -- module hooks
+    def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        layer = self.by_module.get(id(module))
+        if layer is None:
+            return
+        if self.depth == 0:
+            inputs = self.infos((args, kwargs))
+            self.consume(layer, inputs)
+            self.stash.setdefault(id(module), []).append(_merge(inputs))
+        self.depth += 1
+
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        layer = self.by_module.get(id(module))
+        if layer is None:
+            return
+        self.depth -= 1
+        if self.depth == 0:
+            base = self.stash[id(module)].pop()
+            self.put(output, self.produce(layer, [base]))
+
+    # -- functions
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.depth > 0:
+            return out
+        inputs = self.infos((args, kwargs))
+        act = _ACTIVATION_FUNCS.get(func)
+        if act is not None:
+            param = None
+            if act == "leaky_relu":
+                param = kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
+                param = param if isinstance(param, float) else None
+            self.put(out, self.activate(_merge(inputs), act, param))
+            return out
+        if func in _ADDS and len(inputs) == 2:
+            self.adds.append((inputs[0], inputs[1]))
+        if func in _MIXING:
+            owner = self.param_owner((args, kwargs))
+            if owner is not None:
+                layer = self.layers[owner]
+                self.consume(layer, inputs)
+                self.functional.setdefault(owner, []).append(getattr(func, "__name__", str(func)))
+                self.put(out, self.produce(layer, inputs))
+                return out
+        if inputs:
+            self.put(out, _merge(inputs))
+        return out
+
+    def param_owner(self, args: object) -> str | None:
+        for t in tree_flatten(args)[0]:
+            if isinstance(t, nn.Parameter) and id(t) in self.owners:
+                return self.owners[id(t)]
+        return None
+
+
+def _kind(module: nn.Module) -> str:
+    if is_norm(module):
+        return "norm"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "embedding"
+    if isinstance(module, (nn.PReLU,)):
+        return "activation"
+    return "weight"
+
+
+def _find_layers(model: nn.Module) -> tuple[dict[str, Layer], list[str]]:
+    """Leaf parametrized modules, and the 'loose' parameters of containers that also own some."""
+    layers: dict[str, Layer] = {}
+    loose: list[str] = []
+    inside_leaf: set[str] = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        if any(name.startswith(p + ".") for p in inside_leaf):
+            continue
+        own = list(module.named_parameters(recurse=False))
+        has_param_children = any(True for c in module.children() for _ in c.parameters())
+        if isinstance(module, _LEAF_TYPES) or (own and not has_param_children):
+            if id(module) not in {id(la.module) for la in layers.values()}:
+                layers[name] = Layer(name, module, _kind(module))
+            inside_leaf.add(name)
+        elif own:
+            prefix = f"{name}." if name else ""
+            loose.extend(prefix + n for n, _ in own)
+    return layers, loose
+
+
+def _example_args(example: object) -> tuple[tuple, dict]:
+    if isinstance(example, Mapping):
+        return (), dict(example)
+    if isinstance(example, tuple):
+        return example, {}
+    if isinstance(example, list) and example and all(isinstance(e, torch.Tensor) for e in example):
+        return tuple(example), {}
+    return (example,), {}
+
+
+def _to_device(example: object, device: torch.device) -> object:
+    def move(t: object) -> object:
+        return t.to(device) if isinstance(t, torch.Tensor) else t
+
+    if isinstance(example, Mapping):
+        return {k: move(v) for k, v in example.items()}
+    if isinstance(example, (tuple, list)):
+        return type(example)(move(v) for v in example)
+    return move(example)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def run_forward(model: nn.Module, example: object) -> object:
+    """Call ``model`` on ``example`` (a tensor, a tuple of args, or a dict of kwargs).
+
+    A failure is re-raised as :class:`InitlabError` that says what the forward expected.
+    """
+    args, kwargs = _example_args(example)
+    try:
+        return model(*args, **kwargs)
+    except Exception as exc:
+        shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
+        raise InitlabError(
+            f"the example did not fit {type(model).__name__}.forward: {type(exc).__name__}: {exc}. "
+            f"initlab called model(*args, **kwargs) with args {shapes} and kwargs {sorted(kwargs)}; "
+            "pass example= as the exact input of one forward call (a tensor, a tuple of "
+            "positional args, or a dict of keyword args)"
+        ) from exc
+
+
+def trace(model: nn.Module, example: object) -> Graph:
+    """Trace one forward pass of ``model`` on ``example`` and return its :class:`Graph`.
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    >>> g = trace(net, torch.randn(2, 4))
+    >>> [(la.name, la.activation, sorted(la.roles)) for la in g]
+    [('0', 'tanh', []), ('2', None, ['head'])]
+    """
+    if not isinstance(model, nn.Module):
+        raise InitlabError(f"expected an nn.Module, got {type(model).__name__}")
+    layers, loose = _find_layers(model)
+    owners: dict[int, str] = {}
+    shared: dict[str, list[str]] = {}
+    first_name: dict[int, str] = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first_name and first_name[id(p)] != pname:
+            shared.setdefault(first_name[id(p)], []).append(pname)
+        first_name.setdefault(id(p), pname)
+    for name, layer in layers.items():
+        for p in layer.module.parameters():
+            owners.setdefault(id(p), name)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type == "meta":
+        example = _to_device(example, device)
+    tracer = _Tracer(model, layers, owners)
+    handles = []
+    try:
+        for layer in layers.values():
+            handles.append(
+                layer.module.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True)
+            )
+            handles.append(layer.module.register_forward_hook(tracer.post_hook, with_kwargs=True))
+        args, kwargs = _example_args(example)
+        with _eval_mode(model), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. the transformer fast-path notice
+            tracer.put((args, kwargs), _EMPTY)
+            with tracer:
+                output = run_forward(model, example)
+    finally:
+        for h in handles:
+            h.remove()
+    # roles
+    for layer in layers.values():
+        if layer.kind in ("norm", "embedding"):
+            layer.roles.add(layer.kind)
+    branches = _branches(tracer.adds, layers)
+    for b in branches:
+        layers[b.last].roles.add("residual_out")
+    # the head: feeds the output through no other weight layer, and not merely along skip paths
+    for info in tracer.infos(output):
+        for source in info.pending:
+            layer = layers[source]
+            tied_head = layer.kind == "embedding" and any(
+                f != "embedding" for f in tracer.functional.get(source, [])
+            )
+            direct = layer.kind == "weight" and not layer.consumed
+            if (direct or tied_head) and "residual_out" not in layer.roles:
+                layer.roles.add("head")
+    unreached = [la.name for la in layers.values() if la.calls == 0]
+    return Graph(model, layers, branches, shared, tracer.functional, unreached, loose)
+
+
+def _branches(adds: list[tuple[_Info, _Info]], layers: dict[str, Layer]) -> list[Branch]:
+    found: dict[tuple[str, ...], Branch] = {}
+    for a, b in adds:
+        pa, pb = (a.path.names() if a.path else []), (b.path.names() if b.path else [])
+        common = 0
+        while common < min(len(pa), len(pb)) and pa[common] == pb[common]:
+            common += 1
+        sa, sb = pa[common:], pb[common:]
+        wa = [n for n in sa if layers[n].kind == "weight"]
+        wb = [n for n in sb if layers[n].kind == "weight"]
+        if not wa and not wb:
+            continue
+        branch, skip = (sa, sb) if (len(wa), len(sa)) > (len(wb), len(sb)) else (sb, sa)
+        weights = [n for n in branch if layers[n].kind == "weight"]
+        weight_units: list[str] = []
+        for n in weights:
+            weight_units.extend([n] * layers[n].weight_depth)
+        key = tuple(branch)
+        if key and key not in found:
+            found[key] = Branch(key, tuple(weight_units), branch[-1], weights[-1] if weights else None,
+                                tuple(skip))  # fmt: skip
+    return list(found.values())

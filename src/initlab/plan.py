@@ -1,0 +1,633 @@
+"""Plans: one decision per parameter, printable and serializable, applied from a seed.
+
+:func:`plan` traces the model (:func:`initlab.graph.trace`), then decides each parameter's scheme,
+fans, gain and target std, without touching a weight. :meth:`Plan.apply` draws every parameter
+from its own random stream keyed by ``(seed, parameter name)`` (:mod:`initlab.rng`), so the
+weights do not depend on module creation order, device, dtype or sharding.
+
+Defaults (what a practitioner would write by hand):
+
+=================  =========================================================================
+parameter           default
+=================  =========================================================================
+weight of a layer   the chosen scheme, gain from the traced activation that follows the layer
+                    (``initlab.gain``), fans from the module (per chunk for Q/K/V and gates)
+head weight         the chosen scheme with gain 1, times ``head_scale`` (e.g. 0.01: logits
+                    start near zero and the loss near ``log(classes)``, as in makemore)
+recurrent weight    ``weight_hh_*``: orthogonal per gate (Saxe et al. 2014; Keras' default)
+bias                0
+norm weight / bias  1 / 0
+embedding           N(0, 1) (torch's default); N(0, 1/d) when the table is also the output head
+other parameters    kept as they are (``keep``): scalars and tokens owned by containers
+frozen              kept, unless ``include_frozen=True``
+=================  =========================================================================
+
+Rules override the defaults. A rule's key is, by precedence (the highest kind that matches wins;
+within a kind, the rule listed last wins):
+
+1. a glob on the qualified parameter name, ``"blocks.*.mlp.fc2.weight"``;
+2. a module class, ``nn.Conv2d`` (``isinstance``);
+3. a predicate on the module, ``lambda m: getattr(m, "special_init", False)``;
+4. a role: ``"head"``, ``"residual_out"``, ``"embedding"``, ``"bias"``, ``"norm"``, ``"weight"``.
+
+Module-class and predicate rules apply to the module's weights, not its biases (a bias follows
+the ``"bias"`` role or a name glob). A rule's value is a scheme name, a ``(name, kwargs)`` pair (``kwargs`` may set ``gain``), the
+string ``"keep"``, or a callable ``fn(tensor, generator)`` that fills the tensor in place.
+A rule that matches no parameter warns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import inspect
+import json
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import rng
+from .errors import InitlabError
+from .fans import Fans
+from .fans import fans as module_fans
+from .gains import gain as activation_gain
+from .graph import Graph, Layer, trace
+from .schemes import SCHEMES, get_scheme
+
+__all__ = ["ROLES", "Plan", "PlanEntry", "init", "plan"]
+
+ROLES = ("head", "residual_out", "embedding", "bias", "norm", "weight", "other")
+_ROLE_ORDER = {r: i for i, r in enumerate(ROLES)}
+_FUSED_QKV = re.compile(r"(^|\.)(qkv|c_attn|Wqkv|query_key_value|in_proj)$")
+RuleValue = str | tuple[str, Mapping[str, Any]] | Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """The decision for one parameter.
+
+    Attributes:
+        name: qualified parameter name (the first one, for tied parameters).
+        shape: its shape.
+        module: the owning module's qualified name; ``module_type`` its class name.
+        role: the primary role; ``roles`` all of them.
+        activation: the traced activation after the layer (``None``: linear).
+        fan_in, fan_out, chunks: the fans used (``None`` when the scheme needs none).
+        scheme: the scheme's registry name, ``"keep"``, or ``"custom"`` for a callable rule.
+        kwargs: the scheme's options.
+        gain: the gain the scheme uses.
+        std: the std the scheme aims at (``None`` when not defined).
+        source: what decided: ``"default"`` or the rule, e.g. ``"rule 'head'"``.
+        tied: other names of the same tensor.
+        note: anything worth telling (frozen, unreached, called twice...).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    module: str
+    module_type: str
+    role: str
+    roles: tuple[str, ...]
+    activation: str | None
+    fan_in: int | None
+    fan_out: int | None
+    chunks: int
+    scheme: str
+    kwargs: Mapping[str, Any]
+    gain: float
+    std: float | None
+    source: str = "default"
+    tied: tuple[str, ...] = ()
+    note: str = ""
+    fn: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def fans(self) -> Fans | None:
+        """The fans as a :class:`~initlab.fans.Fans`, when the entry has them."""
+        if self.fan_in is None or self.fan_out is None:
+            return None
+        return Fans(self.fan_in, self.fan_out, 1, self.chunks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe fields."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "fn"}
+        d["shape"], d["roles"], d["tied"] = list(self.shape), list(self.roles), list(self.tied)
+        d["kwargs"] = {k: _jsonable(v) for k, v in self.kwargs.items()}
+        return d
+
+
+def _jsonable(v: Any) -> Any:
+    return v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+
+
+class Plan:
+    """The per-parameter decisions for one model. Iterate it for :class:`PlanEntry` values."""
+
+    def __init__(self, model: nn.Module, graph: Graph, entries: dict[str, PlanEntry], seed: int,
+                 scheme: str, device: torch.device | None = None) -> None:  # fmt: skip
+        self.model = model
+        self.graph = graph
+        self.entries = entries
+        self.seed = seed
+        self.scheme = scheme
+        self.device = device
+
+    def __iter__(self) -> Iterator[PlanEntry]:
+        return iter(self.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, name: str) -> PlanEntry:
+        if name not in self.entries:
+            from .errors import closest
+
+            hint = closest(name, self.entries)
+            raise KeyError(
+                f"no parameter {name!r} in the plan" + (f"; did you mean {hint!r}?" if hint else "")
+            )
+        return self.entries[name]
+
+    def replace(self, name: str, **changes: Any) -> Plan:
+        """A new plan with one entry changed (``scheme``, ``gain``, ``kwargs``...); std recomputed."""
+        entry = dataclasses.replace(self[name], **changes)
+        if entry.scheme not in ("keep", "custom"):
+            entry = dataclasses.replace(entry, std=_expected_std(entry))
+        return Plan(self.model, self.graph, {**self.entries, name: entry}, self.seed, self.scheme,
+                    self.device)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe description: seed, scheme, the graph's findings and every entry."""
+        L, m = self.graph.residual_depth
+        return {
+            "seed": self.seed,
+            "scheme": self.scheme,
+            "model": type(self.model).__name__,
+            "residual": {"branches": L, "layers_per_branch": m},
+            "unreached": list(self.graph.unreached),
+            "entries": [e.to_dict() for e in self],
+        }
+
+    def to_json(self, **kw: Any) -> str:
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), **kw)
+
+    def __str__(self) -> str:
+        header = ("parameter", "shape", "module", "role", "act", "fan_in", "fan_out", "chunks",
+                  "scheme", "gain", "std")  # fmt: skip
+        rows = [header]
+        for e in self:
+            rows.append((
+                e.name + (" (tied)" if e.tied else ""), "x".join(map(str, e.shape)) or "scalar",
+                e.module_type, e.role, (e.activation or "-") if e.role != "bias" else "-",
+                _fan_text(e.fan_in), _fan_text(e.fan_out), str(e.chunks),
+                e.scheme + _kw_text(e.kwargs), f"{e.gain:.4g}" if _uses_gain(e) else "-",
+                f"{e.std:.4g}" if e.std is not None else "-",
+            ))  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        notes = [f"  {e.name}: {e.note}" for e in self if e.note]
+        L, m = self.graph.residual_depth
+        foot = [f"seed {self.seed}; {len(self)} parameters; residual branches L={L}, m={m}"]
+        return "\n".join(lines + foot + (["notes:", *notes] if notes else []))
+
+    __repr__ = __str__
+
+    def apply(self) -> Plan:
+        """Draw every parameter in place (materializing meta tensors); transactional.
+
+        On any error, every parameter written so far is put back (and materialized parameters
+        are returned to the meta device), then the error is raised.
+        """
+        _apply(self)
+        return self
+
+
+def _fan_text(fan: int | None) -> str:
+    return "-" if fan is None else str(fan)
+
+
+def _uses_gain(e: PlanEntry) -> bool:
+    return e.scheme == "custom" or (e.scheme in SCHEMES and SCHEMES[e.scheme].uses_gain)
+
+
+def _kw_text(kwargs: Mapping[str, Any]) -> str:
+    shown = {k: v for k, v in kwargs.items() if k != "gain"}
+    if not shown:
+        return ""
+    return (
+        "("
+        + ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
+        )
+        + ")"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# rules
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: int  # 0 name, 1 class, 2 predicate, 3 role
+    key: Any
+    value: RuleValue
+    label: str
+    index: int
+
+
+def _parse_rules(rules: Mapping[Any, RuleValue] | None) -> list[_Rule]:
+    parsed = []
+    for i, (key, value) in enumerate((rules or {}).items()):
+        if isinstance(key, str) and key in ROLES:
+            parsed.append(_Rule(3, key, value, f"rule {key!r}", i))
+        elif isinstance(key, str):
+            parsed.append(_Rule(0, key, value, f"rule {key!r}", i))
+        elif isinstance(key, type) and issubclass(key, nn.Module):
+            parsed.append(_Rule(1, key, value, f"rule {key.__name__}", i))
+        elif callable(key):
+            label = getattr(key, "__name__", "predicate")
+            parsed.append(_Rule(2, key, value, f"rule {label}", i))
+        else:
+            raise InitlabError(
+                f"rule key {key!r} is not a parameter-name glob, a module class, a predicate or a "
+                f"role ({', '.join(ROLES)})"
+            )
+        _check_value(parsed[-1])
+    return parsed
+
+
+def _check_value(rule: _Rule) -> None:
+    v = rule.value
+    if callable(v) and not isinstance(v, str):
+        return
+    if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], Mapping):
+        name = v[0]
+    elif isinstance(v, str):
+        name = v
+    else:
+        raise InitlabError(
+            f"{rule.label}: value {v!r} is not a scheme name, a (name, kwargs) pair, 'keep' or a callable"
+        )
+    if name != "keep":
+        get_scheme(name)
+
+
+def _matches(
+    rule: _Rule, names: tuple[str, ...], module: nn.Module, roles: tuple[str, ...]
+) -> bool:
+    if rule.kind == 0:
+        return any(fnmatch.fnmatchcase(n, rule.key) for n in names)
+    if rule.kind in (1, 2) and roles == ("bias",):
+        return False  # module rules are for weights; biases follow the 'bias' role or a name
+    if rule.kind == 1:
+        return isinstance(module, rule.key)
+    if rule.kind == 2:
+        try:
+            return bool(rule.key(module))
+        except Exception as exc:
+            raise InitlabError(
+                f"{rule.label} raised {type(exc).__name__}: {exc} on {type(module).__name__}"
+            ) from exc
+    return rule.key in roles
+
+
+def _pick(rules: list[_Rule], names: tuple[str, ...], module: nn.Module, roles: tuple[str, ...],
+          used: set[int]) -> _Rule | None:  # fmt: skip
+    hits = [r for r in rules if _matches(r, names, module, roles)]
+    for r in hits:
+        used.add(r.index)
+    if not hits:
+        return None
+    best = min(r.kind for r in hits)
+    return [r for r in hits if r.kind == best][-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# deciding
+
+
+def _roles_of(local: str, tensor: torch.Tensor, layer: Layer | None, module: nn.Module,
+              head_tied: bool) -> tuple[str, ...]:  # fmt: skip
+    if layer is None:
+        return ("other",)
+    leaf = local.rsplit(".", 1)[-1]
+    if layer.kind == "norm":
+        roles = ["norm"]
+        if "residual_out" in layer.roles and "bias" not in leaf:
+            roles.insert(0, "residual_out")
+        return tuple(roles)
+    if layer.kind == "activation":
+        return ("other",)
+    if leaf.startswith("bias") or tensor.dim() < 2:
+        return ("bias",)
+    if layer.kind == "embedding":
+        return ("head", "embedding") if ("head" in layer.roles or head_tied) else ("embedding",)
+    roles = []
+    is_output = not isinstance(layer.module, nn.MultiheadAttention) or local.startswith("out_proj")
+    recurrent = isinstance(layer.module, (nn.RNNBase, nn.RNNCellBase))
+    if "head" in layer.roles and is_output and not recurrent:
+        roles.append("head")
+    if "residual_out" in layer.roles and is_output and not recurrent:
+        roles.append("residual_out")
+    roles.append("weight")
+    return tuple(roles)
+
+
+def _expected_std(e: PlanEntry) -> float | None:
+    if e.scheme in ("keep", "custom"):
+        return None
+    scheme = SCHEMES[e.scheme]
+    kw = {k: v for k, v in e.kwargs.items() if k != "gain"}
+    try:
+        return scheme.expected_std(e.shape, e.fans, e.gain, **kw)
+    except (InitlabError, TypeError):
+        return None
+
+
+def _param_fans(model: nn.Module, name: str, tensor: torch.Tensor) -> Fans | None:
+    if tensor.dim() < 2:
+        return None
+    prefix, _, local = name.rpartition(".")
+    owner = model.get_submodule(prefix) if prefix else model
+    chunks = None
+    if (
+        isinstance(owner, nn.Linear)
+        and _FUSED_QKV.search(prefix)
+        and owner.out_features == 3 * owner.in_features
+    ):
+        chunks = 3
+    try:
+        return module_fans(owner, local, chunks=chunks)
+    except InitlabError:
+        return None
+
+
+def plan(
+    model: nn.Module,
+    scheme: str = "kaiming_normal",
+    *,
+    example: Any,
+    rules: Mapping[Any, RuleValue] | None = None,
+    seed: int = 0,
+    head_scale: float = 1.0,
+    include_frozen: bool = False,
+    device: torch.device | str | None = None,
+    graph: Graph | None = None,
+    **options: Any,
+) -> Plan:
+    """Decide how to initialize every parameter of ``model``; touch nothing.
+
+    Args:
+        model: any ``nn.Module`` (on CPU, GPU or the meta device).
+        scheme: the default scheme for weights (a :data:`~initlab.schemes.SCHEMES` name).
+        example: the input of one forward call: a tensor, a tuple of args, or a dict of kwargs.
+        rules: overrides; see the module docstring.
+        seed: the seed every parameter's stream derives from.
+        head_scale: multiplies the head's gain (``0.01`` makes the initial logits nearly zero).
+        include_frozen: also plan parameters with ``requires_grad=False``.
+        device: where meta parameters are materialized by :meth:`Plan.apply` (default CPU).
+        graph: a graph already traced for this model and example (skips the trace).
+        **options: keyword options of the default scheme (e.g. ``mode="fan_out"``).
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> p = plan(net, example=torch.randn(2, 4))
+    >>> [(e.name, e.role, e.scheme, round(e.gain, 3)) for e in p]  # doctest: +NORMALIZE_WHITESPACE
+    [('0.weight', 'weight', 'kaiming_normal', 1.414), ('0.bias', 'bias', 'zeros', 1.0),
+     ('2.weight', 'head', 'kaiming_normal', 1.0), ('2.bias', 'bias', 'zeros', 1.0)]
+    """
+    default = get_scheme(scheme)
+    _check_options(default.name, options)
+    parsed = _parse_rules(rules)
+    graph = graph if graph is not None else trace(model, example)
+    used: set[int] = set()
+    tied: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(p), []).append(name)
+    entries: dict[str, PlanEntry] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        names = tuple(tied[id(p)])
+        entries[name] = _decide(model, graph, name, p, names, default.name, options, parsed, used,
+                                head_scale, include_frozen)  # fmt: skip
+    order = {la.name: i for i, la in enumerate(graph.order())}
+    rank = {n: order.get(e.module if e.module in order else _layer_name(graph, n), len(order))
+            for n, e in entries.items()}  # fmt: skip
+    entries = dict(sorted(entries.items(), key=lambda kv: rank[kv[0]]))  # stable: keeps param order
+    for r in parsed:
+        if r.index not in used:
+            warnings.warn(f"initlab: {r.label} matched no parameter", UserWarning, stacklevel=2)
+    dev = torch.device(device) if device is not None else None
+    return Plan(model, graph, entries, seed, default.name, dev)
+
+
+def _layer_name(graph: Graph, param: str) -> str:
+    layer = graph.layer_of(param)
+    return layer.name if layer is not None else ""
+
+
+def _check_options(scheme: str, options: Mapping[str, Any]) -> None:
+    allowed = SCHEMES[scheme].kwargs
+    extra = sorted(set(options) - set(allowed))
+    if extra:
+        raise InitlabError(
+            f"unknown option(s) {extra} for plan/init with scheme {scheme!r}; it accepts "
+            f"{list(allowed) or 'no options'} (plan options: rules, seed, head_scale, include_frozen, device)"
+        )
+
+
+def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: tuple[str, ...],
+            default: str, options: Mapping[str, Any], rules: list[_Rule], used: set[int],
+            head_scale: float, include_frozen: bool) -> PlanEntry:  # fmt: skip
+    layers = [graph.layer_of(n) for n in names]
+    layer = next((la for la in layers if la is not None), None)
+    prefix = name.rpartition(".")[0]
+    module = model.get_submodule(prefix) if prefix else model
+    local = name[len(layer.name) + 1 :] if layer is not None and layer.name else name
+    head_tied = any(la is not None and "head" in la.roles for la in layers)
+    roles_set: list[str] = []
+    for n, la in zip(names, layers, strict=True):
+        loc = n[len(la.name) + 1 :] if la is not None and la.name else n
+        for r in _roles_of(loc, p, la, module, head_tied):
+            if r not in roles_set:
+                roles_set.append(r)
+    roles = tuple(sorted(roles_set, key=_ROLE_ORDER.__getitem__))
+    role = roles[0]
+    activation = layer.activation if layer is not None else None
+    fans = _param_fans(model, name, p)
+    notes = []
+    if layer is not None and layer.calls == 0:
+        notes.append("never reached by the example: planned without its activation")
+    if layer is not None and len(layer.conflicts) > 1:
+        notes.append(
+            f"followed by different activations across calls {layer.conflicts}; used the first"
+        )
+    # the default decision
+    scheme, kwargs, g = _default_for(role, roles, local, p, layer, default, options, activation)
+    if role == "head" and "embedding" not in roles:
+        g *= head_scale
+    source, fn = "default", None
+    rule = _pick(rules, names, module, roles, used)
+    if rule is not None:
+        source = rule.label
+        scheme, kwargs, fn, g = _rule_decision(rule, p, activation, role, head_scale, layer)
+    if not p.requires_grad and not include_frozen:
+        scheme, kwargs, fn, source = "keep", {}, None, "frozen"
+        notes.append("frozen (requires_grad=False): kept; pass include_frozen=True to initialize")
+    needs = scheme not in ("keep", "custom") and SCHEMES[scheme].uses_fans
+    if needs and fans is None:
+        raise InitlabError(
+            f"{name} (shape {tuple(p.shape)}): scheme {scheme!r} needs fans, which a "
+            f"{p.dim()}-D parameter does not have; add a rule such as {{{name!r}: 'zeros'}} or "
+            "{'" + role + "': ('normal', {'std': 0.02})}"
+        )
+    entry = PlanEntry(
+        name=name, shape=tuple(p.shape), module=prefix, module_type=type(module).__name__,
+        role=role, roles=roles, activation=activation,
+        fan_in=fans.fan_in if fans else None, fan_out=fans.fan_out if fans else None,
+        chunks=fans.chunks if fans else 1, scheme=scheme, kwargs=dict(kwargs), gain=g, std=None,
+        source=source, tied=names[1:], note="; ".join(notes), fn=fn,
+    )  # fmt: skip
+    return dataclasses.replace(entry, std=_expected_std(entry))
+
+
+def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor, layer: Layer | None,
+                 default: str, options: Mapping[str, Any], activation: str | None,
+                 ) -> tuple[str, Mapping[str, Any], float]:  # fmt: skip
+    leaf = local.rsplit(".", 1)[-1]
+    if layer is None or role == "other":
+        return "keep", {}, 1.0
+    if role == "bias":
+        return "zeros", {}, 1.0
+    if "norm" in roles:
+        return ("zeros" if "bias" in leaf else "ones"), {}, 1.0
+    if "embedding" in roles:
+        if "head" in roles:  # a tied output head: keep the initial logits small
+            return "normal", {"std": 1.0 / math.sqrt(p.shape[-1])}, 1.0
+        return "normal", {"std": 1.0}, 1.0
+    if leaf.startswith("weight_hh"):
+        return "orthogonal", {}, 1.0
+    if role == "head" or isinstance(layer.module, (nn.RNNBase, nn.RNNCellBase)):
+        return default, options, 1.0
+    return default, options, activation_gain(activation or "linear", layer.activation_param)
+
+
+def _rule_decision(rule: _Rule, p: torch.Tensor, activation: str | None, role: str, head_scale: float,
+                   layer: Layer | None) -> tuple[str, Mapping[str, Any], Callable[..., Any] | None, float]:  # fmt: skip
+    v = rule.value
+    base_gain = (
+        1.0
+        if role == "head"
+        else activation_gain(activation or "linear", layer.activation_param if layer else None)
+    )
+    if role == "head":
+        base_gain *= head_scale
+    if callable(v) and not isinstance(v, str):
+        return "custom", {}, v, base_gain
+    name, kwargs = (v, {}) if isinstance(v, str) else (v[0], dict(v[1]))
+    if name == "keep":
+        return "keep", {}, None, 1.0
+    name = get_scheme(name).name
+    g = float(kwargs.pop("gain", base_gain))
+    allowed = SCHEMES[name].kwargs
+    extra = sorted(set(kwargs) - set(allowed))
+    if extra:
+        raise InitlabError(
+            f"{rule.label}: scheme {name!r} has no option(s) {extra}; it accepts {list(allowed) or 'none'} and 'gain'"
+        )
+    return name, kwargs, None, g
+
+
+# ---------------------------------------------------------------------------------------------
+# applying
+
+
+def _materialize(
+    model: nn.Module, name: str, device: torch.device
+) -> tuple[torch.Tensor, Callable[[], None]]:
+    """Swap a meta parameter for an empty one on ``device`` in every module that holds it."""
+    old = model.get_parameter(name)
+    new = nn.Parameter(
+        torch.empty(old.shape, dtype=old.dtype, device=device), requires_grad=old.requires_grad
+    )
+    holders = [(m, k) for m in model.modules() for k, v in m._parameters.items() if v is old]
+    for m, k in holders:
+        m._parameters[k] = new
+
+    def undo() -> None:
+        for m, k in holders:
+            m._parameters[k] = old
+
+    return new, undo
+
+
+def _apply(p: Plan) -> None:
+    model = p.model
+    undo: list[Callable[[], None]] = []
+    try:
+        with torch.no_grad():
+            for entry in p:
+                if entry.scheme == "keep":
+                    continue
+                tensor = model.get_parameter(entry.name)
+                if tensor.device.type == "meta":
+                    tensor, back = _materialize(model, entry.name, p.device or torch.device("cpu"))
+                    undo.append(back)
+                else:
+                    saved = tensor.detach().clone()
+                    undo.append(lambda t=tensor, s=saved: t.detach().copy_(s))
+                draw(entry, tensor.detach(), p.seed)
+    except BaseException:
+        for back in reversed(undo):
+            back()
+        raise
+
+
+def draw(entry: PlanEntry, tensor: torch.Tensor, seed: int) -> torch.Tensor:
+    """Write one entry's values into ``tensor`` from the stream ``(seed, entry.name)``."""
+    if entry.scheme == "keep":
+        return tensor
+    if entry.fn is not None:
+        g = rng.generator(seed, entry.name)
+        sig = inspect.signature(entry.fn)
+        entry.fn(tensor, g) if len(sig.parameters) >= 2 else entry.fn(tensor)
+        return tensor
+    scheme = SCHEMES[entry.scheme]
+    kw = {k: v for k, v in entry.kwargs.items() if k != "gain"}
+    if scheme.distribution is not None:
+        dist = scheme.distribution(entry.fans, entry.gain, **kw)
+        if tensor.is_contiguous():
+            return rng.fill_(tensor, dist.sample_, seed, entry.name)
+        work = rng.fill_(torch.empty(tensor.shape), dist.sample_, seed, entry.name)
+        return tensor.copy_(work)
+    work = torch.empty(tensor.shape, dtype=torch.float32)
+    scheme.apply(
+        work, fans=entry.fans, gain=entry.gain, generator=rng.generator(seed, entry.name), **kw
+    )
+    return tensor.copy_(work)
+
+
+def init(model: nn.Module, scheme: str = "kaiming_normal", *, example: Any, **kwargs: Any) -> Plan:
+    """Plan (see :func:`plan`, same arguments) and apply; return the applied :class:`Plan`.
+
+    The model is left exactly as it was if anything fails.
+
+    >>> net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    >>> p = init(net, example=torch.randn(8, 64), seed=0)
+    >>> round(p["0.weight"].std, 4)  # (5/3) / sqrt(64)
+    0.2083
+    """
+    return plan(model, scheme, example=example, **kwargs).apply()

@@ -1,0 +1,670 @@
+r"""Initialization schemes: pure tensor functions with explicit fans, gain and generator.
+
+Each public scheme mirrors :mod:`torch.nn.init` (``kaiming_normal_(target, a=0, mode="fan_in",
+nonlinearity="leaky_relu", *, generator=None)``) and writes in place, but ``target`` may also be a
+module with ``name=`` naming its parameter, in which case the fans come from
+:func:`initlab.fans` (right for grouped/transposed convolutions) and matrices stacked along dim 0
+(attention Q/K/V, RNN gates) are treated one chunk at a time.
+
+All fan-based schemes are one function, :func:`variance_scaling_`:
+
+.. math::
+    \sigma = \sqrt{\text{scale} / n}, \qquad n \in \{\text{fan\_in}, \text{fan\_out},
+    (\text{fan\_in} + \text{fan\_out}) / 2\}
+
+drawn as a normal, a truncated normal (cut at 2 sigma and rescaled so its std is exactly sigma),
+or a uniform on :math:`[-\sqrt{3}\sigma, \sqrt{3}\sigma]`. Xavier is ``scale = gain^2``,
+``mode = fan_avg``; Kaiming ``scale = gain^2``, ``mode = fan_in`` (or fan_out); LeCun ``scale = 1``,
+``mode = fan_in`` (Glorot & Bengio 2010; He et al. 2015; LeCun et al. 1998; Klambauer et al. 2017).
+
+The registry :data:`SCHEMES` names each scheme by a plain name; the planner calls
+``SCHEMES[name].apply(tensor, fans=..., gain=..., generator=..., **kwargs)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .errors import InitlabError, check_choice
+from .fans import Fans, fans as module_fans, tensor_fans
+from .gains import gain
+
+__all__ = [
+    "SCHEMES",
+    "Distribution",
+    "Scheme",
+    "constant_",
+    "delta_orthogonal_",
+    "dirac_",
+    "get_scheme",
+    "identity_",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "lecun_normal_",
+    "lecun_uniform_",
+    "normal_",
+    "ones_",
+    "orthogonal_",
+    "sparse_",
+    "trunc_normal_",
+    "truncated_normal_std",
+    "uniform_",
+    "variance_scaling_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zero_",
+    "zeros_",
+]
+
+Target = torch.Tensor | nn.Module
+Mode = Literal["fan_in", "fan_out", "fan_avg"]
+DistributionName = Literal["normal", "truncated_normal", "uniform"]
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise distributions
+
+
+def truncated_normal_std(a: float = -2.0, b: float = 2.0) -> float:
+    r"""Std of a standard normal truncated to :math:`[a, b]` (in units of std).
+
+    .. math:: \sqrt{1 + \frac{a\phi(a) - b\phi(b)}{Z} - \left(\frac{\phi(a) - \phi(b)}{Z}\right)^2},
+              \quad Z = \Phi(b) - \Phi(a)
+
+    >>> round(truncated_normal_std(-2, 2), 8)  # Keras' 0.87962566 correction
+    0.87962566
+    """
+    if not a < b:
+        raise InitlabError(f"truncation bounds need a < b, got a={a}, b={b}")
+    pdf = lambda x: math.exp(-x * x / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+    z = cdf(b) - cdf(a)
+    mean = (pdf(a) - pdf(b)) / z
+    return math.sqrt(1 + (a * pdf(a) - b * pdf(b)) / z - mean**2)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """An i.i.d. distribution for every element: what elementwise schemes draw from.
+
+    ``kind`` is "normal" (mean, scale=std), "uniform" (on [low, high]), "trunc_normal" (a normal of
+    mean and scale, cut to [low, high] absolute) or "constant" (mean).
+    """
+
+    kind: Literal["normal", "uniform", "trunc_normal", "constant"]
+    mean: float = 0.0
+    scale: float = 0.0
+    low: float = 0.0
+    high: float = 0.0
+
+    @property
+    def std(self) -> float:
+        """The distribution's standard deviation."""
+        if self.kind == "normal":
+            return self.scale
+        if self.kind == "uniform":
+            return (self.high - self.low) / math.sqrt(12)
+        if self.kind == "trunc_normal":
+            a, b = (self.low - self.mean) / self.scale, (self.high - self.mean) / self.scale
+            return self.scale * truncated_normal_std(a, b)
+        return 0.0
+
+    def sample_(self, tensor: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Fill ``tensor`` in place (with :mod:`torch.nn.init`'s samplers)."""
+        with torch.no_grad():
+            if self.kind == "normal":
+                return nn.init.normal_(tensor, self.mean, self.scale, generator=generator)
+            if self.kind == "uniform":
+                return nn.init.uniform_(tensor, self.low, self.high, generator=generator)
+            if self.kind == "trunc_normal":
+                return nn.init.trunc_normal_(
+                    tensor, self.mean, self.scale, self.low, self.high, generator=generator
+                )
+            return tensor.fill_(self.mean)
+
+    def describe(self) -> str:
+        """A short text such as ``N(0, 0.0442)``."""
+        if self.kind == "normal":
+            return f"N({self.mean:g}, {self.scale:.4g})"
+        if self.kind == "uniform":
+            return f"U({self.low:.4g}, {self.high:.4g})"
+        if self.kind == "trunc_normal":
+            return f"TN({self.mean:g}, {self.scale:.4g}, [{self.low:.4g}, {self.high:.4g}])"
+        return f"const({self.mean:g})"
+
+
+def variance_scaling(
+    fans: Fans, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal"
+) -> Distribution:
+    r"""The distribution of :func:`variance_scaling_`: std :math:`\sqrt{\text{scale}/n}`.
+
+    >>> round(variance_scaling(Fans(100, 50), 2.0, "fan_in", "normal").std, 6)
+    0.141421
+    """
+    check_choice("distribution", distribution, ["normal", "truncated_normal", "uniform"])
+    if scale <= 0:
+        raise InitlabError(f"variance_scaling needs scale > 0, got {scale}")
+    std = math.sqrt(scale / fans.mode(mode))
+    if distribution == "normal":
+        return Distribution("normal", 0.0, std)
+    if distribution == "uniform":
+        bound = math.sqrt(3.0) * std
+        return Distribution("uniform", 0.0, 0.0, -bound, bound)
+    s = std / truncated_normal_std(-2.0, 2.0)
+    return Distribution("trunc_normal", 0.0, s, -2 * s, 2 * s)
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A registered scheme.
+
+    Attributes:
+        name: the registry name.
+        formula: the std or bound, for people (``initlab schemes`` prints it).
+        apply: ``apply(tensor, *, fans, gain, generator, **kw)`` writes in place.
+        distribution: for elementwise schemes, ``distribution(fans, gain, **kw)``; the planner
+            draws these block by block (shardable); ``None`` for structured schemes.
+        uses_fans: whether the scheme needs fans (and so a >= 2-D tensor).
+        uses_gain: whether the activation gain enters the scheme.
+        random: whether the scheme draws random numbers.
+        kwargs: the options the scheme accepts (validated by the planner).
+    """
+
+    name: str
+    formula: str
+    apply: Callable[..., torch.Tensor]
+    distribution: Callable[..., Distribution] | None = None
+    uses_fans: bool = True
+    uses_gain: bool = True
+    random: bool = True
+    kwargs: tuple[str, ...] = field(default_factory=tuple)
+
+    def expected_std(self, shape: tuple[int, ...], fans: Fans | None, gain: float, **kw: Any) -> float | None:
+        """The std the scheme aims at for a tensor of ``shape`` (``None`` when not defined)."""
+        if self.distribution is not None:
+            return self.distribution(fans, gain, **kw).std
+        if self.name in ("orthogonal", "delta_orthogonal") and fans is not None:
+            rows, cols = fans.fan_out // fans.receptive_field, fans.fan_in
+            if self.name == "delta_orthogonal":
+                cols = fans.fan_in // fans.receptive_field
+                return gain * math.sqrt(min(rows, cols) / (rows * cols * fans.receptive_field))
+            return gain / math.sqrt(max(rows, cols))
+        return None
+
+
+def _elementwise(name: str, formula: str, dist: Callable[..., Distribution], *, uses_fans: bool,
+                 uses_gain: bool, kwargs: tuple[str, ...]) -> Scheme:  # fmt: skip
+    def apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
+              generator: torch.Generator | None = None, **kw: Any) -> torch.Tensor:  # fmt: skip
+        return dist(fans, gain, **kw).sample_(tensor, generator)
+
+    return Scheme(name, formula, apply, dist, uses_fans, uses_gain, True, kwargs)
+
+
+def _vs(mode: str, distribution: str, with_gain: bool = True) -> Callable[..., Distribution]:
+    def dist(fans: Fans, gain: float = 1.0, **kw: Any) -> Distribution:
+        _no_extra(kw, ())
+        return variance_scaling(fans, gain**2 if with_gain else 1.0, mode, distribution)
+
+    return dist
+
+
+def _no_extra(kw: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    extra = sorted(set(kw) - set(allowed))
+    if extra:
+        raise InitlabError(f"unexpected options {extra}; this scheme accepts {list(allowed) or 'none'}")
+
+
+def _normal_dist(fans: Fans | None, gain: float = 1.0, *, mean: float = 0.0, std: float = 1.0) -> Distribution:
+    return Distribution("normal", mean, std)
+
+
+def _uniform_dist(fans: Fans | None, gain: float = 1.0, *, a: float = 0.0, b: float = 1.0) -> Distribution:
+    if not a < b:
+        raise InitlabError(f"uniform needs a < b, got a={a}, b={b}")
+    return Distribution("uniform", 0.0, 0.0, a, b)
+
+
+def _trunc_dist(fans: Fans | None, gain: float = 1.0, *, mean: float = 0.0, std: float = 1.0,
+                a: float = -2.0, b: float = 2.0, exact_std: bool = False) -> Distribution:  # fmt: skip
+    if std <= 0:
+        raise InitlabError(f"trunc_normal needs std > 0, got {std}")
+    scale = std / truncated_normal_std(a, b) if exact_std else std
+    return Distribution("trunc_normal", mean, scale, mean + a * scale, mean + b * scale)
+
+
+def _constant_dist(fans: Fans | None, gain: float = 1.0, *, val: float = 0.0) -> Distribution:
+    return Distribution("constant", float(val))
+
+
+def _vs_dist(fans: Fans, gain: float = 1.0, *, scale: float = 1.0, mode: str = "fan_in",
+             distribution: str = "truncated_normal") -> Distribution:  # fmt: skip
+    return variance_scaling(fans, scale * gain**2, mode, distribution)
+
+
+def _chunks(tensor: torch.Tensor, fans: Fans | None) -> list[torch.Tensor]:
+    n = fans.chunks if fans is not None else 1
+    return list(tensor.chunk(n, dim=0)) if n > 1 else [tensor]
+
+
+def _orthogonal_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
+                      generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    if tensor.dim() < 2:
+        raise InitlabError(f"orthogonal needs a tensor with >= 2 dims, got shape {tuple(tensor.shape)}")
+    with torch.no_grad():
+        for chunk in _chunks(tensor, fans):
+            work = torch.empty(chunk.shape, dtype=torch.float32)  # QR in fp32, then cast
+            nn.init.orthogonal_(work, gain, generator=generator)
+            chunk.copy_(work)
+    return tensor
+
+
+def _delta_orthogonal_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
+                            generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    if tensor.dim() < 3:
+        raise InitlabError(
+            f"delta_orthogonal is for convolution kernels (>= 3 dims), got shape {tuple(tensor.shape)}; "
+            "use 'orthogonal' for matrices"
+        )
+    with torch.no_grad():
+        tensor.zero_()
+        centre = tuple((k - 1) // 2 for k in tensor.shape[2:])
+        work = torch.empty(tensor.shape[:2], dtype=torch.float32)
+        nn.init.orthogonal_(work, gain, generator=generator)
+        tensor[(slice(None), slice(None), *centre)] = work.to(tensor.dtype)
+    return tensor
+
+
+def _identity_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
+                    generator: torch.Generator | None = None, groups: int = 1) -> torch.Tensor:  # fmt: skip
+    if tensor.dim() < 2:
+        raise InitlabError(f"identity needs a tensor with >= 2 dims, got shape {tuple(tensor.shape)}")
+    with torch.no_grad():
+        if tensor.dim() > 2:
+            nn.init.dirac_(tensor, groups)
+            return tensor.mul_(gain)
+        for chunk in _chunks(tensor, fans):
+            chunk.copy_(torch.eye(*chunk.shape, dtype=tensor.dtype) * gain)
+    return tensor
+
+
+def _dirac_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
+                 generator: torch.Generator | None = None, groups: int = 1) -> torch.Tensor:  # fmt: skip
+    if tensor.dim() not in (3, 4, 5):
+        raise InitlabError(
+            f"dirac is for Conv1d/2d/3d kernels (3-5 dims), got shape {tuple(tensor.shape)}; "
+            "use 'identity' for matrices"
+        )
+    if tensor.shape[0] % groups:
+        raise InitlabError(f"dirac: {tensor.shape[0]} output channels do not split into {groups} groups")
+    with torch.no_grad():
+        nn.init.dirac_(tensor, groups)
+        return tensor.mul_(gain)
+
+
+def _sparse_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
+                  generator: torch.Generator | None = None, sparsity: float = 0.9,
+                  std: float = 0.01) -> torch.Tensor:  # fmt: skip
+    if tensor.dim() != 2:
+        raise InitlabError(
+            f"sparse needs a 2-D weight matrix, got shape {tuple(tensor.shape)}; "
+            "it zeroes a fraction of each column (Martens 2010)"
+        )
+    if not 0.0 <= sparsity < 1.0:
+        raise InitlabError(f"sparse needs 0 <= sparsity < 1, got {sparsity}")
+    with torch.no_grad():
+        return nn.init.sparse_(tensor, sparsity, std, generator=generator)
+
+
+def hadamard(n: int) -> torch.Tensor:
+    """The Sylvester Hadamard matrix of order ``n`` (a power of two), entries +-1.
+
+    >>> hadamard(2)
+    tensor([[ 1.,  1.],
+            [ 1., -1.]])
+    """
+    if n < 1 or n & (n - 1):
+        raise InitlabError(f"Hadamard order must be a power of two, got {n}")
+    h = torch.ones(1, 1)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+def zero_matrix(m: int, n: int) -> torch.Tensor:
+    r"""ZerO's deterministic ``(m, n)`` matrix (Zhao et al. 2022, Algorithm 1, official code).
+
+    Identity when ``m == n``; partial identity ``eye(m, n)`` when ``m < n``; when ``m > n``,
+    :math:`H_p[:m, :n] / \sqrt{p}` with :math:`p = 2^{\lceil \log_2 m \rceil}` and :math:`H_p` the
+    Sylvester Hadamard matrix (the paper prints the constant :math:`2^{-(k-1)/2}`, a factor
+    :math:`\sqrt{2}` larger; the official code, which we follow, uses :math:`1/\sqrt{p}`).
+
+    >>> zero_matrix(3, 2)
+    tensor([[ 0.5000,  0.5000],
+            [ 0.5000, -0.5000],
+            [ 0.5000,  0.5000]])
+    """
+    if m <= n:
+        return torch.eye(m, n)
+    p = 1 << math.ceil(math.log2(m))
+    return hadamard(p)[:m, :n] / math.sqrt(p)
+
+
+def _zero_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    if tensor.dim() < 2:
+        raise InitlabError(
+            f"ZerO needs a weight with >= 2 dims, got shape {tuple(tensor.shape)}; biases are zeros"
+        )
+    with torch.no_grad():
+        if tensor.dim() == 2:
+            for chunk in _chunks(tensor, fans):
+                chunk.copy_(zero_matrix(*chunk.shape))
+            return tensor
+        tensor.zero_()
+        centre = tuple(k // 2 for k in tensor.shape[2:])
+        tensor[(slice(None), slice(None), *centre)] = zero_matrix(*tensor.shape[:2]).to(tensor.dtype)
+    return tensor
+
+
+_GAIN_NOTE = "gain = activation gain (see initlab.gain)"
+SCHEMES: dict[str, Scheme] = {
+    s.name: s
+    for s in [
+        _elementwise("zeros", "0", lambda f, g=1.0: Distribution("constant", 0.0),
+                     uses_fans=False, uses_gain=False, kwargs=()),
+        _elementwise("ones", "1", lambda f, g=1.0: Distribution("constant", 1.0),
+                     uses_fans=False, uses_gain=False, kwargs=()),
+        _elementwise("constant", "val", _constant_dist, uses_fans=False, uses_gain=False,
+                     kwargs=("val",)),
+        _elementwise("normal", "N(mean, std^2)", _normal_dist, uses_fans=False, uses_gain=False,
+                     kwargs=("mean", "std")),
+        _elementwise("uniform", "U(a, b)", _uniform_dist, uses_fans=False, uses_gain=False,
+                     kwargs=("a", "b")),
+        _elementwise("trunc_normal", "N(mean, std^2) cut at mean + [a, b] * std (exact_std: "
+                     "rescaled so the std is std)", _trunc_dist, uses_fans=False, uses_gain=False,
+                     kwargs=("mean", "std", "a", "b", "exact_std")),
+        _elementwise("variance_scaling", "std = gain * sqrt(scale / n), n = fan_in | fan_out | "
+                     "fan_avg; normal, truncated_normal (exact std) or uniform",
+                     _vs_dist, uses_fans=True, uses_gain=True,
+                     kwargs=("scale", "mode", "distribution")),
+        _elementwise("xavier_uniform", "bound = gain * sqrt(6 / (fan_in + fan_out))",
+                     _vs("fan_avg", "uniform"), uses_fans=True, uses_gain=True, kwargs=()),
+        _elementwise("xavier_normal", "std = gain * sqrt(2 / (fan_in + fan_out))",
+                     _vs("fan_avg", "normal"), uses_fans=True, uses_gain=True, kwargs=()),
+        _elementwise("kaiming_uniform", "bound = gain * sqrt(3 / fan_in)",
+                     _vs("fan_in", "uniform"), uses_fans=True, uses_gain=True, kwargs=()),
+        _elementwise("kaiming_normal", "std = gain / sqrt(fan_in)",
+                     _vs("fan_in", "normal"), uses_fans=True, uses_gain=True, kwargs=()),
+        _elementwise("kaiming_normal_fan_out", "std = gain / sqrt(fan_out)",
+                     _vs("fan_out", "normal"), uses_fans=True, uses_gain=True, kwargs=()),
+        _elementwise("lecun_uniform", "bound = sqrt(3 / fan_in)",
+                     _vs("fan_in", "uniform", False), uses_fans=True, uses_gain=False, kwargs=()),
+        _elementwise("lecun_normal", "std = 1 / sqrt(fan_in), truncated at 2 std (exact std)",
+                     _vs("fan_in", "truncated_normal", False), uses_fans=True, uses_gain=False,
+                     kwargs=()),
+        Scheme("orthogonal", "Q from QR of N(0,1), per chunk, times gain; std = gain / "
+               "sqrt(max(rows, cols))", _orthogonal_apply),
+        Scheme("delta_orthogonal", "conv: orthogonal (out, in) x gain at the centre tap, zeros "
+               "elsewhere", _delta_orthogonal_apply),
+        Scheme("sparse", "a fraction `sparsity` of each column zero, the rest N(0, std^2)",
+               _sparse_apply, uses_fans=False, uses_gain=False, kwargs=("sparsity", "std")),
+        Scheme("identity", "gain * eye(out, in) per chunk (partial identity); conv: dirac",
+               _identity_apply, uses_fans=False, random=False, kwargs=("groups",)),
+        Scheme("dirac", "conv kernel that returns its input (per group), times gain",
+               _dirac_apply, uses_fans=False, random=False, kwargs=("groups",)),
+        Scheme("ZerO", "eye if out <= in, else Hadamard H_p[:out, :in] / sqrt(p); conv: at centre",
+               _zero_apply, uses_fans=False, uses_gain=False, random=False),
+    ]
+}  # fmt: skip
+_ALIASES = {"glorot_uniform": "xavier_uniform", "glorot_normal": "xavier_normal",
+            "he_normal": "kaiming_normal", "he_uniform": "kaiming_uniform", "zero": "ZerO",
+            "zerO": "ZerO", "eye": "identity", "truncated_normal": "trunc_normal"}  # fmt: skip
+
+
+def get_scheme(name: str) -> Scheme:
+    """Look a scheme up by name (aliases such as ``he_normal`` accepted).
+
+    >>> get_scheme("glorot_uniform").name
+    'xavier_uniform'
+    """
+    if isinstance(name, Scheme):
+        return name
+    key = _ALIASES.get(name, name)
+    if key not in SCHEMES:
+        check_choice("scheme", name, [*SCHEMES, *_ALIASES])
+    return SCHEMES[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.nn.init-style functions
+
+
+def _resolve(target: Target, name: str, fans: Fans | None, needs_fans: bool) -> tuple[torch.Tensor, Fans | None]:
+    if isinstance(target, nn.Module):
+        tensor = getattr(target, name, None)
+        if not isinstance(tensor, torch.Tensor):
+            names = [n for n, _ in target.named_parameters(recurse=False)]
+            raise InitlabError(
+                f"{type(target).__name__} has no parameter {name!r}; its parameters are {names}. "
+                "Pass name=... with one of them."
+            )
+        if fans is None and tensor.dim() >= 2:
+            fans = module_fans(target, name)
+        elif fans is None and needs_fans:
+            fans = module_fans(target, name)
+        return tensor, fans
+    if not isinstance(target, torch.Tensor):
+        raise InitlabError(f"expected a tensor or an nn.Module, got {type(target).__name__}")
+    if fans is None and needs_fans:
+        fans = tensor_fans(target)
+    return target, fans
+
+
+def _run(scheme: str, target: Target, name: str, fans: Fans | None, gain: float,
+         generator: torch.Generator | None, **kw: Any) -> torch.Tensor:  # fmt: skip
+    s = SCHEMES[scheme]
+    tensor, fans = _resolve(target, name, fans, s.uses_fans)
+    return s.apply(tensor, fans=fans, gain=gain, generator=generator, **kw)
+
+
+def variance_scaling_(target: Target, scale: float = 1.0, mode: Mode = "fan_in",
+                      distribution: DistributionName = "truncated_normal", *, name: str = "weight",
+                      fans: Fans | None = None, generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    r"""Fill with std :math:`\sqrt{\text{scale}/n}` (Keras' ``VarianceScaling``): the one scheme family.
+
+    Args:
+        target: a tensor, or a module whose parameter ``name`` is filled (fans from the module).
+        scale: the variance numerator (``gain**2`` for Xavier/Kaiming).
+        mode: ``n`` is ``"fan_in"``, ``"fan_out"`` or ``"fan_avg"``.
+        distribution: ``"normal"``, ``"truncated_normal"`` (cut at 2 std, rescaled to exact std)
+            or ``"uniform"``.
+
+    >>> w = variance_scaling_(torch.empty(256, 512), 2.0, "fan_in", "normal",
+    ...                       generator=torch.Generator().manual_seed(0))
+    >>> abs(w.std().item() - (2 / 512) ** 0.5) < 0.001
+    True
+    """
+    check_choice("mode", mode, ["fan_in", "fan_out", "fan_avg"])
+    return _run("variance_scaling", target, name, fans, 1.0, generator, scale=scale, mode=mode,
+                distribution=distribution)  # fmt: skip
+
+
+def xavier_uniform_(target: Target, gain: float = 1.0, *, name: str = "weight", fans: Fans | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    r"""Glorot & Bengio (2010): :math:`U(-b, b)`, :math:`b = \text{gain}\sqrt{6/(\text{fan\_in}+\text{fan\_out})}`.
+
+    >>> xavier_uniform_(nn.Linear(3, 5), gain=gain("tanh")).shape
+    torch.Size([5, 3])
+    """
+    return _run("xavier_uniform", target, name, fans, gain, generator)
+
+
+def xavier_normal_(target: Target, gain: float = 1.0, *, name: str = "weight", fans: Fans | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    r"""Glorot & Bengio (2010): :math:`N(0, \sigma^2)`, :math:`\sigma = \text{gain}\sqrt{2/(\text{fan\_in}+\text{fan\_out})}`."""
+    return _run("xavier_normal", target, name, fans, gain, generator)
+
+
+def _kaiming_gain(a: float, nonlinearity: str) -> float:
+    return gain(nonlinearity, a)
+
+
+def kaiming_uniform_(target: Target, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: str = "leaky_relu",
+                     *, name: str = "weight", fans: Fans | None = None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    r"""He et al. (2015): :math:`U(-b, b)`, :math:`b = \text{gain}\sqrt{3/n}`, ``n`` = fan of ``mode``."""
+    g = _kaiming_gain(a, nonlinearity)
+    return variance_scaling_(target, g * g, mode, "uniform", name=name, fans=fans, generator=generator)
+
+
+def kaiming_normal_(target: Target, a: float = 0.0, mode: Mode = "fan_in", nonlinearity: str = "leaky_relu",
+                    *, name: str = "weight", fans: Fans | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    r"""He et al. (2015): :math:`N(0, \sigma^2)`, :math:`\sigma = \text{gain}/\sqrt{n}`, ``n`` = fan of ``mode``.
+
+    >>> conv = nn.Conv2d(6, 12, 3, groups=3)
+    >>> w = kaiming_normal_(conv, nonlinearity="relu", generator=torch.Generator().manual_seed(0))
+    >>> round((2 / 18) ** 0.5, 4)  # fan_in 18 = 6/3 * 3*3, the same as torch's
+    0.3333
+    """
+    g = _kaiming_gain(a, nonlinearity)
+    return variance_scaling_(target, g * g, mode, "normal", name=name, fans=fans, generator=generator)
+
+
+def lecun_uniform_(target: Target, *, name: str = "weight", fans: Fans | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    r"""LeCun et al. (1998): :math:`U(-b, b)`, :math:`b = \sqrt{3/\text{fan\_in}}`."""
+    return variance_scaling_(target, 1.0, "fan_in", "uniform", name=name, fans=fans, generator=generator)
+
+
+def lecun_normal_(target: Target, *, name: str = "weight", fans: Fans | None = None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    r"""LeCun normal as in Keras/JAX (for SELU): truncated normal at 2 std with exact std :math:`1/\sqrt{\text{fan\_in}}`."""
+    return variance_scaling_(target, 1.0, "fan_in", "truncated_normal", name=name, fans=fans,
+                             generator=generator)  # fmt: skip
+
+
+def normal_(target: Target, mean: float = 0.0, std: float = 1.0, *, name: str = "weight",
+            generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    """:math:`N(\\text{mean}, \\text{std}^2)`."""
+    return _run("normal", target, name, None, 1.0, generator, mean=mean, std=std)
+
+
+def uniform_(target: Target, a: float = 0.0, b: float = 1.0, *, name: str = "weight",
+             generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    """:math:`U(a, b)`."""
+    return _run("uniform", target, name, None, 1.0, generator, a=a, b=b)
+
+
+def trunc_normal_(target: Target, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0,
+                  *, exact_std: bool = False, name: str = "weight",
+                  generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    r"""Normal cut to ``[mean + a*std, mean + b*std]``: bounds in units of std.
+
+    Differs from :func:`torch.nn.init.trunc_normal_`, whose ``a, b`` are absolute (so for std 0.02
+    nothing is cut). With ``exact_std=True`` the normal is widened by ``1 / truncated_normal_std(a, b)``
+    (0.8796 at +-2 std, Keras' correction) so the result has std exactly ``std``.
+
+    >>> w = trunc_normal_(torch.empty(100_000), std=0.02, generator=torch.Generator().manual_seed(0))
+    >>> bool(w.abs().max() <= 0.04)
+    True
+    """
+    return _run("trunc_normal", target, name, None, 1.0, generator, mean=mean, std=std, a=a, b=b,
+                exact_std=exact_std)  # fmt: skip
+
+
+def constant_(target: Target, val: float, *, name: str = "weight") -> torch.Tensor:
+    """Fill with ``val``."""
+    return _run("constant", target, name, None, 1.0, None, val=val)
+
+
+def zeros_(target: Target, *, name: str = "weight") -> torch.Tensor:
+    """Fill with 0."""
+    return _run("zeros", target, name, None, 1.0, None)
+
+
+def ones_(target: Target, *, name: str = "weight") -> torch.Tensor:
+    """Fill with 1."""
+    return _run("ones", target, name, None, 1.0, None)
+
+
+def orthogonal_(target: Target, gain: float = 1.0, *, name: str = "weight", fans: Fans | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    """(Semi-)orthogonal matrix times ``gain`` (Saxe et al. 2014), one per chunk (each LSTM gate).
+
+    Dims past the second are flattened. QR runs in float32 whatever the tensor's dtype.
+
+    >>> lstm = nn.LSTM(8, 8)
+    >>> w = orthogonal_(lstm, name="weight_hh_l0", generator=torch.Generator().manual_seed(0))
+    >>> all(torch.allclose(c @ c.T, torch.eye(8), atol=1e-5) for c in w.detach().chunk(4))
+    True
+    """
+    tensor, fans = _resolve(target, name, fans, False)
+    return _orthogonal_apply(tensor, fans=fans, gain=gain, generator=generator)
+
+
+def delta_orthogonal_(target: Target, gain: float = 1.0, *, name: str = "weight",
+                      generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    """Delta-orthogonal conv kernel (Xiao et al. 2018): orthogonal x gain at the centre tap."""
+    tensor, _ = _resolve(target, name, None, False)
+    return _delta_orthogonal_apply(tensor, gain=gain, generator=generator)
+
+
+def _groups_of(target: Target, groups: int | None) -> int:
+    if groups is not None:
+        return groups
+    return getattr(target, "groups", 1) if isinstance(target, nn.Module) else 1
+
+
+def identity_(target: Target, gain: float = 1.0, *, name: str = "weight", groups: int | None = None) -> torch.Tensor:
+    """Partial identity ``gain * eye(out, in)`` (per chunk); a conv kernel becomes a Dirac delta.
+
+    >>> identity_(torch.empty(2, 3))
+    tensor([[1., 0., 0.],
+            [0., 1., 0.]])
+    """
+    tensor, fans = _resolve(target, name, None, False)
+    return _identity_apply(tensor, fans=fans, gain=gain, groups=_groups_of(target, groups))
+
+
+def dirac_(target: Target, gain: float = 1.0, *, name: str = "weight", groups: int | None = None) -> torch.Tensor:
+    """Dirac kernel: the conv returns its input (per group; groups read from the module).
+
+    >>> conv = nn.Conv2d(4, 4, 3, padding=1, groups=2, bias=False)
+    >>> _ = dirac_(conv)
+    >>> x = torch.randn(1, 4, 5, 5)
+    >>> torch.allclose(conv(x), x)
+    True
+    """
+    tensor, _ = _resolve(target, name, None, False)
+    return _dirac_apply(tensor, gain=gain, groups=_groups_of(target, groups))
+
+
+def sparse_(target: Target, sparsity: float, std: float = 0.01, *, name: str = "weight",
+            generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    """Martens (2010): in each column a fraction ``sparsity`` of the entries is 0, the rest N(0, std^2)."""
+    tensor, _ = _resolve(target, name, None, False)
+    return _sparse_apply(tensor, sparsity=sparsity, std=std, generator=generator)
+
+
+def zero_(target: Target, *, name: str = "weight") -> torch.Tensor:
+    """ZerO (Zhao et al. 2022): deterministic identity / Hadamard weights; see :func:`zero_matrix`.
+
+    >>> zero_(torch.empty(2, 2))
+    tensor([[1., 0.],
+            [0., 1.]])
+    """
+    tensor, fans = _resolve(target, name, None, False)
+    return _zero_apply(tensor, fans=fans)
+

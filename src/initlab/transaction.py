@@ -1,0 +1,112 @@
+"""Transactions on a model: whatever goes wrong, the model ends as it was.
+
+A :func:`transaction` snapshots what initlab might touch (parameter and buffer values and
+identities, ``.grad``, ``requires_grad``, train/eval mode of every module, and the hook
+dictionaries) and restores all of it when the block raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["ModelState", "snapshot", "transaction"]
+
+_HOOK_DICTS = (
+    "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
+    "_state_dict_hooks", "_load_state_dict_pre_hooks",
+)  # fmt: skip
+
+
+@dataclass
+class ModelState:
+    """A restorable copy of everything about a model that initlab may change."""
+
+    tensors: dict[tuple[nn.Module, str, str], tuple[torch.Tensor | None, torch.Tensor | None]]
+    values: dict[int, torch.Tensor]
+    grads: dict[int, torch.Tensor | None]
+    requires_grad: dict[int, bool]
+    modes: dict[nn.Module, bool]
+    hooks: dict[tuple[nn.Module, str], dict]
+    tensor_hooks: dict[int, object]
+
+    def restore(self) -> None:
+        """Put every value, attribute and hook back (tensors keep their identity)."""
+        with torch.no_grad():
+            for (module, kind, name), (tensor, _) in self.tensors.items():
+                getattr(module, kind)[name] = tensor
+            seen: set[int] = set()
+            for (_module, _kind, _name), (tensor, _) in self.tensors.items():
+                if tensor is None or id(tensor) in seen:
+                    continue
+                seen.add(id(tensor))
+                saved = self.values[id(tensor)]
+                if saved.device.type != "meta" and tensor.device.type != "meta":
+                    if tensor.shape == saved.shape and tensor.dtype == saved.dtype:
+                        tensor.copy_(saved)
+                    else:
+                        tensor.data = saved.clone()
+                tensor.grad = self.grads.get(id(tensor))
+                if isinstance(tensor, nn.Parameter) or tensor.is_leaf:
+                    tensor.requires_grad_(self.requires_grad[id(tensor)])
+                if hasattr(tensor, "_backward_hooks") and id(tensor) in self.tensor_hooks:
+                    tensor._backward_hooks = self.tensor_hooks[id(tensor)]
+        for module, training in self.modes.items():
+            module.training = training
+        for (module, attr), hooks in self.hooks.items():
+            current = getattr(module, attr)
+            current.clear()
+            current.update(hooks)
+
+
+def snapshot(model: nn.Module) -> ModelState:
+    """Record the model's tensors (cloned), grads, flags, modes and hooks."""
+    tensors: dict = {}
+    values: dict[int, torch.Tensor] = {}
+    grads: dict[int, torch.Tensor | None] = {}
+    flags: dict[int, bool] = {}
+    tensor_hooks: dict[int, object] = {}
+    for module in model.modules():
+        for kind in ("_parameters", "_buffers"):
+            for name, tensor in getattr(module, kind).items():
+                tensors[(module, kind, name)] = (tensor, None)
+                if tensor is None or id(tensor) in values:
+                    continue
+                values[id(tensor)] = tensor.detach().clone()
+                grads[id(tensor)] = tensor.grad.clone() if tensor.grad is not None else None
+                flags[id(tensor)] = tensor.requires_grad
+                tensor_hooks[id(tensor)] = getattr(tensor, "_backward_hooks", None)
+    modes = {m: m.training for m in model.modules()}
+    hooks = {
+        (m, attr): dict(getattr(m, attr)) for m in model.modules() for attr in _HOOK_DICTS
+        if hasattr(m, attr)
+    }  # fmt: skip
+    return ModelState(tensors, values, grads, flags, modes, hooks, tensor_hooks)
+
+
+@contextlib.contextmanager
+def transaction(model: nn.Module) -> Iterator[ModelState]:
+    """Run a block on ``model``; if it raises, restore the model exactly and re-raise.
+
+    >>> net = nn.Linear(2, 2)
+    >>> before = net.weight.detach().clone()
+    >>> try:
+    ...     with transaction(net):
+    ...         _ = net.weight.data.zero_()
+    ...         raise RuntimeError("boom")
+    ... except RuntimeError:
+    ...     pass
+    >>> torch.equal(net.weight, before)
+    True
+    """
+    state = snapshot(model)
+    try:
+        yield state
+    except BaseException:
+        state.restore()
+        raise
