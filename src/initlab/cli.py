@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from rich.table import Table
 from .errors import InitlabError
 
 console = Console()
+if not console.is_terminal:  # files and CI logs: wide enough for the tables
+    console = Console(width=140)
 
 
 def load_factory(spec: str) -> Any:
@@ -165,6 +168,49 @@ def init_cmd(factory: str, example_shape: str, example_dtype: str, vocab: int, s
         torch.save(state, out)
     click.echo(json.dumps(p.to_dict(), indent=2) if as_json else str(p))
     console.print(f"saved {len(state)} tensors to {out}")
+
+
+@main.command()
+@click.option(
+    "--suite",
+    default="quick",
+    show_default=True,
+    type=click.Choice(["quick", "makemore", "gradinit-table", "depth", "residual", "all"]),
+)
+@click.option("--seeds", type=int, default=1, show_default=True, help="seeds 0..N-1")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads (pinned)")
+@click.option("--out", type=click.Path(file_okay=False), default="bench-out", show_default=True)
+def bench(suite: str, seeds: int, device: str, threads: int, out: str) -> None:
+    """Reproduce the seeds' experiments on offline data; tables, JSON/CSV/Markdown and plots."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .bench.run import run_suite, summarize
+
+    if device == "cuda":
+        _fail(
+            InitlabError(
+                "--device cuda: the GPU recipe (CIFAR-10 from a local path) is not wired into the bench "
+                "yet; run the CPU suites, or load CIFAR-10 with initlab.bench.data.cifar10(path)"
+            )
+        )
+    t0 = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:  # fmt: skip
+        task = bar.add_task(f"bench {suite}", total=None)
+        runs = run_suite(suite, seeds=seeds, out=out, threads=threads,
+                         progress=lambda s: bar.update(task, description=s))  # fmt: skip
+    rows = summarize(runs)
+    for name in dict.fromkeys(r["suite"] for r in rows):
+        part = [r for r in rows if r["suite"] == name]
+        table = Table(title=f"{name} (seeds {seeds}, {threads} thread(s))")
+        cols = [c for c in part[0] if c not in ("suite", "seeds")]
+        for c in cols:
+            table.add_column(c, overflow="fold")
+        for r in part:
+            table.add_row(*(escape(r.get(c, "")) for c in cols))
+        console.print(table)
+    console.print(f"{len(runs)} runs in {time.perf_counter() - t0:.1f} s; results in {out}/")
 
 
 if __name__ == "__main__":  # pragma: no cover

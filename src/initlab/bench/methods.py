@@ -1,0 +1,140 @@
+"""The initialization methods the bench compares, each a function ``fn(model, ctx) -> None``.
+
+Every method gets the same :class:`Context` (model input example, training batches, loss, recipe
+and seed) and initializes the model in place. Methods whose implementation is missing from this
+installation are reported as unavailable, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..plan import init as initlab_init
+from ..graph import is_norm
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training recipe, the same for every method of a comparison.
+
+    ``warmup_epochs`` ramps the learning rate linearly from 0; ``extra_epochs`` trains longer
+    (the seed's "+1 epoch" rows, which give the baseline GradInit's extra compute).
+    """
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    batch: int = 64
+    epochs: int = 5
+    weight_decay: float = 0.0
+    warmup_epochs: int = 0
+    extra_epochs: int = 0
+
+
+@dataclass
+class Context:
+    """What a method may use: an example batch, a stream of training batches, the loss, the recipe."""
+
+    example: torch.Tensor
+    batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    recipe: Recipe
+    seed: int
+
+
+def torch_default(model: nn.Module, ctx: Context) -> None:
+    """PyTorch's own defaults (Kaiming-uniform with a=sqrt(5)): leave the model as built."""
+
+
+def kaiming(model: nn.Module, ctx: Context) -> None:
+    """The seeds' baseline: ``torch.nn.init.kaiming_normal_`` (fan_in, ReLU gain) on every
+    conv/linear weight, biases 0, norms 1/0; exactly what a practitioner writes by hand."""
+    g = torch.Generator().manual_seed(ctx.seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif is_norm(m) and getattr(m, "weight", None) is not None:
+                m.weight.fill_(1.0)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+
+
+def initlab_auto(model: nn.Module, ctx: Context) -> None:
+    """``initlab.init(model, example=...)``: Kaiming normal with traced gains, head gain 1."""
+    initlab_init(model, example=ctx.example, seed=ctx.seed)
+
+
+def initlab_zero_residual(model: nn.Module, ctx: Context) -> None:
+    """``initlab.init`` with the residual branch ends zeroed (zero_module / zero_init_residual)."""
+    initlab_init(model, example=ctx.example, seed=ctx.seed, rules={"residual_out": "zeros"})
+
+
+def _batches(ctx: Context) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    return itertools.cycle(list(ctx.batches()))
+
+
+def lsuv(model: nn.Module, ctx: Context) -> None:
+    """LSUV (Mishkin & Matas 2016) after initlab's orthogonal pre-init, on one training batch."""
+    from ..methods.lsuv import lsuv as run
+
+    x, _ = next(iter(ctx.batches()))
+    run(model, x, seed=ctx.seed, progress=False)
+
+
+def gradinit(model: nn.Module, ctx: Context) -> None:
+    """initlab.init, then GradInit (Zhu et al. 2021) for the recipe's optimizer and lr."""
+    from ..methods.gradinit import gradinit as run
+
+    initlab_init(model, example=ctx.example, seed=ctx.seed)
+    run(model, ctx.loss_fn, _batches(ctx), lr=ctx.recipe.lr, optimizer="sgd", progress=False)
+
+
+def metainit(model: nn.Module, ctx: Context) -> None:
+    """initlab.init, then MetaInit (Dauphin & Schoenholz 2019) with the paper's defaults."""
+    from ..methods.metainit import metainit as run
+
+    initlab_init(model, example=ctx.example, seed=ctx.seed)
+    run(model, ctx.loss_fn, _batches(ctx), progress=False)
+
+
+def zero(model: nn.Module, ctx: Context) -> None:
+    """ZerO (Zhao et al. 2022) for the whole model."""
+    from ..methods.residual import zero_init
+
+    zero_init(model, ctx.example)
+
+
+def fixup(model: nn.Module, ctx: Context) -> None:
+    """Fixup (Zhang et al. 2019)."""
+    from ..methods.residual import fixup as run
+
+    run(model, ctx.example, seed=ctx.seed)
+
+
+def skipinit(model: nn.Module, ctx: Context) -> None:
+    """initlab.init, then SkipInit (De & Smith 2020): a zero scalar on every residual branch."""
+    from ..methods.residual import skipinit as run
+
+    initlab_init(model, example=ctx.example, seed=ctx.seed)
+    run(model, ctx.example)
+
+
+METHODS: dict[str, Callable[[nn.Module, Context], None]] = {
+    "torch-default": torch_default,
+    "kaiming": kaiming,
+    "initlab": initlab_auto,
+    "initlab-zero-residual": initlab_zero_residual,
+    "lsuv": lsuv,
+    "gradinit": gradinit,
+    "metainit": metainit,
+    "zero": zero,
+    "fixup": fixup,
+    "skipinit": skipinit,
+}
