@@ -404,8 +404,8 @@ def write_outputs(runs: list[Run], out: Path, suite: str, seeds: int, threads: i
     (out / "results.md").write_text(markdown(rows))
     try:
         plot(runs, out)
-    except ImportError:
-        pass
+    except ImportError:  # matplotlib is the optional [plot] extra: say so, keep the tables
+        (out / "PLOTS_SKIPPED.txt").write_text("install initlab[plot] (matplotlib) for the plots\n")
 
 
 def plot(runs: list[Run], out: Path) -> list[Path]:

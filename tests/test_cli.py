@@ -1,0 +1,50 @@
+"""The command line, driven as a user would (click's runner, in process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+
+from initlab.cli import main
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "models.py"
+
+
+def test_schemes_lists_registry():
+    result = CliRunner().invoke(main, ["schemes"])
+    assert result.exit_code == 0
+    for name in ("kaiming_normal", "orthogonal", "ZerO", "trunc_normal"):
+        assert name in result.output
+
+
+def test_plan_prints_table_and_json():
+    runner = CliRunner()
+    result = runner.invoke(main, ["plan", f"{EXAMPLES}:resnet", "--example-shape", "2,3,16,16"])
+    assert result.exit_code == 0, result.output
+    assert "residual_out" in result.output and "kaiming_normal" in result.output
+    result = runner.invoke(main, ["plan", f"{EXAMPLES}:mlp", "--example-shape", "4,64", "--json"])
+    data = json.loads(result.output)
+    assert data["entries"][0]["activation"] == "tanh"
+
+
+def test_init_saves_weights(tmp_path):
+    out = tmp_path / "w.pt"
+    args = ["init", f"{EXAMPLES}:mlp", "--example-shape", "4,64", "--seed", "3", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    state = torch.load(out)
+    assert state["0.bias"].abs().sum() == 0 and state["0.weight"].std() > 0
+
+
+def test_bad_factory_and_bad_scheme_are_clear():
+    runner = CliRunner()
+    result = runner.invoke(main, ["plan", f"{EXAMPLES}:nope", "--example-shape", "4,64"])
+    assert result.exit_code != 0 and "has no 'nope'" in result.output
+    args = ["plan", f"{EXAMPLES}:mlp", "--example-shape", "4,64", "--scheme", "kaiming_norml"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2 and "Did you mean 'kaiming_normal'" in result.output
+    result = runner.invoke(main, ["plan", f"{EXAMPLES}:mlp", "--example-shape", "4,65"])
+    assert result.exit_code == 2 and "example did not fit" in result.output
