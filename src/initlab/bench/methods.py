@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..plan import init as initlab_init
 from ..graph import is_norm
+from ..plan import init as initlab_init
 
 
 @dataclass(frozen=True)
