@@ -147,6 +147,7 @@ def test_plain_mlp_validates() -> None:
 def test_residual_block_computes_x_plus_branch() -> None:
     net = models.residual_mlp(8, 3, blocks=2, width=16)
     block = net.blocks[0]
+    assert isinstance(block, models.ResidualBlock)
     x = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(block(x), x + block.fc2(torch.relu(block.fc1(x))))
     assert not any(isinstance(m, (nn.BatchNorm1d, nn.LayerNorm)) for m in net.modules())

@@ -33,12 +33,15 @@ from torch import nn
 from initlab.errors import InitlabError, check_choice
 
 __all__ = [
+    "MAKEMORE_SEED",
     "MODELS",
     "BasicBlock",
     "CharTransformer",
     "FeedForward",
     "MakemoreMLP",
+    "ResNet",
     "ResidualBlock",
+    "ResidualMLP",
     "TransformerBlock",
     "build",
     "char_transformer",
@@ -193,7 +196,10 @@ class ResidualBlock(nn.Module):
         return x + self.fc2(self.act(self.fc1(x)))
 
 
-class _ResidualMLP(nn.Module):
+class ResidualMLP(nn.Module):
+    """``stem``, ``blocks`` (a Sequential of :class:`ResidualBlock`), ``head``: see
+    :func:`residual_mlp`."""
+
     def __init__(self, in_features: int, num_classes: int, blocks: int, width: int) -> None:
         super().__init__()
         self.stem = nn.Linear(in_features, width)
@@ -204,7 +210,7 @@ class _ResidualMLP(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
-def residual_mlp(in_features: int, num_classes: int, blocks: int, width: int = 256) -> nn.Module:
+def residual_mlp(in_features: int, num_classes: int, blocks: int, width: int = 256) -> ResidualMLP:
     """A residual MLP without normalization: ``stem``, ``blocks`` x :class:`ResidualBlock`, head.
 
     Each block adds its branch to the stream, so with a default init the stream's variance grows
@@ -215,7 +221,7 @@ def residual_mlp(in_features: int, num_classes: int, blocks: int, width: int = 2
     >>> net(torch.zeros(5, 64)).shape, len(net.blocks)
     (torch.Size([5, 10]), 2)
     """
-    return _ResidualMLP(
+    return ResidualMLP(
         _positive("in_features", in_features), _positive("num_classes", num_classes),
         _positive("blocks", blocks), _positive("width", width),
     )  # fmt: skip
@@ -297,7 +303,10 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-class _ResNet(nn.Module):
+class ResNet(nn.Module):
+    """Stem ``conv``/``bn``/``act``, ``stages`` of :class:`BasicBlock`, ``pool``, ``fc``: see
+    :func:`resnet_like`."""
+
     def __init__(
         self, in_channels: int, num_classes: int, blocks: Sequence[int], batchnorm: bool,
         width: int,
@@ -331,7 +340,7 @@ def resnet_like(
     depth_blocks: int | Sequence[int],
     batchnorm: bool,
     width: int = 16,
-) -> nn.Module:
+) -> ResNet:
     """A CIFAR-style ResNet (He et al. 2016, sec. 4.2) of :class:`BasicBlock` s for small images.
 
     A conv3x3 stem of ``width`` channels, three stages of ``depth_blocks`` blocks each (or one
@@ -348,7 +357,7 @@ def resnet_like(
         raise InitlabError("depth_blocks must name at least one stage, got an empty sequence")
     for n in counts:
         _positive("depth_blocks", n)
-    return _ResNet(
+    return ResNet(
         _positive("in_channels", in_channels), _positive("num_classes", num_classes), counts,
         batchnorm, _positive("width", width),
     )  # fmt: skip
