@@ -5,6 +5,7 @@ from .fans import Fans, fans
 from .gains import gain
 from .graph import Graph, trace
 from .plan import Plan, PlanEntry, init, plan
+from .presets import PRESETS, preset_rules
 from .schemes import (
     SCHEMES,
     constant_,
@@ -27,10 +28,12 @@ from .schemes import (
     zero_,
     zeros_,
 )
+from .serialize import load_init, load_rules, save_plan, save_rules
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PRESETS",
     "SCHEMES",
     "Fans",
     "Graph",
@@ -49,10 +52,15 @@ __all__ = [
     "kaiming_uniform_",
     "lecun_normal_",
     "lecun_uniform_",
+    "load_init",
+    "load_rules",
     "normal_",
     "ones_",
     "orthogonal_",
     "plan",
+    "preset_rules",
+    "save_plan",
+    "save_rules",
     "sparse_",
     "trace",
     "trunc_normal_",

@@ -92,6 +92,7 @@ def _plan_options(f: Any) -> Any:
                      help="a TOML or JSON rule file"),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--head-scale", type=float, default=1.0, show_default=True),
+        click.option("--preset", default=None, help="a model family's recipe (see `initlab presets`)"),
         click.option("--json", "as_json", is_flag=True, help="print the plan as JSON"),
     ]  # fmt: skip
     for option in reversed(options):
@@ -100,7 +101,7 @@ def _plan_options(f: Any) -> Any:
 
 
 def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
-                rules_path: str | None, seed: int, head_scale: float) -> Any:  # fmt: skip
+                rules_path: str | None, seed: int, head_scale: float, preset: str | None) -> Any:  # fmt: skip
     from .plan import plan
 
     model = load_factory(factory)()
@@ -110,7 +111,22 @@ def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int
         from .serialize import load_rules
 
         rules = load_rules(rules_path)
-    return plan(model, scheme, example=example, rules=rules, seed=seed, head_scale=head_scale)
+    return plan(
+        model, scheme, example=example, rules=rules, seed=seed, head_scale=head_scale, preset=preset
+    )
+
+
+@main.command()
+def presets() -> None:
+    """List the model-family presets with their sources."""
+    from .presets import PRESETS
+
+    table = Table(title="initlab presets (initlab.init(..., preset=NAME))")
+    table.add_column("name")
+    table.add_column("source", overflow="fold")
+    for p in PRESETS.values():
+        table.add_row(p.name, escape(p.source))
+    console.print(table)
 
 
 @main.command("plan")
@@ -119,11 +135,20 @@ def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int
     "--save", type=click.Path(dir_okay=False), help="save the plan (TOML or JSON by extension)"
 )
 def plan_cmd(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
-             rules_path: str | None, seed: int, head_scale: float, as_json: bool, save: str | None) -> None:  # fmt: skip
+             rules_path: str | None, seed: int, head_scale: float, preset: str | None, as_json: bool,
+             save: str | None) -> None:  # fmt: skip
     """Print the plan for FACTORY (FILE.py:FUNC or MODULE:FUNC, called with no arguments)."""
     try:
         p = _build_plan(
-            factory, example_shape, example_dtype, vocab, scheme, rules_path, seed, head_scale
+            factory,
+            example_shape,
+            example_dtype,
+            vocab,
+            scheme,
+            rules_path,
+            seed,
+            head_scale,
+            preset,
         )
     except InitlabError as exc:
         _fail(exc)
@@ -143,11 +168,20 @@ def plan_cmd(factory: str, example_shape: str, example_dtype: str, vocab: int, s
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="where to save the initialized state_dict (.safetensors or .pt)")  # fmt: skip
 def init_cmd(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
-             rules_path: str | None, seed: int, head_scale: float, as_json: bool, out: str) -> None:  # fmt: skip
+             rules_path: str | None, seed: int, head_scale: float, preset: str | None, as_json: bool,
+             out: str) -> None:  # fmt: skip
     """Initialize FACTORY's model and save its weights."""
     try:
         p = _build_plan(
-            factory, example_shape, example_dtype, vocab, scheme, rules_path, seed, head_scale
+            factory,
+            example_shape,
+            example_dtype,
+            vocab,
+            scheme,
+            rules_path,
+            seed,
+            head_scale,
+            preset,
         )
         p.apply()
     except InitlabError as exc:

@@ -187,6 +187,10 @@ def _module_fans(module: nn.Module, name: str, tensor: torch.Tensor) -> Fans:
             return Fans(e, e)
     if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
         return _rnn_fans(module, name)
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        # transformers' GPT-2 Conv1D stores its weight as (in, out), the transpose of nn.Linear
+        weight = module.weight
+        return Fans(weight.shape[0], weight.shape[1])
     if is_bias:
         weight = getattr(module, "weight", None)
         if isinstance(weight, torch.Tensor) and weight.dim() >= 2 and weight.shape[0] == tensor.shape[0]:

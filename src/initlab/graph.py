@@ -256,7 +256,8 @@ def _merge(infos: list[_Info]) -> _Info:
     pending: dict[str, tuple[str | None, float | None]] = {}
     for info in infos:
         for k, v in info.pending.items():
-            pending.setdefault(k, v)
+            if pending.get(k, (None, None))[0] is None:
+                pending[k] = v  # an activation seen on any operand beats none
     path = max((i.path for i in infos), key=lambda p: p.weight if p else -1)
     return _Info(pending, path)
 
@@ -274,6 +275,7 @@ class _Tracer(TorchFunctionMode):
         self.adds: list[tuple[_Info, _Info]] = []
         self.functional: dict[str, list[str]] = {}
         self.stash: dict[int, list[_Info]] = {}
+        self.act_modules: dict[int, str] = {}
 
     # -- tensor bookkeeping
     def get(self, t: object) -> _Info | None:
@@ -352,6 +354,19 @@ class _Tracer(TorchFunctionMode):
             base = self.stash[id(module)].pop()
             self.put(output, self.produce(layer, [base]))
 
+    # -- activation modules: one activation, whatever functions they are built of
+    def act_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.depth == 0:
+            self.stash.setdefault(id(module), []).append(_merge(self.infos((args, kwargs))))
+        self.depth += 1
+
+    def act_post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            base = self.stash[id(module)].pop()
+            slope = getattr(module, "negative_slope", None)
+            self.put(output, self.activate(base, self.act_modules[id(module)], slope))
+
     # -- functions
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
@@ -386,6 +401,25 @@ class _Tracer(TorchFunctionMode):
             if isinstance(t, nn.Parameter) and id(t) in self.owners:
                 return self.owners[id(t)]
         return None
+
+
+_ACT_WORDS = {"gelu": "gelu", "newgelu": "gelu_tanh", "fastgelu": "gelu_tanh",
+              "gelutanh": "gelu_tanh", "pytorchgelutanh": "gelu_tanh", "quickgelu": "quick_gelu",
+              "silu": "silu", "swish": "silu", "relu": "relu", "tanh": "tanh",
+              "sigmoid": "sigmoid", "mish": "mish", "relusquared": "relu"}  # fmt: skip
+
+
+def activation_module_name(module: nn.Module) -> str | None:
+    """The activation a parameterless module computes, from its class (``NewGELUActivation``)."""
+    if any(True for _ in module.parameters()) or any(True for _ in module.children()):
+        return None
+    from .gains import _MODULE_NAMES
+
+    for klass, name in _MODULE_NAMES.items():
+        if isinstance(module, klass):
+            return name
+    key = type(module).__name__.lower().replace("_", "").removesuffix("activation")
+    return _ACT_WORDS.get(key)
 
 
 def _kind(module: nn.Module) -> str:
@@ -495,6 +529,14 @@ def trace(model: nn.Module, example: object) -> Graph:
     tracer = _Tracer(model, layers, owners)
     handles = []
     try:
+        for module in model.modules():
+            act = activation_module_name(module)
+            if act is not None and id(module) not in tracer.by_module:
+                tracer.act_modules[id(module)] = act
+                handles.append(
+                    module.register_forward_pre_hook(tracer.act_pre_hook, with_kwargs=True)
+                )
+                handles.append(module.register_forward_hook(tracer.act_post_hook, with_kwargs=True))
         for layer in layers.values():
             handles.append(
                 layer.module.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True)

@@ -28,7 +28,9 @@ within a kind, the rule listed last wins):
 1. a glob on the qualified parameter name, ``"blocks.*.mlp.fc2.weight"``;
 2. a module class, ``nn.Conv2d`` (``isinstance``);
 3. a predicate on the module, ``lambda m: getattr(m, "special_init", False)``;
-4. a role: ``"head"``, ``"residual_out"``, ``"embedding"``, ``"bias"``, ``"norm"``, ``"weight"``.
+4. a role: ``"head"``, ``"residual_out"``, ``"embedding"``, ``"bias"``, ``"norm"``, ``"weight"``;
+   when a parameter has several roles (a tied embedding that is also the head), the rule of its
+   most specific role wins, in that order.
 
 Module-class and predicate rules apply to the module's weights, not its biases (a bias follows
 the ``"bias"`` role or a name glob). A rule's value is a scheme name, a ``(name, kwargs)`` pair (``kwargs`` may set ``gain``), the
@@ -310,7 +312,11 @@ def _pick(rules: list[_Rule], names: tuple[str, ...], module: nn.Module, roles: 
     if not hits:
         return None
     best = min(r.kind for r in hits)
-    return [r for r in hits if r.kind == best][-1]
+    hits = [r for r in hits if r.kind == best]
+    if best == 3:  # role rules: the parameter's most specific role wins (head before weight)
+        top = min(_ROLE_ORDER[r.key] for r in hits)
+        hits = [r for r in hits if _ROLE_ORDER[r.key] == top]
+    return hits[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,12 +367,10 @@ def _param_fans(model: nn.Module, name: str, tensor: torch.Tensor) -> Fans | Non
     prefix, _, local = name.rpartition(".")
     owner = model.get_submodule(prefix) if prefix else model
     chunks = None
-    if (
-        isinstance(owner, nn.Linear)
-        and _FUSED_QKV.search(prefix)
-        and owner.out_features == 3 * owner.in_features
-    ):
-        chunks = 3
+    if _FUSED_QKV.search(prefix) and tensor.dim() == 2:
+        rows, cols = tensor.shape if isinstance(owner, nn.Linear) else tensor.shape[::-1]
+        if rows == 3 * cols:  # a fused q/k/v projection: three square matrices
+            chunks = 3
     try:
         return module_fans(owner, local, chunks=chunks)
     except InitlabError:
@@ -382,6 +386,9 @@ def plan(
     seed: int = 0,
     head_scale: float = 1.0,
     include_frozen: bool = False,
+    preset: str | None = None,
+    preset_options: Mapping[str, Any] | None = None,
+    skip_initialized: bool = False,
     device: torch.device | str | None = None,
     graph: Graph | None = None,
     **options: Any,
@@ -396,6 +403,11 @@ def plan(
         seed: the seed every parameter's stream derives from.
         head_scale: multiplies the head's gain (``0.01`` makes the initial logits nearly zero).
         include_frozen: also plan parameters with ``requires_grad=False``.
+        preset: a model family's recipe (:data:`initlab.presets.PRESETS`, e.g. ``"gpt2"``); its
+            rules rank below every rule in ``rules``, so a user's rule always wins.
+        preset_options: keyword options of the preset.
+        skip_initialized: keep the parameters loaded from a checkpoint (transformers marks them
+            ``_is_hf_initialized``; see :func:`initlab.presets.initialized_params`).
         device: where meta parameters are materialized by :meth:`Plan.apply` (default CPU).
         graph: a graph already traced for this model and example (skips the trace).
         **options: keyword options of the default scheme (e.g. ``mode="fan_out"``).
@@ -410,6 +422,15 @@ def plan(
     _check_options(default.name, options)
     parsed = _parse_rules(rules)
     graph = graph if graph is not None else trace(model, example)
+    fallback: list[_Rule] = []
+    loaded: set[str] = set()
+    if preset is not None or skip_initialized:
+        from .presets import initialized_params, preset_rules
+
+        if preset is not None:
+            fallback = _parse_rules(preset_rules(preset, model, graph, **(preset_options or {})))
+        if skip_initialized:
+            loaded = set(initialized_params(model))
     used: set[int] = set()
     tied: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
@@ -422,7 +443,7 @@ def plan(
         seen.add(id(p))
         names = tuple(tied[id(p)])
         entries[name] = _decide(model, graph, name, p, names, default.name, options, parsed, used,
-                                head_scale, include_frozen)  # fmt: skip
+                                head_scale, include_frozen, fallback, loaded)  # fmt: skip
     order = {la.name: i for i, la in enumerate(graph.order())}
     rank = {n: order.get(e.module if e.module in order else _layer_name(graph, n), len(order))
             for n, e in entries.items()}  # fmt: skip
@@ -451,7 +472,8 @@ def _check_options(scheme: str, options: Mapping[str, Any]) -> None:
 
 def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: tuple[str, ...],
             default: str, options: Mapping[str, Any], rules: list[_Rule], used: set[int],
-            head_scale: float, include_frozen: bool) -> PlanEntry:  # fmt: skip
+            head_scale: float, include_frozen: bool, fallback: list[_Rule],
+            loaded: set[str]) -> PlanEntry:  # fmt: skip
     layers = [graph.layer_of(n) for n in names]
     layer = next((la for la in layers if la is not None), None)
     prefix = name.rpartition(".")[0]
@@ -480,11 +502,14 @@ def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: t
     if role == "head" and "embedding" not in roles:
         g *= head_scale
     source, fn = "default", None
-    rule = _pick(rules, names, module, roles, used)
+    rule = _pick(rules, names, module, roles, used) or _pick(fallback, names, module, roles, set())
     if rule is not None:
         source = rule.label
         scheme, kwargs, fn, g = _rule_decision(rule, p, activation, role, head_scale, layer)
-    if not p.requires_grad and not include_frozen:
+    if loaded.intersection(names):
+        scheme, kwargs, fn, source = "keep", {}, None, "loaded"
+        notes.append("loaded from a checkpoint: kept (skip_initialized=True)")
+    elif not p.requires_grad and not include_frozen:
         scheme, kwargs, fn, source = "keep", {}, None, "frozen"
         notes.append("frozen (requires_grad=False): kept; pass include_frozen=True to initialize")
     needs = scheme not in ("keep", "custom") and SCHEMES[scheme].uses_fans
