@@ -1,5 +1,6 @@
 """initlab: initialize PyTorch networks so they start training well."""
 
+from .doctor import Finding, Report, doctor
 from .errors import InitlabError
 from .fans import Fans, fans
 from .gains import gain
@@ -36,14 +37,17 @@ __all__ = [
     "PRESETS",
     "SCHEMES",
     "Fans",
+    "Finding",
     "Graph",
     "InitlabError",
     "Plan",
     "PlanEntry",
+    "Report",
     "__version__",
     "constant_",
     "delta_orthogonal_",
     "dirac_",
+    "doctor",
     "fans",
     "gain",
     "identity_",

@@ -204,6 +204,92 @@ def init_cmd(factory: str, example_shape: str, example_dtype: str, vocab: int, s
     console.print(f"saved {len(state)} tensors to {out}")
 
 
+@main.command("doctor")
+@click.argument("factory", required=False)
+@click.option(
+    "--demo", type=click.Choice(["makemore"]), help="the seed's makemore story on real names"
+)
+@click.option(
+    "--data",
+    "data_name",
+    type=click.Choice(["digits", "mnist1d", "mnist5k", "names", "random"]),
+    default="digits",
+    show_default=True,
+    help="the batch the model is examined on",
+)
+@click.option("--example-shape", help="with --data random: the input shape, e.g. 64,3,32,32")
+@click.option("--classes", type=int, default=10, show_default=True, help="with --data random")
+@click.option(
+    "--steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="optimizer steps (on a copy) for update:data ratios",
+)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--html", type=click.Path(dir_okay=False), help="write a self-contained HTML report")
+@click.option("--plots", type=click.Path(file_okay=False), help="write PNG plots into this folder")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="doctor-out",
+    show_default=True,
+    help="with --demo: where the plots and pages go",
+)
+def doctor_cmd(factory: str | None, demo: str | None, data_name: str, example_shape: str | None,
+               classes: int, steps: int, batch_size: int, seed: int, as_json: bool,
+               html: str | None, plots: str | None, out: str) -> None:  # fmt: skip
+    """Diagnose FACTORY's model at initialization (or run --demo makemore).
+
+    Exits 1 when a check fails, so it can gate a training script.
+    """
+    from .doctor import doctor
+
+    if demo:
+        from .doctor.demo import main_demo
+
+        result = main_demo(out, steps=steps or 20)
+        click.echo(result["text"])  # the summary table, then each report
+        console.print(f"plots and pages: {', '.join(map(str, result['files']))}")
+        return
+    if factory is None:
+        _fail(
+            InitlabError(
+                "give FILE.py:FACTORY (a function that builds the model), or --demo makemore"
+            )
+        )
+    try:
+        model = load_factory(factory)()
+        if data_name == "random":
+            if not example_shape:
+                raise InitlabError("--data random needs --example-shape, e.g. 64,3,32,32")
+            x = make_example(example_shape, "float", 2)
+            y = torch.randint(
+                0, classes, (x.shape[0],), generator=torch.Generator().manual_seed(seed)
+            )
+            data = [(x, y)]
+        else:
+            from .bench.data import load
+
+            ds = load(data_name, seed=seed) if data_name != "names" else load("names", seed=42)
+            x, y = ds.x_train[:batch_size], ds.y_train[:batch_size]
+            n = min(len(ds.x_train), 8 * batch_size)
+            data = [(ds.x_train[i : i + batch_size], ds.y_train[i : i + batch_size])
+                    for i in range(0, n, batch_size)]  # fmt: skip
+        report = doctor(model, x, y, data=data, steps=steps, seed=seed)
+    except InitlabError as exc:
+        _fail(exc)
+    if html:
+        report.save_html(html)
+    if plots:
+        report.plot(plots)
+    click.echo(report.to_json(indent=1) if as_json else str(report))
+    if not report.ok:
+        raise SystemExit(1)
+
+
 @main.command()
 @click.option(
     "--suite",

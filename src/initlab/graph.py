@@ -37,7 +37,7 @@ from torch.utils._pytree import tree_flatten
 
 from .errors import InitlabError
 
-__all__ = ["Branch", "Graph", "Layer", "is_norm", "trace"]
+__all__ = ["ACTIVATION_FUNCTIONS", "ADD_FUNCTIONS", "Branch", "Graph", "Layer", "is_norm", "trace"]
 
 _NORMS = (
     nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
@@ -195,7 +195,7 @@ class Graph:
 # ---------------------------------------------------------------------------------------------
 # the tracer
 
-_ACTIVATION_FUNCS: dict[Any, str] = {}
+ACTIVATION_FUNCTIONS: dict[Any, str] = {}
 for _fn, _name in [
     (F.relu, "relu"), (torch.relu, "relu"), (torch.relu_, "relu"), (torch.Tensor.relu, "relu"),
     (torch.Tensor.relu_, "relu"), (F.relu_, "relu"), (F.relu6, "relu6"), (F.leaky_relu, "leaky_relu"),
@@ -209,8 +209,8 @@ for _fn, _name in [
     (torch.sin, "sin"), (torch.Tensor.sin, "sin"), (F.tanhshrink, "tanhshrink"),
     (F.prelu, "leaky_relu"), (F.rrelu, "leaky_relu"),
 ]:  # fmt: skip
-    _ACTIVATION_FUNCS[_fn] = _name
-_ADDS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__,
+    ACTIVATION_FUNCTIONS[_fn] = _name
+ADD_FUNCTIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__,
          torch.Tensor.__radd__, torch.Tensor.__iadd__}  # fmt: skip
 _MIXING = {F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
            torch.Tensor.__rmatmul__, torch.mm, torch.bmm, torch.einsum, F.conv1d, F.conv2d,
@@ -374,7 +374,7 @@ class _Tracer(TorchFunctionMode):
         if self.depth > 0:
             return out
         inputs = self.infos((args, kwargs))
-        act = _ACTIVATION_FUNCS.get(func)
+        act = ACTIVATION_FUNCTIONS.get(func)
         if act is not None:
             param = None
             if act == "leaky_relu":
@@ -382,7 +382,7 @@ class _Tracer(TorchFunctionMode):
                 param = param if isinstance(param, float) else None
             self.put(out, self.activate(_merge(inputs), act, param))
             return out
-        if func in _ADDS and len(inputs) == 2:
+        if func in ADD_FUNCTIONS and len(inputs) == 2:
             self.adds.append((inputs[0], inputs[1]))
         if func in _MIXING:
             owner = self.param_owner((args, kwargs))

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from ..graph import _ACTIVATION_FUNCS, _ADDS, Graph
+from ..graph import ACTIVATION_FUNCTIONS, ADD_FUNCTIONS, Graph
 
 __all__ = [
     "ACTIVATION_MODULES",
@@ -42,6 +43,7 @@ __all__ = [
     "CallRecord",
     "Probe",
     "TensorStats",
+    "attention_stats",
     "tensor_stats",
 ]
 
@@ -84,6 +86,9 @@ class TensorStats:
             every example of the batch; a unit is a feature (last dim) for 2-D and 3-D tensors
             and a channel (dim 1) for 4-D and 5-D ones.
         units: the number of units ``dead_frac`` counted.
+        cosine: the mean cosine similarity between the examples of the batch (each flattened),
+            off the diagonal: near 1 when a deep stack maps all inputs to one direction
+            (correlation collapse; Poole et al. 2016, Schoenholz et al. 2017).
     """
 
     numel: int
@@ -96,6 +101,7 @@ class TensorStats:
     saturated_frac: float | None = None
     dead_frac: float | None = None
     units: int | None = None
+    cosine: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields (histogram included)."""
@@ -104,6 +110,7 @@ class TensorStats:
             "std": _f(self.std), "rms": _f(self.rms), "absmax": _f(self.absmax),
             "hist": {"counts": self.hist[0], "lo": _f(self.hist[1]), "hi": _f(self.hist[2])},
             "saturated_frac": _f(self.saturated_frac), "dead_frac": _f(self.dead_frac),
+            "cosine": _f(self.cosine),
         }  # fmt: skip
 
 
@@ -156,7 +163,17 @@ def tensor_stats(t: torch.Tensor, act: str | None = None, bins: int = 50) -> Ten
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     counts = torch.histc(xf, bins=bins, min=lo, max=hi).tolist()
-    stats = TensorStats(x.numel(), nonfinite, mean, std, rms, max(abs(lo), abs(hi)), (counts, lo, hi))
+    stats = TensorStats(
+        x.numel(), nonfinite, mean, std, rms, max(abs(lo), abs(hi)), (counts, lo, hi)
+    )
+    if x.dim() >= 2 and x.shape[0] > 1 and not nonfinite:
+        rows = x.reshape(x.shape[0], -1)
+        norms = rows.norm(dim=1, keepdim=True)
+        keep = norms.squeeze(1) > 0
+        n = int(keep.sum())
+        if n > 1:
+            total = (rows[keep] / norms[keep]).sum(0)
+            stats.cosine = float((total.dot(total) - n) / (n * (n - 1)))
     if act in BOUNDED:
         sat = _saturated(x, act)
         stats.saturated_frac = float(sat.float().mean())
@@ -175,8 +192,9 @@ class CallRecord:
     Attributes:
         name: a unique display name: the module's name, or ``"<layer>/<fn>"`` for a functional
             activation after ``<layer>``; ``"#k"`` is appended for the k-th call of a reused one.
-        kind: ``"activation"``, ``"layer"`` (a traced layer's output, i.e. its pre-activation)
-            or ``"residual"`` (the output of ``skip + branch``).
+        kind: ``"activation"``, ``"layer"`` (a traced layer's output, i.e. its pre-activation),
+            ``"residual"`` (the output of ``skip + branch``) or ``"attention"`` (an
+            ``nn.MultiheadAttention`` call: :func:`attention_stats` in ``extra``).
         act: the activation's canonical name (``None`` for layer outputs).
         after: the last weight or embedding layer that ran before this call.
         module: the module's qualified name (``None`` for functional activations).
@@ -230,7 +248,9 @@ class Probe(TorchFunctionMode):
     True
     """
 
-    def __init__(self, model: nn.Module, graph: Graph, *, bins: int = 50, grads: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, graph: Graph, *, bins: int = 50, grads: bool = True
+    ) -> None:
         super().__init__()
         self.model = model
         self.graph = graph
@@ -280,6 +300,8 @@ class Probe(TorchFunctionMode):
 
     # -- hooks
     def _pre(self, module: nn.Module, args: tuple) -> None:
+        if self._depth == 0 and isinstance(module, nn.MultiheadAttention) and args:
+            self._attention(module, args)
         self._depth += 1
 
     def _post(self, module: nn.Module, args: tuple, output: object) -> None:
@@ -306,10 +328,10 @@ class Probe(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self._depth > 0:
             return out
-        act = _ACTIVATION_FUNCS.get(func)
+        act = ACTIVATION_FUNCTIONS.get(func)
         if act is not None and isinstance(out, torch.Tensor):
             self._record(f"{self._after or 'input'}/{act}", "activation", act, None, out)
-        elif func in _ADDS and self._branch_out and isinstance(out, torch.Tensor):
+        elif func in ADD_FUNCTIONS and self._branch_out and isinstance(out, torch.Tensor):
             for a in tree_flatten((args, kwargs))[0]:
                 hit = self._branch_out.get(id(a)) if isinstance(a, torch.Tensor) else None
                 if hit is not None and hit[0] is a:
@@ -330,6 +352,21 @@ class Probe(TorchFunctionMode):
 
             self._handles.append(t.register_hook(hook))
 
+    def _attention(self, module: nn.MultiheadAttention, args: tuple) -> None:
+        query = args[0]
+        key = args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else query
+        if not isinstance(query, torch.Tensor) or not query.is_floating_point():
+            return
+        try:
+            extra = attention_stats(module, query, key)
+        except (RuntimeError, ValueError, TypeError):  # an unusual MHA configuration: skip it
+            return
+        name = self._names.get(id(module), "attention")
+        rec = CallRecord(name, "attention", None, self._after, name, len(self.records),
+                         tensor_stats(query, None, self.bins))  # fmt: skip
+        rec.extra = extra
+        self.records.append(rec)
+
     def _residual(self, branch: str, branch_out: torch.Tensor, out: torch.Tensor) -> None:
         sq_mean, var = _channel_moments(out)
         rec = CallRecord(f"{branch}/+skip", "residual", None, self._after, None, len(self.records),
@@ -338,6 +375,53 @@ class Probe(TorchFunctionMode):
         rec.extra = {"avg_channel_sq_mean": sq_mean, "avg_channel_var": var,
                      "branch_var": _channel_moments(branch_out)[1]}  # fmt: skip
         self.records.append(rec)
+
+
+def _token_cosine(x: torch.Tensor) -> float:
+    """Mean cosine similarity between the tokens of each sequence ``(B, T, D)``, off the diagonal."""
+    t = x.shape[1]
+    if t < 2:
+        return float("nan")
+    u = F.normalize(x.float(), dim=-1)
+    s = u.sum(dim=1)
+    return float(((s * s).sum(-1) - t).mean() / (t * (t - 1)))
+
+
+@torch.no_grad()
+def attention_stats(
+    mha: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor
+) -> dict[str, float]:
+    """Attention-logit scale and entropy of ``mha`` on ``(query, key)``, masks ignored.
+
+    Recomputes ``q = query W_q^T + b_q`` and ``k = key W_k^T + b_k`` per head, the logits
+    ``q k^T / sqrt(d_head)``, their std, and the mean entropy of the softmax rows beside its
+    maximum ``log T`` (uniform attention; at init a healthy model attends broadly: entropy near
+    ``log T``, logit std below ~1). ``token_cosine`` is the mean cosine between the query tokens:
+    near 1 means the token representations collapsed (Noci et al. 2022, "Signal propagation in
+    transformers: rank collapse").
+    """
+    if not mha.batch_first:
+        query, key = query.transpose(0, 1), key.transpose(0, 1)
+    if query.dim() == 2:
+        query, key = query.unsqueeze(0), key.unsqueeze(0)
+    e, h = mha.embed_dim, mha.num_heads
+    if mha.in_proj_weight is not None:
+        wq, wk = mha.in_proj_weight[:e], mha.in_proj_weight[e : 2 * e]
+    else:
+        wq, wk = mha.q_proj_weight, mha.k_proj_weight
+    bq = bk = None
+    if mha.in_proj_bias is not None:
+        bq, bk = mha.in_proj_bias[:e], mha.in_proj_bias[e : 2 * e]
+    q = F.linear(query.float(), wq.float(), None if bq is None else bq.float())
+    k = F.linear(key.float(), wk.float(), None if bk is None else bk.float())
+    bsz, tq, tk, d = q.shape[0], q.shape[1], k.shape[1], e // h
+    q = q.view(bsz, tq, h, d).transpose(1, 2)
+    k = k.view(bsz, tk, h, d).transpose(1, 2)
+    logits = q @ k.transpose(-1, -2) / math.sqrt(d)
+    p = logits.softmax(-1)
+    entropy = float(-(p * p.clamp_min(1e-30).log()).sum(-1).mean())
+    return {"logit_std": float(logits.std()), "entropy": entropy, "max_entropy": math.log(tk),
+            "token_cosine": _token_cosine(query)}  # fmt: skip
 
 
 def _module_activation(module: nn.Module) -> str | None:
