@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import traceback
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,7 +61,9 @@ def _check(net: nn.Module, ref: dict[str, torch.Tensor], what: str) -> None:
 
     for name, p in net.named_parameters():
         full = p.full_tensor() if isinstance(p, DTensor) else p
-        assert torch.equal(full.detach(), ref[name]), f"{what}: {name} differs from the single-process init"
+        assert torch.equal(full.detach(), ref[name]), (
+            f"{what}: {name} differs from the single-process init"
+        )
 
 
 def _distribute(net: nn.Module, mesh: object, placements_of: dict[str, object]) -> None:
@@ -88,9 +92,10 @@ def _scenarios(rank: int) -> None:
     _distribute(net, mesh, {})
     net.to_empty(device="cpu")
     for q in net.parameters():  # local block = torch's own (private) rule
-        assert (tuple(q.to_local().shape), shard.local_region(q)[1]) == compute_local_shape_and_global_offset(
-            q.shape, q.device_mesh, q.placements
-        )
+        assert (
+            tuple(q.to_local().shape),
+            shard.local_region(q)[1],
+        ) == compute_local_shape_and_global_offset(q.shape, q.device_mesh, q.placements)
     shard.apply(p)
     _check(net, ref, "distribute_tensor Shard(0)")
 
@@ -101,7 +106,9 @@ def _scenarios(rank: int) -> None:
         ref_small = reference()
         net = Net()
         p = plan(net, example=example(), rules=RULES, seed=SEED)
-        _distribute(net, mesh, {"big.weight": Shard(1), "fc2.weight": Replicate(), "head.weight": Shard(1)})
+        _distribute(
+            net, mesh, {"big.weight": Shard(1), "fc2.weight": Replicate(), "head.weight": Shard(1)}
+        )
         with torch.no_grad():
             for entry in p:
                 shard.draw_local(entry, net.get_parameter(entry.name), SEED)
@@ -120,6 +127,27 @@ def _scenarios(rank: int) -> None:
     net.to_empty(device="cpu")
     shard.apply(p)
     _check(net, ref, "FSDP2 fully_shard")
+
+    # 4. the one-line hook proposed for initlab.plan.draw, patched in here: plan.apply() works as is
+    plan_module = sys.modules["initlab.plan"]
+    real_draw = plan_module.draw
+
+    def hooked(entry: object, tensor: torch.Tensor, seed: int) -> torch.Tensor:
+        if shard.is_dtensor(tensor):
+            return shard.draw_local(entry, tensor, seed)
+        return real_draw(entry, tensor, seed)  # type: ignore[arg-type]
+
+    plan_module.draw = hooked
+    try:
+        with torch.device("meta"):
+            net = Net()
+        p = plan(net, example=example(), rules=RULES, seed=SEED)
+        fully_shard(net, mesh=mesh)
+        net.to_empty(device="cpu")
+        p.apply()
+        _check(net, ref, "FSDP2 + plan.apply() with the draw hook")
+    finally:
+        plan_module.draw = real_draw
     dist.barrier()
 
 
@@ -146,13 +174,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.distributed
-def test_two_gloo_ranks_match_single_process(tmp_path: object) -> None:
+def test_two_gloo_ranks_match_single_process(tmp_path: Path) -> None:
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    errfile = str(tmp_path / "err")  # type: ignore[operator]
+    errfile = str(tmp_path / "err")
     ctx = mp.spawn(_worker, args=(_free_port(), errfile), nprocs=WORLD, join=False)
     deadline = time.monotonic() + DEADLINE_S
     try:
@@ -160,7 +188,11 @@ def test_two_gloo_ranks_match_single_process(tmp_path: object) -> None:
             if time.monotonic() > deadline:
                 pytest.fail(f"the {WORLD} gloo ranks did not finish within {DEADLINE_S} s")
     except Exception as exc:
-        logs = [open(f"{errfile}.{r}").read() for r in range(WORLD) if os.path.exists(f"{errfile}.{r}")]
+        logs = [
+            Path(f"{errfile}.{r}").read_text()
+            for r in range(WORLD)
+            if os.path.exists(f"{errfile}.{r}")
+        ]
         pytest.fail(f"a rank failed: {exc}\n" + "\n".join(logs))
     finally:
         for proc in ctx.processes:

@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import rng
+from . import rng, shard
 from .errors import InitlabError
 from .fans import Fans
 from .fans import fans as module_fans
@@ -204,13 +204,16 @@ class Plan:
 
     __repr__ = __str__
 
-    def apply(self) -> Plan:
+    def apply(self, *, transactional: bool = True) -> Plan:
         """Draw every parameter in place (materializing meta tensors); transactional.
 
         On any error, every parameter written so far is put back (and materialized parameters
-        are returned to the meta device), then the error is raised.
+        are returned to the meta device), then the error is raised. Undo keeps a copy of each
+        already-allocated parameter it overwrites; for a model too large for that (allocated
+        by ``to_empty``, whose values are garbage anyway) pass ``transactional=False``. Meta
+        parameters never need a copy. DTensor parameters (FSDP2) draw only their local shard.
         """
-        _apply(self)
+        _apply(self, transactional)
         return self
 
 
@@ -599,7 +602,7 @@ def _materialize(
     return new, undo
 
 
-def _apply(p: Plan) -> None:
+def _apply(p: Plan, transactional: bool = True) -> None:
     model = p.model
     undo: list[Callable[[], None]] = []
     try:
@@ -611,7 +614,7 @@ def _apply(p: Plan) -> None:
                 if tensor.device.type == "meta":
                     tensor, back = _materialize(model, entry.name, p.device or torch.device("cpu"))
                     undo.append(back)
-                else:
+                elif transactional:
                     saved = tensor.detach().clone()
                     undo.append(lambda t=tensor, s=saved: t.detach().copy_(s))
                 draw(entry, tensor.detach(), p.seed)
@@ -625,6 +628,8 @@ def draw(entry: PlanEntry, tensor: torch.Tensor, seed: int) -> torch.Tensor:
     """Write one entry's values into ``tensor`` from the stream ``(seed, entry.name)``."""
     if entry.scheme == "keep":
         return tensor
+    if shard.is_dtensor(tensor):
+        return shard.draw_local(entry, tensor, seed)
     if entry.fn is not None:
         g = rng.generator(seed, entry.name)
         sig = inspect.signature(entry.fn)
@@ -645,14 +650,16 @@ def draw(entry: PlanEntry, tensor: torch.Tensor, seed: int) -> torch.Tensor:
     return tensor.copy_(work)
 
 
-def init(model: nn.Module, scheme: str = "kaiming_normal", *, example: Any, **kwargs: Any) -> Plan:
+def init(model: nn.Module, scheme: str = "kaiming_normal", *, example: Any,
+         transactional: bool = True, **kwargs: Any) -> Plan:  # fmt: skip
     """Plan (see :func:`plan`, same arguments) and apply; return the applied :class:`Plan`.
 
-    The model is left exactly as it was if anything fails.
+    The model is left exactly as it was if anything fails (see :meth:`Plan.apply` for
+    ``transactional``).
 
     >>> net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
     >>> p = init(net, example=torch.randn(8, 64), seed=0)
     >>> round(p["0.weight"].std, 4)  # (5/3) / sqrt(64)
     0.2083
     """
-    return plan(model, scheme, example=example, **kwargs).apply()
+    return plan(model, scheme, example=example, **kwargs).apply(transactional=transactional)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,14 +80,17 @@ def local_region(tensor: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]
         InitlabError: for a placement other than ``Shard`` / ``Replicate``.
     """
     if not is_dtensor(tensor):
-        raise InitlabError(f"expected a torch.distributed.tensor.DTensor, got {type(tensor).__name__}")
+        raise InitlabError(
+            f"expected a torch.distributed.tensor.DTensor, got {type(tensor).__name__}"
+        )
     shape = list(tensor.shape)
     offset = [0] * len(shape)
-    mesh = tensor.device_mesh
+    mesh: Any = getattr(tensor, "device_mesh")  # noqa: B009 (a DTensor attribute)
     coord = mesh.get_coordinate()
     if coord is None:  # this rank is not part of the mesh
         return tuple(0 for _ in shape), tuple(offset)
-    for mesh_dim, placement in enumerate(tensor.placements):
+    placements: tuple[Any, ...] = tuple(getattr(tensor, "placements", ()))
+    for mesh_dim, placement in enumerate(placements):
         if type(placement) is Shard:  # exact type: _StridedShard is handled below
             d = placement.dim % max(len(shape), 1)
             start, length = _chunk(shape[d], mesh.size(mesh_dim), coord[mesh_dim])
@@ -112,7 +116,7 @@ def _flat_range(shape: tuple[int, ...], local: tuple[int, ...],
 
 
 def _local_tensor(param: torch.Tensor) -> torch.Tensor:
-    local = param.to_local()
+    local: torch.Tensor = param.to_local()  # type: ignore[attr-defined]
     if local.device.type == "meta":
         raise InitlabError(
             "initlab.shard: the local shard is on the meta device; allocate it first with "
@@ -148,11 +152,11 @@ def draw_local(entry: object, param: torch.Tensor, seed: int) -> torch.Tensor:
         if tuple(local.shape) != local_shape:
             raise InitlabError(
                 f"initlab.shard: local shard of {entry.name!r} has shape {tuple(local.shape)}, "  # type: ignore[attr-defined]
-                f"expected {local_shape} from torch.chunk over placements {param.placements}"
+                f"expected {local_shape} from torch.chunk over placements {getattr(param, 'placements', ())}"
             )
         if local.numel() == 0:
             return param
-        scheme = SCHEMES.get(scheme_name) if getattr(entry, "fn", None) is None else None
+        scheme = SCHEMES.get(str(scheme_name)) if getattr(entry, "fn", None) is None else None
         if scheme is not None and scheme.distribution is not None:
             _draw_elementwise(entry, scheme, local, shape, local_shape, offset, seed)
         else:
@@ -167,7 +171,7 @@ def _draw_elementwise(entry: object, scheme: object, local: torch.Tensor, shape:
     name, total = entry.name, math.prod(shape)  # type: ignore[attr-defined]
     first, span, contiguous = _flat_range(shape, local_shape, offset)
     if contiguous and local.is_contiguous():  # Shard(0) / Replicate: straight into the shard
-        rng.fill_(local, dist.sample_, seed, name, offset=0, total=total)
+        rng.fill_(local, dist.sample_, seed, name, offset=first, total=total)
         return
     buffer = rng.fill_(torch.empty(span, dtype=torch.float32), dist.sample_, seed, name,
                        offset=first, total=total)  # fmt: skip
@@ -184,7 +188,9 @@ def _draw_full_then_slice(entry: object, local: torch.Tensor, shape: tuple[int, 
     local.copy_(full[index])
 
 
-def apply(plan: Iterable[object], model: nn.Module | None = None, *, seed: int | None = None) -> None:
+def apply(
+    plan: Iterable[object], model: nn.Module | None = None, *, seed: int | None = None
+) -> None:
     """Apply a plan to a model whose parameters may be DTensors (FSDP2, ``distribute_tensor``).
 
     Plan the model before sharding it (planning traces a forward pass and only reads shapes; a
