@@ -5,6 +5,7 @@ from .errors import InitlabError
 from .fans import Fans, fans
 from .gains import gain
 from .graph import Graph, trace
+from .methods.residual import fixup, skipinit, tfixup, zero_init
 from .plan import Plan, PlanEntry, init, plan
 from .presets import PRESETS, preset_rules
 from .schemes import (
@@ -49,6 +50,7 @@ __all__ = [
     "dirac_",
     "doctor",
     "fans",
+    "fixup",
     "gain",
     "identity_",
     "init",
@@ -65,7 +67,9 @@ __all__ = [
     "preset_rules",
     "save_plan",
     "save_rules",
+    "skipinit",
     "sparse_",
+    "tfixup",
     "trace",
     "trunc_normal_",
     "uniform_",
@@ -73,5 +77,6 @@ __all__ = [
     "xavier_normal_",
     "xavier_uniform_",
     "zero_",
+    "zero_init",
     "zeros_",
 ]

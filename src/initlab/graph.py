@@ -72,8 +72,10 @@ class Layer:
     Attributes:
         name: qualified module name (``""`` for the root).
         module: the module.
-        kind: ``"weight"`` (a layer that mixes units), ``"norm"``, ``"embedding"``, or
-            ``"activation"`` (a parametrized activation such as ``nn.PReLU``).
+        kind: ``"weight"`` (a layer that mixes units), ``"norm"``, ``"embedding"``,
+            ``"activation"`` (a parametrized activation such as ``nn.PReLU``), or ``"scalar"``
+            (only one-number parameters: Fixup's biases and multipliers, SkipInit's alpha),
+            which the trace treats as transparent.
         calls: how many times it ran in the traced pass (0: never reached).
         activation: the activation applied to its output before the next weight layer
             (``None``: linear). When calls disagree, the first is kept and ``conflicts`` lists all.
@@ -300,7 +302,7 @@ class _Tracer(TorchFunctionMode):
             layer.order = self.counter
             self.counter += 1
         layer.calls += 1
-        if layer.kind in ("norm", "activation"):
+        if layer.kind in ("norm", "activation", "scalar"):
             return
         for info in inputs:
             for source, (act, param) in info.pending.items():
@@ -316,6 +318,8 @@ class _Tracer(TorchFunctionMode):
 
     def produce(self, layer: Layer, inputs: list[_Info]) -> _Info:
         base = _merge(inputs)
+        if layer.kind == "scalar":
+            return base
         path = _Path(layer.name, base.depth + layer.weight_depth, base.path)
         if layer.kind == "norm":  # transparent for activations
             return _Info(base.pending, path)
@@ -423,6 +427,9 @@ def activation_module_name(module: nn.Module) -> str | None:
 
 
 def _kind(module: nn.Module) -> str:
+    own = list(module.parameters(recurse=False))
+    if own and all(p.numel() == 1 for p in own) and not isinstance(module, _LEAF_TYPES):
+        return "scalar"  # a learnable scalar multiplier or bias (Fixup, SkipInit): transparent
     if is_norm(module):
         return "norm"
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):

@@ -39,13 +39,15 @@ from torch import nn
 
 from .errors import InitlabError
 
-__all__ = ["Bias", "NoNorm", "Scale", "ScalarAffine", "ScalarGate", "is_wrapper", "unwrap"]
+__all__ = ["Bias", "NoNorm", "ScalarAffine", "ScalarGate", "Scale", "is_wrapper", "unwrap"]
 
 
 def _scalar(value: float | nn.Parameter) -> nn.Parameter:
     if isinstance(value, nn.Parameter):
         if value.numel() != 1:
-            raise InitlabError(f"a shared scalar must have one element, got shape {tuple(value.shape)}")
+            raise InitlabError(
+                f"a shared scalar must have one element, got shape {tuple(value.shape)}"
+            )
         return value
     return nn.Parameter(torch.full((1,), float(value)))
 
@@ -80,7 +82,7 @@ class Bias(nn.Module):
         self.bias = _scalar(init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.bias
+        return x + self.bias.reshape(())  # 0-dim: broadcasts over nested tensors too
 
 
 class Scale(nn.Module):
@@ -98,7 +100,7 @@ class Scale(nn.Module):
         self.scale = _scalar(init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
+        return x * self.scale.reshape(())
 
 
 class _Wrapper(nn.Module):
@@ -141,7 +143,7 @@ class ScalarGate(_Wrapper):
     >>> gate = ScalarGate(nn.Linear(3, 3))
     >>> sorted(gate.state_dict()), gate.in_features
     (['alpha', 'module.bias', 'module.weight'], 3)
-    >>> float(gate(torch.randn(2, 3)).abs().sum())
+    >>> float(gate(torch.randn(2, 3)).detach().abs().sum())
     0.0
     """
 
@@ -150,7 +152,7 @@ class ScalarGate(_Wrapper):
         self.alpha = _scalar(alpha)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return _map_first(self.module(*args, **kwargs), lambda y: y * self.alpha)
+        return _map_first(self.module(*args, **kwargs), lambda y: y * self.alpha.reshape(()))
 
 
 class ScalarAffine(_Wrapper):
@@ -185,14 +187,14 @@ class ScalarAffine(_Wrapper):
                     f"ScalarAffine({type(self.module).__name__}) with bias_in needs the input as "
                     "the first positional argument"
                 )
-            args = (args[0] + self.bias_in, *args[1:])
+            args = (args[0] + self.bias_in.reshape(()), *args[1:])
         out = self.module(*args, **kwargs)
 
         def post(y: torch.Tensor) -> torch.Tensor:
             if self.scale is not None:
-                y = y * self.scale
+                y = y * self.scale.reshape(())
             if self.bias_out is not None:
-                y = y + self.bias_out
+                y = y + self.bias_out.reshape(())
             return y
 
         return _map_first(out, post)
@@ -230,7 +232,11 @@ def is_wrapper(module: nn.Module) -> bool:
 
 def _foldable(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and type(module).forward in (
-        nn.Linear.forward, nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward)
+        nn.Linear.forward,
+        nn.Conv1d.forward,
+        nn.Conv2d.forward,
+        nn.Conv3d.forward,
+    )
 
 
 def unwrap(model: nn.Module, *, fold: bool = True) -> nn.Module:
@@ -263,17 +269,26 @@ def unwrap(model: nn.Module, *, fold: bool = True) -> nn.Module:
             pad = getattr(inner, "padding", 0)
             if isinstance(inner, nn.modules.conv._ConvNd) and (pad != "valid" and any(
                     p != 0 for p in (pad if isinstance(pad, tuple) else (pad,)))):  # fmt: skip
-                raise InitlabError(f"{name}: a padded conv cannot absorb a non-zero input bias exactly")
-        if changed and inner.bias is None and (getattr(w, "bias_in", None) is not None
-                                               or getattr(w, "bias_out", None) is not None):  # fmt: skip
-            if any(float(getattr(w, k)) != 0.0 for k in ("bias_in", "bias_out") if getattr(w, k, None) is not None):
-                raise InitlabError(f"{name}: {type(inner).__name__} has no bias to absorb the scalar biases")
+                raise InitlabError(
+                    f"{name}: a padded conv cannot absorb a non-zero input bias exactly"
+                )
+        biases = [
+            float(getattr(w, k)) for k in ("bias_in", "bias_out") if getattr(w, k, None) is not None
+        ]
+        if changed and inner.bias is None and any(b != 0.0 for b in biases):
+            raise InitlabError(
+                f"{name}: {type(inner).__name__} has no bias to absorb the scalar biases"
+            )
         plans.append((name, w, inner, changed))
     with torch.no_grad():
         for name, w, inner, changed in plans:
             if changed:
                 weight = inner.weight
-                mult = w.alpha if isinstance(w, ScalarGate) else (w.scale if w.scale is not None else None)
+                mult = (
+                    w.alpha
+                    if isinstance(w, ScalarGate)
+                    else (w.scale if w.scale is not None else None)
+                )
                 shift = torch.zeros(weight.shape[0], dtype=weight.dtype)
                 if isinstance(w, ScalarAffine) and w.bias_in is not None:
                     dims = list(range(1, weight.dim()))
@@ -284,7 +299,11 @@ def unwrap(model: nn.Module, *, fold: bool = True) -> nn.Module:
                     weight.mul_(mult)
                     if inner.bias is not None:
                         inner.bias.mul_(mult)
-                if isinstance(w, ScalarAffine) and w.bias_out is not None and inner.bias is not None:
+                if (
+                    isinstance(w, ScalarAffine)
+                    and w.bias_out is not None
+                    and inner.bias is not None
+                ):
                     inner.bias.add_(w.bias_out)
             parent_name, _, leaf = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model

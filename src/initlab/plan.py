@@ -336,7 +336,7 @@ def _roles_of(local: str, tensor: torch.Tensor, layer: Layer | None, module: nn.
         if "residual_out" in layer.roles and "bias" not in leaf:
             roles.insert(0, "residual_out")
         return tuple(roles)
-    if layer.kind == "activation":
+    if layer.kind in ("activation", "scalar"):
         return ("other",)
     if leaf.startswith("bias") or tensor.dim() < 2:
         return ("bias",)

@@ -1,0 +1,429 @@
+"""Residual-aware init: zero-init via rules, SkipInit/ReZero, Fixup, T-Fixup, ZerO."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import initlab.nn as inn
+from initlab.bench.models import char_transformer, residual_mlp, resnet_like
+from initlab.errors import InitlabError
+from initlab.methods import residual as R
+from initlab.plan import init
+from initlab.schemes import zero_matrix
+
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+
+
+def _x(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _encoder(norm_first: bool = False, layers: int = 2) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(
+        16, 4, 32, dropout=0.0, batch_first=True, norm_first=norm_first
+    )
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+class Bottleneck(nn.Module):
+    """x + fc3(relu(fc2(relu(fc1(x))))): m = 3."""
+
+    def __init__(self, w: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(w, w), nn.Linear(w, w), nn.Linear(w, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class OneLayer(nn.Module):
+    def __init__(self, w: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(w, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc(x)
+
+
+def _stack(block: type[nn.Module], n: int, w: int = 32) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(8, w), nn.ReLU(), nn.Sequential(*(block(w) for _ in range(n))), nn.Linear(w, 3)
+    )
+
+
+# --------------------------------------------------------------------------- zero-init via rules
+
+
+def test_residual_out_rule_zeroes_branch_ends_of_residual_mlp() -> None:
+    net = residual_mlp(8, 3, blocks=3, width=16)
+    init(net, example=_x(4, 8), rules={"residual_out": "zeros"})
+    for blk in net.blocks:
+        assert float(blk.fc2.weight.abs().sum()) == 0.0 and float(blk.fc1.weight.abs().sum()) > 0
+    assert float(net.head.weight.abs().sum()) > 0 and float(net.stem.weight.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_residual_out_rule_on_resnet(batchnorm: bool) -> None:
+    net = resnet_like(1, 10, 2, batchnorm=batchnorm, width=8)
+    init(net, example=_x(2, 1, 8, 8), rules={"residual_out": "zeros"})
+    for stage in net.stages:
+        for blk in stage:
+            if batchnorm:  # torchvision's zero_init_residual: gamma of the branch's last BN
+                assert float(blk.bn2.weight.abs().sum()) == 0.0
+                assert float(blk.conv2.weight.abs().sum()) > 0
+            else:
+                assert float(blk.conv2.weight.abs().sum()) == 0.0
+            if isinstance(blk.shortcut, nn.Sequential):  # the projection is not a branch end
+                assert float(blk.shortcut[0].weight.abs().sum()) > 0
+                if batchnorm:
+                    assert torch.equal(
+                        blk.shortcut[1].weight, torch.ones_like(blk.shortcut[1].weight)
+                    )
+
+
+def test_residual_out_rule_on_transformer_encoder() -> None:
+    enc = _encoder()
+    init(enc, example=_x(2, 5, 16), rules={"residual_out": "zeros"})
+    for layer in enc.layers:
+        assert float(layer.self_attn.out_proj.weight.abs().sum()) == 0.0
+        assert float(layer.linear2.weight.abs().sum()) == 0.0
+        assert float(layer.self_attn.in_proj_weight.abs().sum()) > 0
+        assert float(layer.linear1.weight.abs().sum()) > 0
+
+
+# --------------------------------------------------------------------------- SkipInit / ReZero
+
+
+def test_skipinit_wraps_branch_ends_and_output_equals_skip_path() -> None:
+    net = residual_mlp(8, 3, blocks=4, width=16)
+    x = _x(5, 8)
+    r = R.skipinit(net, x)
+    assert r.branches == 4 and r.layers_per_branch == 2
+    assert sorted(r.wrapped) == [f"blocks.{i}.fc2" for i in range(4)]
+    keys = set(net.state_dict())
+    assert {
+        "blocks.0.fc2.alpha",
+        "blocks.0.fc2.module.weight",
+    } <= keys and "blocks.0.fc2.weight" not in keys
+    with torch.no_grad():
+        assert torch.equal(net(x), net.head(net.stem(x)))  # every block is the identity
+    net(x).sum().backward()
+    assert (
+        net.blocks[0].fc2.alpha.grad is not None and float(net.blocks[0].fc2.alpha.grad.abs()) > 0
+    )
+
+
+def test_skipinit_pre_ln_encoder_is_identity_even_on_the_fast_path() -> None:
+    enc = _encoder(norm_first=True)
+    x = _x(2, 5, 16)
+    R.skipinit(enc, x)
+    enc.eval()
+    with torch.no_grad():  # eval + no_grad is where torch would take the fused path
+        assert torch.allclose(enc(x), x, atol=0, rtol=0)
+
+
+def test_rezero_shares_one_alpha_per_layer() -> None:
+    enc = _encoder()
+    r = R.skipinit(enc, _x(2, 5, 16), variant="rezero", alpha=0.0)
+    assert r.branches == 4 and len(r.wrapped) == 4
+    for layer in enc.layers:
+        assert layer.self_attn.alpha is layer.linear2.alpha
+    assert enc.layers[0].linear2.alpha is not enc.layers[1].linear2.alpha
+    assert sum(1 for n, _ in enc.named_parameters() if n.endswith("alpha")) == 2
+
+
+def test_skipinit_rejects_model_without_branches_and_double_wrapping() -> None:
+    with pytest.raises(InitlabError, match="no residual branch"):
+        R.skipinit(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), _x(2, 4))
+    net = residual_mlp(8, 3, blocks=2, width=16)
+    R.skipinit(net, _x(2, 8))
+    with pytest.raises(InitlabError, match="already"):
+        R.skipinit(net, _x(2, 8))
+    with pytest.raises(InitlabError, match="variant"):
+        R.skipinit(residual_mlp(8, 3, blocks=2, width=16), _x(2, 8), variant="rezer0")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- Fixup
+
+
+@pytest.mark.parametrize(
+    ("block", "n", "m"), [(OneLayer, 5, 1), (residual_mlp, 4, 2), (Bottleneck, 16, 3)]
+)
+def test_fixup_scale_is_L_to_minus_one_over_2m_minus_2(block: object, n: int, m: int) -> None:
+    net = residual_mlp(8, 3, blocks=n, width=32) if block is residual_mlp else _stack(block, n)  # type: ignore[arg-type]
+    r = R.fixup(net, _x(4, 8), add_scalars=False)
+    assert (r.branches, r.layers_per_branch) == (n, m)
+    expected = 1.0 if m == 1 else n ** (-1.0 / (2 * m - 2))
+    assert R.fixup_scale(n, m) == pytest.approx(expected)
+    if m == 1:
+        assert r.factors == {} and any("m=1" in note for note in r.notes)
+    else:
+        assert all(v == pytest.approx(expected) for v in r.factors.values())
+        assert len(r.factors) == n * (m - 1)
+        for name in r.factors:  # He normal, fan_out, ReLU gain, times the factor
+            e = r.plan[name]
+            assert e.std == pytest.approx(math.sqrt(2.0) / math.sqrt(e.fan_out) * expected)
+            w = net.get_parameter(name).detach()
+            k = 5 * math.sqrt(2 / (2 * w.numel()))  # |s/sigma - 1| bound for a normal
+            assert abs(float(w.std()) / e.std - 1) < k
+
+
+def test_fixup_zeroes_head_and_branch_ends_and_model_output_equals_skip_path() -> None:
+    net = residual_mlp(8, 3, blocks=4, width=32)
+    x = _x(6, 8)
+    r = R.fixup(net, x)
+    assert (
+        float(net.head.module.weight.abs().sum()) == 0
+        and float(net.head.module.bias.abs().sum()) == 0
+    )
+    for blk in net.blocks:
+        assert (
+            float(blk.fc2.module.weight.abs().sum()) == 0
+            and float(blk.fc2.module.bias.abs().sum()) == 0
+        )
+        assert isinstance(blk.fc1, inn.ScalarAffine) and blk.fc1.scale is None
+        assert blk.fc2.scale is not None and float(blk.fc2.scale) == 1.0
+    assert (
+        r.wrapped["stem"] == "ScalarAffine"
+        and net.stem.bias_in is None
+        and net.stem.bias_out is not None
+    )
+    assert net.head.bias_in is not None and net.head.bias_out is None
+    feats = {}
+    net.blocks.register_forward_hook(lambda m, i, o: feats.update(inp=i[0], out=o))
+    with torch.no_grad():
+        out = net(x)
+    assert torch.equal(feats["out"], feats["inp"])  # the residual stack is the identity
+    assert float(out.abs().sum()) == 0.0  # zero head
+    # and it trains: one SGD step moves the head, the next the branch ends
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    for _ in range(2):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    assert float(net.blocks[-1].fc2.module.weight.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_fixup_on_resnet_keeps_or_removes_norms(batchnorm: bool) -> None:
+    net = resnet_like(1, 10, 2, batchnorm=batchnorm, width=8)
+    x = _x(3, 1, 8, 8)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    r = R.fixup(net, x, norms="remove")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert len(r.removed) == n_bn == (15 if batchnorm else 0)
+    assert (r.branches, r.layers_per_branch) == (6, 2)
+    blk = net.stages[1][0]
+    assert (
+        isinstance(blk.conv2, inn.ScalarAffine) and float(blk.conv2.module.weight.abs().sum()) == 0
+    )
+    assert not inn.is_wrapper(blk.shortcut[0])  # shortcuts are not scaled and get no scalars
+    assert "stages.1.0.shortcut.0.weight" not in r.factors
+    with torch.no_grad():
+        h = net.act(net.bn(net.conv(x)))
+        assert torch.equal(blk(net.stages[0](h)), blk.act2(blk.shortcut(net.stages[0](h))))
+
+
+def test_fixup_can_be_undone_by_unwrap_with_exact_fold() -> None:
+    net = residual_mlp(8, 3, blocks=2, width=16)
+    x = _x(4, 8)
+    R.fixup(net, x)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if (
+                n.endswith(("bias_in", "bias_out", "scale"))
+                or "fc2.module" in n
+                or "head.module" in n
+            ):
+                p.add_(0.1 * _x(*p.shape, seed=len(n)))
+        y = net(x)
+    inn.unwrap(net)
+    assert not any(inn.is_wrapper(m) for m in net.modules())
+    assert set(net.state_dict()) == set(residual_mlp(8, 3, blocks=2, width=16).state_dict())
+    with torch.no_grad():
+        assert torch.allclose(net(x), y, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- T-Fixup
+
+
+def _uniform_bound_ok(w: torch.Tensor, bound: float) -> bool:
+    a = float(w.abs().max())
+    return a <= bound * (1 + 1e-6) and a >= 0.95 * bound  # n >= 256 draws: the max nears the bound
+
+
+def test_tfixup_encoder_scales_v_out_fc_only() -> None:
+    enc = _encoder(layers=4)
+    r = R.tfixup(enc)
+    d, c = 16, 0.67 * 4**-0.25
+    assert len(r.removed) == 8 and not any(isinstance(m, nn.LayerNorm) for m in enc.modules())
+    for i, layer in enumerate(enc.layers):
+        q, k, v = layer.self_attn.in_proj_weight.detach().chunk(3)
+        base = math.sqrt(6 / (2 * d))  # Xavier gain 1 on (d, d)
+        assert _uniform_bound_ok(q, base / math.sqrt(2)) and _uniform_bound_ok(
+            k, base / math.sqrt(2)
+        )
+        assert _uniform_bound_ok(v, base * c)
+        assert _uniform_bound_ok(layer.self_attn.out_proj.weight.detach(), base * c)
+        assert _uniform_bound_ok(layer.linear1.weight.detach(), math.sqrt(6 / (16 + 32)) * c)
+        assert r.factors[f"layers.{i}.linear2.weight"] == pytest.approx(c)
+        assert float(layer.linear1.bias.abs().sum()) == 0
+    x = _x(2, 5, 16)
+    with torch.no_grad():
+        enc.eval()
+        y_eval = enc(x)
+    enc.train()
+    assert torch.allclose(enc(x), y_eval, atol=1e-5) and torch.isfinite(y_eval).all()
+
+
+def test_tfixup_decoder_uses_9N() -> None:
+    layer = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+    dec = nn.TransformerDecoder(layer, 3)
+    r = R.tfixup(dec, norms="keep")
+    c = (9 * 3) ** -0.25
+    assert r.factors["layers.0.multihead_attn.out_proj.weight"] == pytest.approx(c)
+    assert r.factors["layers.2.linear1.weight"] == pytest.approx(c)
+    assert r.branches == 9 and not r.removed
+    assert torch.equal(dec.layers[0].norm1.weight, torch.ones(16))
+
+
+def test_tfixup_gpt_style_blocks_and_embeddings() -> None:
+    net = char_transformer(vocab=27, block=8, d_model=32, n_head=4, n_layer=3)
+    idx = torch.randint(0, 27, (4, 8), generator=torch.Generator().manual_seed(0))
+    r = R.tfixup(net, idx)
+    c, ce = 0.67 * 3**-0.25, (9 * 3) ** -0.25
+    assert r.factors["blocks.2.mlp.fc2.weight"] == pytest.approx(c)
+    assert r.factors["tok.weight"] == pytest.approx(ce) and "pos.weight" not in r.factors
+    assert r.plan["tok.weight"].std == pytest.approx(32**-0.5 * ce)
+    w = net.tok.weight.detach()
+    assert abs(float(w.std()) / (32**-0.5 * ce) - 1) < 5 * math.sqrt(2 / (2 * w.numel()))
+    assert not any(isinstance(m, nn.LayerNorm) for m in net.modules())
+    assert torch.isfinite(net(idx)).all()
+
+
+# --------------------------------------------------------------------------- ZerO
+
+
+def test_zero_init_exact_matrices() -> None:
+    net = residual_mlp(8, 3, blocks=2, width=16)
+    r = R.zero_init(net, _x(4, 8))
+    assert torch.equal(net.stem.weight.detach(), zero_matrix(16, 8))  # widening: Hadamard block
+    for blk in net.blocks:
+        assert torch.equal(blk.fc1.weight.detach(), torch.eye(16))
+        assert float(blk.fc2.weight.abs().sum()) == 0
+    assert float(net.head.weight.abs().sum()) == 0 and "head.bias" in r.zeroed
+    net2 = residual_mlp(8, 3, blocks=2, width=16)
+    R.zero_init(net2, _x(4, 8), head="ZerO")
+    assert torch.equal(net2.head.weight.detach(), torch.eye(3, 16))
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+def test_fixup_is_transactional_on_a_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = resnet_like(1, 10, 2, batchnorm=True, width=8)
+    before, modules = _state(net), [type(m) for m in net.modules()]
+    real, calls = inn.ScalarAffine, {"n": 0}
+
+    def flaky(*a: object, **k: object) -> nn.Module:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("injected fault")
+        return real(*a, **k)
+
+    monkeypatch.setattr(inn, "ScalarAffine", flaky)
+    with pytest.raises(RuntimeError, match="injected"):
+        R.fixup(net, _x(2, 1, 8, 8), norms="remove")
+    assert [type(m) for m in net.modules()] == modules
+    assert _same(_state(net), before)
+
+
+def test_skipinit_and_tfixup_are_transactional(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = residual_mlp(8, 3, blocks=3, width=16)
+    before = _state(net)
+    real, calls = inn.ScalarGate, {"n": 0}
+
+    def flaky(*a: object, **k: object) -> nn.Module:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("injected fault")
+        return real(*a, **k)
+
+    monkeypatch.setattr(inn, "ScalarGate", flaky)
+    with pytest.raises(RuntimeError, match="injected"):
+        R.skipinit(net, _x(2, 8))
+    assert not any(inn.is_wrapper(m) for m in net.modules()) and _same(_state(net), before)
+
+    enc = _encoder()
+    before = _state(enc)
+    P = sys.modules["initlab.plan"]  # the module (initlab.plan the attribute is the function)
+
+    real_draw, n = P.draw, {"n": 0}
+
+    def flaky_draw(*a: object, **k: object) -> torch.Tensor:
+        n["n"] += 1
+        if n["n"] == 6:
+            raise RuntimeError("injected fault")
+        return real_draw(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(P, "draw", flaky_draw)
+    with pytest.raises(RuntimeError, match="injected"):
+        R.tfixup(enc)
+    assert any(isinstance(m, nn.LayerNorm) for m in enc.modules()) and _same(_state(enc), before)
+
+
+def test_fixup_on_attention_zeroes_out_proj_only_and_encoder_is_identity() -> None:
+    enc = _encoder(norm_first=True, layers=3)
+    x = _x(2, 5, 16)
+    r = R.fixup(enc, x)
+    assert (r.branches, r.layers_per_branch) == (6, 2)
+    for layer in enc.layers:
+        attn = layer.self_attn.module
+        assert float(attn.out_proj.weight.detach().abs().sum()) == 0
+        assert float(attn.in_proj_weight.detach().abs().sum()) > 0
+        assert float(layer.linear2.module.weight.detach().abs().sum()) == 0
+    assert r.factors["layers.0.self_attn.in_proj_weight"] == pytest.approx(6**-0.5)
+    enc.eval()
+    with torch.no_grad():
+        assert torch.equal(enc(x), x)
+
+
+class FixupBlock(nn.Module):
+    """The official block, written by a user with initlab.nn scalars."""
+
+    def __init__(self, w: int) -> None:
+        super().__init__()
+        self.b1a, self.b1b, self.b2a, self.b2b = inn.Bias(), inn.Bias(), inn.Bias(), inn.Bias()
+        self.fc1, self.fc2, self.scale = nn.Linear(w, w), nn.Linear(w, w), inn.Scale()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.b1b(self.fc1(self.b1a(x))))
+        return x + self.b2b(self.scale(self.fc2(self.b2a(out))))
+
+
+def test_fixup_on_user_built_scalars_counts_only_real_layers() -> None:
+    net = _stack(FixupBlock, 9)
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, (inn.Scale, inn.Bias)):
+                next(mod.parameters()).fill_(0.3)
+    r = R.fixup(net, _x(4, 8), add_scalars=False)
+    assert (r.branches, r.layers_per_branch) == (9, 2)
+    assert r.factors["2.0.fc1.weight"] == pytest.approx(1 / 3)
+    blk = net[2][0]
+    assert float(blk.scale.scale) == 1.0 and float(blk.b1a.bias) == 0.0
+    assert float(blk.fc2.weight.detach().abs().sum()) == 0
