@@ -95,7 +95,9 @@ def tensor_fans(tensor: torch.Tensor, chunks: int = 1) -> Fans:
     rf = math.prod(tensor.shape[2:]) if tensor.dim() > 2 else 1
     out = tensor.shape[0]
     if out % chunks:
-        raise InitlabError(f"dim 0 of shape {tuple(tensor.shape)} is not divisible by {chunks} chunks")
+        raise InitlabError(
+            f"dim 0 of shape {tuple(tensor.shape)} is not divisible by {chunks} chunks"
+        )
     return Fans(tensor.shape[1] * rf, out // chunks * rf, rf, chunks)
 
 
@@ -131,7 +133,9 @@ def _rnn_fans(module: nn.Module, name: str) -> Fans:
     return Fans(weight.shape[1], hidden, 1, weight.shape[0] // hidden)
 
 
-def fans(module: nn.Module | torch.Tensor, name: str = "weight", *, chunks: int | None = None) -> Fans:
+def fans(
+    module: nn.Module | torch.Tensor, name: str = "weight", *, chunks: int | None = None
+) -> Fans:
     """Fans of ``module``'s parameter ``name``, by connectivity and per chunk.
 
     Args:
@@ -158,7 +162,10 @@ def fans(module: nn.Module | torch.Tensor, name: str = "weight", *, chunks: int 
                 f"{chunks} chunks"
             )
         result = Fans(
-            result.fan_in, whole_out // chunks * result.receptive_field, result.receptive_field, chunks
+            result.fan_in,
+            whole_out // chunks * result.receptive_field,
+            result.receptive_field,
+            chunks,
         )
     return result
 
@@ -172,7 +179,9 @@ def _module_fans(module: nn.Module, name: str, tensor: torch.Tensor) -> Fans:
     if isinstance(module, nn.Bilinear):
         # y_k = sum_ij x1_i W_kij x2_j: each output sums in1*in2 products; each x1 unit reaches
         # out*in2 weights (torch's convention, from the first input's side).
-        return Fans(module.in1_features * module.in2_features, module.out_features * module.in2_features)
+        return Fans(
+            module.in1_features * module.in2_features, module.out_features * module.in2_features
+        )
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         # a lookup is one_hot(x) @ W: each of the D outputs reads N inputs (one active).
         return Fans(module.num_embeddings, module.embedding_dim)
@@ -193,6 +202,10 @@ def _module_fans(module: nn.Module, name: str, tensor: torch.Tensor) -> Fans:
         return Fans(weight.shape[0], weight.shape[1])
     if is_bias:
         weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.dim() >= 2 and weight.shape[0] == tensor.shape[0]:
+        if (
+            isinstance(weight, torch.Tensor)
+            and weight.dim() >= 2
+            and weight.shape[0] == tensor.shape[0]
+        ):
             return _module_fans(module, "weight", weight)
     return tensor_fans(tensor)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import torch
 
+from .errors import InitlabError
+
 __all__ = ["BLOCK", "derive_seed", "fill_", "generator"]
 
 BLOCK = 1 << 20  # elements per independently seeded block
@@ -69,10 +71,15 @@ def fill_(
     """
     n = tensor.numel()
     total = offset + n if total is None else total
+    if offset < 0 or offset + n > total:
+        raise InitlabError(
+            f"rng.fill_: a shard of {n} elements at offset {offset} does not fit in a parameter of "
+            f"{total} elements; pass offset >= 0 and total >= offset + numel"
+        )
     if n == 0:
         return tensor
     if not tensor.is_contiguous():
-        raise ValueError("rng.fill_ needs a contiguous tensor")
+        raise InitlabError("rng.fill_ needs a contiguous tensor; call .contiguous() on the shard")
     flat = tensor.view(-1)
     direct = tensor.device.type == "cpu" and tensor.dtype == torch.float32
     first, last = offset // BLOCK, (offset + n - 1) // BLOCK

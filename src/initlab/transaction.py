@@ -1,15 +1,16 @@
 """Transactions on a model: whatever goes wrong, the model ends as it was.
 
 A :func:`transaction` snapshots what initlab might touch (parameter and buffer values and
-identities, ``.grad``, ``requires_grad``, train/eval mode of every module, and the hook
-dictionaries) and restores all of it when the block raises.
+identities, ``.grad``, ``requires_grad``, train/eval mode of every module, the hook
+dictionaries, and which parameters, buffers and submodules each module holds) and restores all of
+it when the block raises: a parameter, buffer or submodule added inside the block is removed again.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -34,9 +35,16 @@ class ModelState:
     modes: dict[nn.Module, bool]
     hooks: dict[tuple[nn.Module, str], dict]
     tensor_hooks: dict[int, object]
+    layout: dict[nn.Module, tuple[dict, dict, dict, set]] = field(default_factory=dict)
 
     def restore(self) -> None:
         """Put every value, attribute and hook back (tensors keep their identity)."""
+        for module, (params, buffers, children, non_persistent) in self.layout.items():
+            for current, saved in ((module._parameters, params), (module._buffers, buffers),
+                                   (module._modules, children)):  # fmt: skip
+                current.clear()
+                current.update(saved)
+            module._non_persistent_buffers_set = set(non_persistent)
         with torch.no_grad():
             for (module, kind, name), (tensor, _) in self.tensors.items():
                 getattr(module, kind)[name] = tensor
@@ -86,7 +94,16 @@ def snapshot(model: nn.Module) -> ModelState:
         (m, attr): dict(getattr(m, attr)) for m in model.modules() for attr in _HOOK_DICTS
         if hasattr(m, attr)
     }  # fmt: skip
-    return ModelState(tensors, values, grads, flags, modes, hooks, tensor_hooks)
+    layout = {
+        m: (
+            dict(m._parameters),
+            dict(m._buffers),
+            dict(m._modules),
+            set(m._non_persistent_buffers_set),
+        )
+        for m in model.modules()
+    }
+    return ModelState(tensors, values, grads, flags, modes, hooks, tensor_hooks, layout)
 
 
 @contextlib.contextmanager
