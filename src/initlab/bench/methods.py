@@ -44,6 +44,18 @@ class Context:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     recipe: Recipe
     seed: int
+    num_classes: int = 10
+    steps_per_epoch: int = 1
+
+    @property
+    def budget(self) -> int:
+        """Iterations a learned method gets: one epoch's worth of steps, the '+1 epoch' budget.
+
+        GradInit's released CIFAR scripts run 390 iterations, one epoch at batch 128; the bench
+        gives every learned method (GradInit, MetaInit) the same one-epoch budget so that it
+        compares fairly with the Kaiming '+1 epoch' rows.
+        """
+        return self.steps_per_epoch
 
 
 def torch_default(model: nn.Module, ctx: Context) -> None:
@@ -93,15 +105,19 @@ def gradinit(model: nn.Module, ctx: Context) -> None:
     from ..methods.gradinit import gradinit as run
 
     initlab_init(model, example=ctx.example, seed=ctx.seed)
-    run(model, ctx.loss_fn, _batches(ctx), lr=ctx.recipe.lr, optimizer="sgd", progress=False)
+    run(model, ctx.loss_fn, _batches(ctx), lr=ctx.recipe.lr, optimizer="sgd", iters=ctx.budget,
+        progress=False)  # fmt: skip
 
 
 def metainit(model: nn.Module, ctx: Context) -> None:
-    """initlab.init, then MetaInit (Dauphin & Schoenholz 2019) with the paper's defaults."""
+    """initlab.init, then MetaInit (Dauphin & Schoenholz 2019) as in the paper: random N(0, 1)
+    inputs and random labels, lr 0.1, momentum 0.9; iterations: the one-epoch budget."""
     from ..methods.metainit import metainit as run
 
     initlab_init(model, example=ctx.example, seed=ctx.seed)
-    run(model, ctx.loss_fn, _batches(ctx), progress=False)
+    shape = (ctx.recipe.batch, *ctx.example.shape[1:])
+    run(model, ctx.loss_fn, None, iters=ctx.budget, input_shape=shape,
+        num_classes=ctx.num_classes, seed=ctx.seed, progress=False)  # fmt: skip
 
 
 def zero(model: nn.Module, ctx: Context) -> None:

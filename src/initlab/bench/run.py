@@ -85,6 +85,8 @@ def train_classifier(
         F.cross_entropy,
         recipe,
         seed,
+        ds.num_classes,
+        math.ceil(len(ds.x_train) / recipe.batch),
     )
     t0 = time.perf_counter()
     try:
