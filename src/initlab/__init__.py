@@ -5,6 +5,14 @@ from .errors import InitlabError
 from .fans import Fans, fans
 from .gains import gain
 from .graph import Graph, trace
+from .methods import (
+    GradInitResult,
+    LSUVResult,
+    MetaInitResult,
+    gradinit,
+    lsuv,
+    metainit,
+)
 from .methods.residual import fixup, skipinit, tfixup, zero_init
 from .plan import Plan, PlanEntry, init, plan
 from .presets import PRESETS, preset_rules
@@ -39,8 +47,11 @@ __all__ = [
     "SCHEMES",
     "Fans",
     "Finding",
+    "GradInitResult",
     "Graph",
     "InitlabError",
+    "LSUVResult",
+    "MetaInitResult",
     "Plan",
     "PlanEntry",
     "Report",
@@ -52,6 +63,7 @@ __all__ = [
     "fans",
     "fixup",
     "gain",
+    "gradinit",
     "identity_",
     "init",
     "kaiming_normal_",
@@ -60,6 +72,8 @@ __all__ = [
     "lecun_uniform_",
     "load_init",
     "load_rules",
+    "lsuv",
+    "metainit",
     "normal_",
     "ones_",
     "orthogonal_",

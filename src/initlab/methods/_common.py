@@ -100,7 +100,9 @@ class Batches:
 
     def __init__(self, data: Iterable[Any], what: str = "data") -> None:
         if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
-            raise InitlabError(f"{what} must be an iterable of (input, target) batches, got {type(data).__name__}")
+            raise InitlabError(
+                f"{what} must be an iterable of (input, target) batches, got {type(data).__name__}"
+            )
         self.data = data
         self.what = what
         self.it: Iterator[Any] = iter(data)

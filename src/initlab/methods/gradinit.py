@@ -200,9 +200,13 @@ def gradinit(
     """
     optimizer = check_choice("optimizer", optimizer, ["sgd", "adam"])  # type: ignore[assignment]
     if not (lr > 0 and math.isfinite(lr)):
-        raise InitlabError(f"gradinit: lr must be a positive number (the training learning rate), got {lr}")
+        raise InitlabError(
+            f"gradinit: lr must be a positive number (the training learning rate), got {lr}"
+        )
     if iters < 0 or scale_lr < 0 or min_scale < 0:
-        raise InitlabError(f"gradinit: iters, scale_lr and min_scale must be >= 0 (got {iters}, {scale_lr}, {min_scale})")
+        raise InitlabError(
+            f"gradinit: iters, scale_lr and min_scale must be >= 0 (got {iters}, {scale_lr}, {min_scale})"
+        )
     gamma = default_gamma(lr, optimizer) if gamma is None else float(gamma)
     if not gamma > 0:
         raise InitlabError(f"gradinit: gamma must be > 0, got {gamma}")
@@ -228,7 +232,9 @@ def gradinit(
     dtype = next(iter(trainable.values())).dtype
     device = next(iter(trainable.values())).device
     alpha = torch.ones(len(scaled), dtype=dtype, device=device, requires_grad=True)
-    floor = torch.tensor([0.0 if "bias" in n.rsplit(".", 1)[-1] else min_scale for n in scaled], dtype=torch.float64)
+    floor = torch.tensor(
+        [0.0 if "bias" in n.rsplit(".", 1)[-1] else min_scale for n in scaled], dtype=torch.float64
+    )
     opt = _RescaleAdam(len(scaled), scale_lr, floor.to(device), grad_clip)
     batches = Batches(data, "gradinit: data")
     pnorm = 2 if optimizer == "sgd" else 1
@@ -267,8 +273,13 @@ def gradinit(
                     theta[n] = theta[n].clone().requires_grad_(True)
                 loss = loss_fn(forward(theta, cat(x0, x1)), torch.cat([y0, y1]))
                 names = list(theta)
-                grads = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=True, allow_unused=True)
-                grads = [torch.zeros_like(theta[n]) if g is None else g for n, g in zip(names, grads, strict=True)]
+                grads = torch.autograd.grad(
+                    loss, [theta[n] for n in names], create_graph=True, allow_unused=True
+                )
+                grads = [
+                    torch.zeros_like(theta[n]) if g is None else g
+                    for n, g in zip(names, grads, strict=True)
+                ]
                 if pnorm == 2:
                     gnorm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
                 else:

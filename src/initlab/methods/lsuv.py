@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..errors import InitlabError, check_choice
-from ..graph import is_norm, run_forward, trace
+from ..graph import is_norm, trace
 from ..rng import generator
 from ..schemes import orthogonal_
 from ..transaction import transaction
@@ -112,9 +112,7 @@ def _input_of(data: Any) -> Any:
     if isinstance(data, (torch.Tensor, dict)):
         return data
     if isinstance(data, tuple):
-        return data
-    if isinstance(data, list):
-        return tuple(data)
+        return data  # positional args of one forward call
     if isinstance(data, Iterable):
         batch = next(iter(data), None)
         if batch is None:
@@ -122,16 +120,20 @@ def _input_of(data: Any) -> Any:
         if isinstance(batch, (tuple, list)) and len(batch) == 2:
             return batch[0]  # an (input, target) pair
         return batch
-    raise InitlabError(f"lsuv: data must be an input batch (tensor, tuple, dict) or a loader, got {type(data).__name__}")
+    raise InitlabError(
+        f"lsuv: data must be an input batch (tensor, tuple, dict) or a loader, got {type(data).__name__}"
+    )
 
 
-def _weights(module: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
-    """(owner, local name, tensor) of a layer's matrices (``dim >= 2``), nested (MHA out_proj) included."""
+def _weights(module: nn.Module) -> list[tuple[nn.Module, str, str, torch.Tensor]]:
+    """(owner, leaf name, local name, tensor) of a layer's matrices (``dim >= 2``), MHA's out_proj included."""
     found = []
-    for full, p in module.named_parameters():
+    for local, p in module.named_parameters():
         if p.dim() >= 2:
-            owner_name, _, leaf = full.rpartition(".")
-            found.append((module.get_submodule(owner_name) if owner_name else module, leaf, p))
+            owner_name, _, leaf = local.rpartition(".")
+            found.append(
+                (module.get_submodule(owner_name) if owner_name else module, leaf, local, p)
+            )
     return found
 
 
@@ -153,7 +155,8 @@ def lsuv(
     Args:
         model: the network.
         data: one input batch (a tensor, a tuple of positional args, a dict of kwargs), or an
-            iterable whose first batch is used (an ``(input, target)`` pair gives its input).
+            iterable (a list, a DataLoader) whose first batch is used (an ``(input, target)``
+            pair gives its input). One fixed batch for every measurement, as the PyTorch port.
         target_var: the output variance each layer is scaled to.
         tol: stop when ``|var - target_var| <= tol``.
         max_iters: most rescalings per layer.
@@ -177,13 +180,19 @@ def lsuv(
     if target_var <= 0 or not math.isfinite(target_var):
         raise InitlabError(f"lsuv: target_var must be a positive finite number, got {target_var}")
     if tol < 0 or max_iters < 0:
-        raise InitlabError(f"lsuv: tol and max_iters must be >= 0, got tol={tol}, max_iters={max_iters}")
+        raise InitlabError(
+            f"lsuv: tol and max_iters must be >= 0, got tol={tol}, max_iters={max_iters}"
+        )
     batch = _input_of(data)
     check_finite(batch, "lsuv: the data batch")
     graph = trace(model, batch if example is None else example)
-    layers = [la for la in graph.order() if la.kind == "weight" and la.calls > 0 and _weights(la.module)]
+    layers = [
+        la for la in graph.order() if la.kind == "weight" and la.calls > 0 and _weights(la.module)
+    ]
     if not layers:
-        raise InitlabError("lsuv: the model has no weight layer (linear/conv/...) that the batch reaches")
+        raise InitlabError(
+            "lsuv: the model has no weight layer (linear/conv/...) that the batch reaches"
+        )
 
     stats = torch.zeros(3, dtype=torch.float64)  # sum, sum of squares, count
     current: list[nn.Module | None] = [None]
@@ -203,7 +212,10 @@ def lsuv(
         stats.zero_()
         current[0] = module
         with torch.no_grad():
-            run_forward(model, batch)
+            if isinstance(batch, dict):
+                model(**batch)
+            else:
+                model(*(batch if isinstance(batch, tuple) else (batch,)))
         all_reduce_sum_(stats)
         s, ss, n = stats.tolist()
         if n == 0:
@@ -224,8 +236,8 @@ def lsuv(
             if orthogonal:
                 with torch.no_grad():
                     for la in layers:
-                        for owner, leaf, p in _weights(la.module):
-                            full = f"{la.name}.{leaf}" if la.name else leaf
+                        for owner, leaf, local, _p in _weights(la.module):
+                            full = f"{la.name}.{local}" if la.name else local
                             orthogonal_(owner, name=leaf, generator=generator(seed, "lsuv", full))
                         for pname, p in la.module.named_parameters():
                             if p.dim() < 2 and "bias" in pname.rsplit(".", 1)[-1]:
@@ -244,7 +256,8 @@ def lsuv(
                         )
                         if on_zero == "error":
                             raise InitlabError(
-                                msg + "; a zero-initialized layer (e.g. a Fixup branch end) or dead units "
+                                msg
+                                + "; a zero-initialized layer (e.g. a Fixup branch end) or dead units "
                                 "upstream cannot be rescaled. Pass on_zero='skip' to leave it as it is"
                             )
                         warnings.warn(msg + "; skipped (on_zero='skip')", stacklevel=2)
@@ -254,7 +267,7 @@ def lsuv(
                         break
                     factor = math.sqrt(target_var / var)
                     with torch.no_grad():
-                        for _, _, p in _weights(la.module):
+                        for *_, p in _weights(la.module):
                             p.mul_(factor)
                     scale *= factor
                     iters += 1
