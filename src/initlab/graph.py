@@ -494,12 +494,14 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 def run_forward(model: nn.Module, example: object) -> object:
     """Call ``model`` on ``example`` (a tensor, a tuple of args, or a dict of kwargs).
 
-    A failure is re-raised as :class:`InitlabError` that says what the forward expected.
+    A failure of the kinds a wrong example causes (``TypeError``, ``RuntimeError``, ``ValueError``,
+    ``IndexError``) is re-raised as :class:`InitlabError` that says what initlab passed; anything
+    else (a data loader's own exception, ``KeyboardInterrupt``) propagates unchanged.
     """
     args, kwargs = _example_args(example)
     try:
         return model(*args, **kwargs)
-    except Exception as exc:
+    except (TypeError, RuntimeError, ValueError, IndexError) as exc:  # what a misfit raises
         shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
         raise InitlabError(
             f"the example did not fit {type(model).__name__}.forward: {type(exc).__name__}: {exc}. "
