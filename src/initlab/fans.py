@@ -35,7 +35,7 @@ from torch import nn
 
 from .errors import InitlabError
 
-__all__ = ["Fans", "fans", "tensor_fans"]
+__all__ = ["Fans", "fans", "parameter", "tensor_fans"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ def tensor_fans(tensor: torch.Tensor, chunks: int = 1) -> Fans:
 _RNN_PARAM = re.compile(r"^(weight|bias)_(ih|hh|hr)(_l\d+)?(_reverse)?$")
 
 
-def _param(module: nn.Module, name: str) -> torch.Tensor:
+def parameter(module: nn.Module, name: str) -> torch.Tensor:
+    """``module``'s tensor ``name``, or an error that lists the names it has."""
     tensor = getattr(module, name, None)
     if not isinstance(tensor, torch.Tensor):
         names = [n for n, _ in module.named_parameters(recurse=False)]
@@ -152,7 +153,7 @@ def fans(
     """
     if isinstance(module, torch.Tensor):
         return tensor_fans(module, chunks or 1)
-    tensor = _param(module, name)
+    tensor = parameter(module, name)
     result = _module_fans(module, name, tensor)
     if chunks is not None and chunks != result.chunks:
         whole_out = result.fan_out * result.chunks // result.receptive_field

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .errors import InitlabError, check_choice
-from .fans import Fans, tensor_fans
+from .fans import Fans, parameter, tensor_fans
 from .fans import fans as module_fans
 from .gains import gain
 
@@ -531,13 +531,7 @@ def _resolve(
     target: Target, name: str, fans: Fans | None, needs_fans: bool
 ) -> tuple[torch.Tensor, Fans | None]:
     if isinstance(target, nn.Module):
-        tensor = getattr(target, name, None)
-        if not isinstance(tensor, torch.Tensor):
-            names = [n for n, _ in target.named_parameters(recurse=False)]
-            raise InitlabError(
-                f"{type(target).__name__} has no parameter {name!r}; its parameters are {names}. "
-                "Pass name=... with one of them."
-            )
+        tensor = parameter(target, name)
         if (fans is None and tensor.dim() >= 2) or (fans is None and needs_fans):
             fans = module_fans(target, name)
         return tensor, fans
