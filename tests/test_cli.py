@@ -48,3 +48,17 @@ def test_bad_factory_and_bad_scheme_are_clear():
     assert result.exit_code == 2 and "Did you mean 'kaiming_normal'" in result.output
     result = runner.invoke(main, ["plan", f"{EXAMPLES}:mlp", "--example-shape", "4,65"])
     assert result.exit_code == 2 and "example did not fit" in result.output
+
+
+def test_saved_plan_reproduces_weights(tmp_path):
+    runner = CliRunner()
+    saved = tmp_path / "init.toml"
+    base = [f"{EXAMPLES}:mlp", "--example-shape", "4,64", "--seed", "5"]
+    result = runner.invoke(main, ["plan", *base, "--scheme", "orthogonal", "--save", str(saved)])
+    assert result.exit_code == 0, result.output
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    runner.invoke(main, ["init", *base, "--scheme", "orthogonal", "--out", str(a)])
+    result = runner.invoke(main, ["init", *base, "--rules", str(saved), "--out", str(b)])
+    assert result.exit_code == 0, result.output
+    sa, sb = torch.load(a), torch.load(b)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

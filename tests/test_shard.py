@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -128,26 +127,14 @@ def _scenarios(rank: int) -> None:
     shard.apply(p)
     _check(net, ref, "FSDP2 fully_shard")
 
-    # 4. the one-line hook proposed for initlab.plan.draw, patched in here: plan.apply() works as is
-    plan_module = sys.modules["initlab.plan"]
-    real_draw = plan_module.draw
-
-    def hooked(entry: object, tensor: torch.Tensor, seed: int) -> torch.Tensor:
-        if shard.is_dtensor(tensor):
-            return shard.draw_local(entry, tensor, seed)
-        return real_draw(entry, tensor, seed)  # type: ignore[arg-type]
-
-    plan_module.draw = hooked
-    try:
-        with torch.device("meta"):
-            net = Net()
-        p = plan(net, example=example(), rules=RULES, seed=SEED)
-        fully_shard(net, mesh=mesh)
-        net.to_empty(device="cpu")
-        p.apply()
-        _check(net, ref, "FSDP2 + plan.apply() with the draw hook")
-    finally:
-        plan_module.draw = real_draw
+    # 4. FSDP2 + the public path: plan.apply() draws each DTensor's local shard by itself
+    with torch.device("meta"):
+        net = Net()
+    p = plan(net, example=example(), rules=RULES, seed=SEED)
+    fully_shard(net, mesh=mesh)
+    net.to_empty(device="cpu")
+    p.apply(transactional=False)
+    _check(net, ref, "FSDP2 + plan.apply()")
     dist.barrier()
 
 

@@ -102,18 +102,21 @@ def _plan_options(f: Any) -> Any:
 
 def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
                 rules_path: str | None, seed: int, head_scale: float, preset: str | None) -> Any:  # fmt: skip
+    """Build FACTORY's model and plan it; a bad input ends the command with its message."""
     from .plan import plan
 
     model = load_factory(factory)()
     example = make_example(example_shape, example_dtype, vocab)
-    rules = None
-    if rules_path:
-        from .serialize import load_rules
+    try:
+        rules = None
+        if rules_path:
+            from .serialize import load_rules
 
-        rules = load_rules(rules_path)
-    return plan(
-        model, scheme, example=example, rules=rules, seed=seed, head_scale=head_scale, preset=preset
-    )
+            rules = load_rules(rules_path)
+        return plan(model, scheme, example=example, rules=rules, seed=seed,
+                    head_scale=head_scale, preset=preset)  # fmt: skip
+    except InitlabError as exc:
+        _fail(exc)
 
 
 @main.command()
@@ -134,24 +137,9 @@ def presets() -> None:
 @click.option(
     "--save", type=click.Path(dir_okay=False), help="save the plan (TOML or JSON by extension)"
 )
-def plan_cmd(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
-             rules_path: str | None, seed: int, head_scale: float, preset: str | None, as_json: bool,
-             save: str | None) -> None:  # fmt: skip
+def plan_cmd(as_json: bool, save: str | None, **options: Any) -> None:
     """Print the plan for FACTORY (FILE.py:FUNC or MODULE:FUNC, called with no arguments)."""
-    try:
-        p = _build_plan(
-            factory,
-            example_shape,
-            example_dtype,
-            vocab,
-            scheme,
-            rules_path,
-            seed,
-            head_scale,
-            preset,
-        )
-    except InitlabError as exc:
-        _fail(exc)
+    p = _build_plan(**options)
     if save:
         from .serialize import save_plan
 
@@ -167,22 +155,10 @@ def plan_cmd(factory: str, example_shape: str, example_dtype: str, vocab: int, s
 @_plan_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="where to save the initialized state_dict (.safetensors or .pt)")  # fmt: skip
-def init_cmd(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
-             rules_path: str | None, seed: int, head_scale: float, preset: str | None, as_json: bool,
-             out: str) -> None:  # fmt: skip
+def init_cmd(as_json: bool, out: str, **options: Any) -> None:
     """Initialize FACTORY's model and save its weights."""
+    p = _build_plan(**options)
     try:
-        p = _build_plan(
-            factory,
-            example_shape,
-            example_dtype,
-            vocab,
-            scheme,
-            rules_path,
-            seed,
-            head_scale,
-            preset,
-        )
         p.apply()
     except InitlabError as exc:
         _fail(exc)
