@@ -58,16 +58,28 @@ def train(net: nn.Module, ds, seed: int) -> tuple[list[float], float]:
     return accs, (time.perf_counter() - t0) / EPOCHS
 
 
-def build(act: str, seed: int, init: str) -> nn.Module:
+def build(act: str, seed: int, base: str) -> nn.Module:
+    """The net under one of the bases: ``kaiming`` (torch's ``kaiming_normal_``, biases 0),
+    ``init`` (``initlab.init`` defaults), ``orth`` (``initlab.init`` with orthogonal gain 1, the
+    critical point of tanh) or ``zero`` (``initlab.init(scheme="ZerO")``)."""
     torch.manual_seed(seed)  # a benchmark script, not library code
     net = plain_mlp(64, 10, depth=DEPTH, width=WIDTH, activation=act)
-    if init == "kaiming":
+    example = torch.zeros(2, 64)
+    if base == "kaiming":
         for m in net:
             if isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight)
                 nn.init.zeros_(m.bias)
+    elif base == "init":
+        initlab.init(net, example=example, seed=seed)
+    elif base == "orth":
+        initlab.init(
+            net, example=example, seed=seed, rules={"weight": ("orthogonal", {"gain": 1.0})}
+        )
+    elif base == "zero":
+        initlab.init(net, example=example, seed=seed, scheme="ZerO")
     else:
-        initlab.init(net, example=torch.zeros(2, 64), seed=seed)
+        raise SystemExit(f"unknown base {base!r}: use kaiming, init, orth or zero")
     return net
 
 
@@ -77,7 +89,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--acts", nargs="+", default=["tanh", "relu"])
     ap.add_argument(
-        "--rows", nargs="+", default=["kaiming", "init", "lsuv", "gradinit", "metainit"]
+        "--rows",
+        nargs="+",
+        default=[
+            "kaiming",
+            "init",
+            "init+lsuv",
+            "init+gradinit",
+            "init+metainit",
+            "orth",
+            "orth+gradinit",
+            "zero",
+            "zero+gradinit",
+        ],
+        help="BASE or BASE+METHOD; BASE in kaiming/init/orth/zero, METHOD in lsuv/gradinit/metainit",
     )
     ap.add_argument("--gradinit-iters", type=int, default=390)
     ap.add_argument("--scale-lr", type=float, default=1e-2)
@@ -96,20 +121,21 @@ def main() -> None:
         f"metainit_iters={args.metainit_iters} raw_grad={args.raw_grad}"
     )
     print(
-        f"{'act':5} {'row':9} {'seed':>4} {'acc@1':>6} {'acc@5':>6} {'init s':>7} {'epoch s':>7} {'cost/epoch':>10}  passes"
+        f"{'act':5} {'row':14} {'seed':>4} {'acc@1':>6} {'acc@5':>6} {'init s':>7} {'epoch s':>7} {'cost/epoch':>10}  passes"
     )
     results: dict[tuple[str, str], list[float]] = {}
     for act in args.acts:
         for seed in args.seeds:
             ds = digits(seed=seed)
             for row in args.rows:
-                net = build(act, seed, "kaiming" if row == "kaiming" else "init")
+                base, _, method = row.partition("+")
+                net = build(act, seed, base)
                 t0 = time.perf_counter()
                 passes = "-"
-                if row == "lsuv":
+                if method == "lsuv":
                     r = lsuv(net, ds.x_train[: BATCH * 4], seed=seed, progress=False)
                     passes = f"{r.forward_passes} fwd (batch {BATCH * 4})"
-                elif row == "gradinit":
+                elif method == "gradinit":
                     data = batches(ds.x_train, ds.y_train, 7 + seed, epochs=1)
                     r = gradinit(
                         net,
@@ -126,7 +152,7 @@ def main() -> None:
                     n_con = len(r.history) - n_obj
                     # objective step: fwd+bwd (create_graph) on 2B, fwd+bwd on 2B; constraint: fwd+bwd+double-bwd on 2B
                     passes = f"{n_obj} obj + {n_con} constr iters (~{2 * n_obj + 2 * n_con} fwd/bwd at batch {2 * BATCH})"
-                elif row == "metainit":
+                elif method == "metainit":
                     r = metainit(
                         net,
                         F.cross_entropy,
@@ -141,14 +167,14 @@ def main() -> None:
                 accs, epoch_s = train(net, ds, seed)
                 results.setdefault((act, row), []).append(accs[-1])
                 print(
-                    f"{act:5} {row:9} {seed:4d} {accs[0]:6.3f} {accs[-1]:6.3f} {init_s:7.2f} {epoch_s:7.2f} "
+                    f"{act:5} {row:14} {seed:4d} {accs[0]:6.3f} {accs[-1]:6.3f} {init_s:7.2f} {epoch_s:7.2f} "
                     f"{init_s / epoch_s:10.1f}  {passes}",
                     flush=True,
                 )
     print("\nmean test accuracy after 5 epochs (min..max over seeds):")
     for (act, row), accs in results.items():
         print(
-            f"{act:5} {row:9} {statistics.fmean(accs):.3f} ({min(accs):.3f}..{max(accs):.3f}) n={len(accs)}"
+            f"{act:5} {row:14} {statistics.fmean(accs):.3f} ({min(accs):.3f}..{max(accs):.3f}) n={len(accs)}"
         )
 
 

@@ -1,8 +1,9 @@
 """Residual-aware init on real data: does the network train at large learning rates?
 
 Part 1 (issue 6): a residual MLP without normalization, ``stem -> blocks x (x + fc2(relu(fc1(x))))
--> head``, on standardized scikit-learn digits (1437 train / 360 test), SGD momentum 0.9, batch
-64, a few epochs, for 20 and 50 blocks and learning rates 0.01, 0.03, 0.1, 0.3, under:
+-> head``, on scikit-learn digits (1437 train / 360 test) with pixels scaled to [0, 1]
+(``--inputs standardized`` for per-feature standardization), SGD momentum 0.9, batch 64, a few
+epochs, for 20 and 50 blocks and learning rates 0.01, 0.03, 0.1, 0.3, under:
 
 * ``default``   PyTorch's own init (``kaiming_uniform(a=sqrt 5)``, i.e. std ``1/sqrt(3 fan_in)``);
 * ``kaiming``   ``initlab.init(model, "kaiming_normal")`` (He, every layer, branch ends too);
@@ -13,10 +14,16 @@ Part 1 (issue 6): a residual MLP without normalization, ``stem -> blocks x (x + 
 
 A run "diverged" when its training loss is not finite; its accuracy is printed as ``NaN``.
 
+The input scale matters at lr 0.3: standardized inputs have ``||x||^2 = 64`` per example against
+~15 in [0, 1], and with SkipInit's branches at zero the net is the linear map ``head(stem(x))``,
+whose largest stable step shrinks with the input scale: SkipInit trains at lr 0.3 on [0, 1] pixels
+and diverges there on standardized ones (a fact about the skip path, not about the branches).
+
 Part 2 (``--transformer``): a tiny character-level GPT (``initlab.bench.models.char_transformer``)
 on first names (the ``names`` package, offline), next-character loss on held-out names after a
-fixed number of Adam steps: default init with LayerNorm, with and without linear warmup, versus
-T-Fixup without LayerNorm and without warmup.
+fixed number of Adam steps: PyTorch's default init with pre-LN blocks (GPT-2's layout) and with
+post-LN blocks (the original Transformer's, the one that needs warmup), each with and without
+linear warmup, versus T-Fixup without LayerNorm and without warmup.
 
 Threads are pinned (``--threads``, default 1) because the thread count changes results.
 
@@ -71,10 +78,17 @@ def build(
 
 
 def train_mlp(
-    method: str, blocks: int, width: int, lr: float, seed: int, epochs: int, batch: int
+    method: str,
+    blocks: int,
+    width: int,
+    lr: float,
+    seed: int,
+    epochs: int,
+    batch: int,
+    unit: bool = True,
 ) -> float:
     """Test accuracy after training, or NaN when the training loss went non-finite."""
-    ds = digits(seed=seed)
+    ds = digits(seed=seed, unit=unit)
     model, groups = build(method, blocks, width, seed, ds.x_train)
     opt = torch.optim.SGD(
         [{"params": g["params"], "lr": lr * g["mult"]} for g in groups], momentum=0.9
@@ -113,7 +127,7 @@ def cell(accs: list[float]) -> str:
 
 
 def part1(args: argparse.Namespace) -> None:
-    print(f"residual MLP on digits: width {args.width}, batch {args.batch}, {args.epochs} epochs, "
+    print(f"residual MLP on digits ({args.inputs} inputs): width {args.width}, batch {args.batch}, {args.epochs} epochs, "
           f"SGD momentum 0.9, seeds {args.seeds}, {torch.get_num_threads()} thread(s)")  # fmt: skip
     print("test accuracy, mean±std over seeds (NaN: training loss not finite)")
     for blocks in args.blocks:
@@ -125,7 +139,16 @@ def part1(args: argparse.Namespace) -> None:
             row = f"{method:<12}"
             for lr in args.lrs:
                 accs = [
-                    train_mlp(method, blocks, args.width, lr, s, args.epochs, args.batch)
+                    train_mlp(
+                        method,
+                        blocks,
+                        args.width,
+                        lr,
+                        s,
+                        args.epochs,
+                        args.batch,
+                        args.inputs == "unit",
+                    )
                     for s in args.seeds
                 ]
                 row += f"{cell(accs):>18}"
@@ -160,11 +183,14 @@ def train_gpt(
     xtr, ytr, xte, yte = name_sequences(block)
     torch.manual_seed(seed)
     norm = setup != "tfixup"
-    model = char_transformer(vocab=27, block=block, d_model=64, n_head=4, n_layer=layers, norm=norm)
+    model = char_transformer(
+        vocab=27, block=block, d_model=64, n_head=4, n_layer=layers, norm=norm,
+        post_ln=setup.startswith("post-ln"),
+    )  # fmt: skip
     if setup == "tfixup":
         tfixup(model, xtr[:4], seed=seed, norms="remove")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    use_warmup = setup == "default+warmup"
+    use_warmup = setup.endswith("+warmup")
     gen = torch.Generator().manual_seed(seed)
     worst = 0.0
     for step in range(steps):
@@ -193,7 +219,7 @@ def part2(args: argparse.Namespace) -> None:
     print(
         "held-out loss per character at the end / worst training loss after step 50 (NaN: diverged)"
     )
-    setups = ("default", "default+warmup", "tfixup")
+    setups = ("pre-ln", "pre-ln+warmup", "post-ln", "post-ln+warmup", "tfixup")
     print(f"{'setup':<16}" + "".join(f"{'lr ' + str(lr):>22}" for lr in args.gpt_lrs))
     for setup in setups:
         row = f"{setup:<16}"
@@ -225,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--inputs", choices=["unit", "standardized"], default="unit")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-mlp", action="store_true", help="only the transformer part")
     ap.add_argument("--transformer", action="store_true", help="also run the char-level GPT part")

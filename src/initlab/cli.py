@@ -271,31 +271,49 @@ def doctor_cmd(factory: str | None, demo: str | None, data_name: str, example_sh
     "--suite",
     default="quick",
     show_default=True,
-    type=click.Choice(["quick", "makemore", "gradinit-table", "depth", "residual", "all"]),
+    type=click.Choice(
+        ["quick", "makemore", "gradinit-table", "depth", "residual", "cifar10", "all"]
+    ),
 )
 @click.option("--seeds", type=int, default=1, show_default=True, help="seeds 0..N-1")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch threads (pinned)")
 @click.option("--out", type=click.Path(file_okay=False), default="bench-out", show_default=True)
-def bench(suite: str, seeds: int, device: str, threads: int, out: str) -> None:
-    """Reproduce the seeds' experiments on offline data; tables, JSON/CSV/Markdown and plots."""
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="CIFAR-10 folder (the extracted python version) for --suite cifar10",
+)
+@click.option("--epochs", type=int, default=None, help="override the suite's epochs")
+@click.option(
+    "--models",
+    default=None,
+    help="cifar10: comma-separated models (vgg19, resnet110, resnet56, resnet20)",
+)
+def bench(suite: str, seeds: int, device: str, threads: int, out: str, data: str | None,
+          epochs: int | None, models: str | None) -> None:  # fmt: skip
+    """Reproduce the seeds' experiments on offline data; tables, JSON/CSV/Markdown and plots.
+
+    The GPU recipe: initlab bench --suite cifar10 --data PATH --device cuda --seeds 4
+    """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .bench.run import run_suite, summarize
 
-    if device == "cuda":
-        _fail(
-            InitlabError(
-                "--device cuda: the GPU recipe (CIFAR-10 from a local path) is not wired into the bench "
-                "yet; run the CPU suites, or load CIFAR-10 with initlab.bench.data.cifar10(path)"
-            )
-        )
     t0 = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as bar:  # fmt: skip
         task = bar.add_task(f"bench {suite}", total=None)
-        runs = run_suite(suite, seeds=seeds, out=out, threads=threads,
-                         progress=lambda s: bar.update(task, description=s))  # fmt: skip
+        try:
+            runs = run_suite(
+                suite, seeds=seeds, out=out, threads=threads, device=device, data=data,
+                epochs=epochs, models=models.split(",") if models else None,
+                progress=lambda s: bar.update(task, description=s),
+            )  # fmt: skip
+        except (InitlabError, FileNotFoundError) as exc:
+            bar.stop()
+            _fail(exc)
     rows = summarize(runs)
     for name in dict.fromkeys(r["suite"] for r in rows):
         part = [r for r in rows if r["suite"] == name]
@@ -306,7 +324,9 @@ def bench(suite: str, seeds: int, device: str, threads: int, out: str) -> None:
         for r in part:
             table.add_row(*(escape(r.get(c, "")) for c in cols))
         console.print(table)
-    console.print(f"{len(runs)} runs in {time.perf_counter() - t0:.1f} s; results in {out}/")
+    console.print(
+        f"{len(runs)} runs in {time.perf_counter() - t0:.1f} s on {device}; results in {out}/"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

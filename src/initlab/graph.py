@@ -335,6 +335,8 @@ class _Tracer(TorchFunctionMode):
 
     @staticmethod
     def activate(info: _Info, act: str, param: float | None) -> _Info:
+        if act == "linear":  # nn.Identity (e.g. a removed norm): no activation, nothing settles
+            return info
         pending = {k: (v if v[0] is not None else (act, param)) for k, v in info.pending.items()}
         return _Info(pending, info.path)
 

@@ -47,4 +47,6 @@ def test_outputs_written(ds, tmp_path):
     assert "±" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "results.csv").exists()
     assert (tmp_path / "accuracy_vs_depth.png").exists()
+    assert (tmp_path / "act_std_depth_mlp2-tanh.png").exists()
+    assert len(runs[0].extra["act_std"]) == 2  # one std per Linear layer
     assert "| model |" in markdown(summarize(runs))

@@ -282,7 +282,11 @@ def _split_and_scale(
 
 
 def digits(
-    seed: int = 0, test_size: float = 0.2, standardize: bool = True, image: bool = False
+    seed: int = 0,
+    test_size: float = 0.2,
+    standardize: bool = True,
+    image: bool = False,
+    unit: bool = False,
 ) -> Dataset:
     """scikit-learn's handwritten digits (UCI; Alpaydin & Kaynak 1998): 1797 8x8 images, 10 classes.
 
@@ -295,12 +299,19 @@ def digits(
         test_size: fraction of examples in the test split.
         standardize: standardize per feature (else raw pixel values 0..16).
         image: return ``(N, 1, 8, 8)`` images for CNNs instead of ``(N, 64)`` vectors.
+        unit: pixels divided by 16, in ``[0, 1]`` (the usual image scaling; implies no
+            standardization). The scale of the inputs sets the curvature of the stem and head:
+            per example ``||x||^2`` is 64 standardized and ~15 in ``[0, 1]``, so the largest
+            stable learning rate differs between the two.
 
     >>> ds = digits(seed=0, image=True)
     >>> ds.input_shape, torch.bincount(ds.y_test).tolist()
     ((1, 8, 8), [36, 37, 35, 37, 36, 36, 36, 36, 35, 36])
+    >>> float(digits(unit=True).x_train.max())
+    1.0
     """
     version = _version("scikit-learn", "digits")
+    standardize = standardize and not unit
 
     def build() -> dict[str, np.ndarray]:
         x_np, y_np = _require("sklearn.datasets", "digits").load_digits(return_X_y=True)
@@ -308,10 +319,13 @@ def digits(
 
     arrays = _cached("digits", {"package": version}, build)  # skips importing sklearn (~1.5 s)
     x = torch.from_numpy(arrays["x"].astype(np.float32))
+    if unit:
+        x = x / 16.0
     y = torch.from_numpy(arrays["y"])
+    scaling = "pixels / 16 in [0, 1]" if unit else "none (pixels 0..16)"
     meta = {
         "source": f"sklearn.datasets.load_digits (scikit-learn {version})",
-        "standardize": "per-feature train mean/std" if standardize else "none (pixels 0..16)",
+        "standardize": "per-feature train mean/std" if standardize else scaling,
     }
     ds = _split_and_scale(
         "digits", x, y, seed=seed, test_size=test_size,

@@ -8,8 +8,9 @@ installation are reported as unavailable, never dropped silently.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,7 +24,14 @@ class Recipe:
     """One training recipe, the same for every method of a comparison.
 
     ``warmup_epochs`` ramps the learning rate linearly from 0; ``extra_epochs`` trains longer
-    (the seed's "+1 epoch" rows, which give the baseline GradInit's extra compute).
+    (the seed's "+1 epoch" rows, which give the baseline GradInit's extra compute): those epochs
+    come first (at constant lr, or warming up), then the ``epochs`` of the usual schedule.
+    ``cosine`` anneals the lr to 0 per step over those ``epochs`` (the GradInit CIFAR recipe).
+    ``clip`` bounds the gradient's L2 norm per step (0: off; GradInit's scripts clip at 1 for
+    nets without BatchNorm). ``bias_lr_mult`` multiplies the lr of parameters whose name holds
+    ``bias`` or ``scale`` (Fixup's recipe and GradInit's for no-BN ResNets: lr / 10). Weight decay
+    skips norm-layer parameters. ``augment`` applies the CIFAR augmentation of GradInit's scripts
+    (random crop with 4-pixel padding, horizontal flip, Cutout 16) to image batches.
     """
 
     lr: float = 0.01
@@ -33,6 +41,10 @@ class Recipe:
     weight_decay: float = 0.0
     warmup_epochs: int = 0
     extra_epochs: int = 0
+    cosine: bool = False
+    clip: float = 0.0
+    bias_lr_mult: float = 1.0
+    augment: bool = False
 
 
 @dataclass
@@ -46,6 +58,10 @@ class Context:
     seed: int
     num_classes: int = 10
     steps_per_epoch: int = 1
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Per-suite method settings: ``base`` (``"kaiming"`` or ``"initlab"``, the init the learned
+    methods start from) and ``gradinit_scale_lr`` (the scale lr of GradInit's released script for
+    the architecture)."""
 
     @property
     def budget(self) -> int:
@@ -69,7 +85,9 @@ def kaiming(model: nn.Module, ctx: Context) -> None:
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
+                w = torch.empty(m.weight.shape)  # drawn on the CPU generator, whatever the device
+                nn.init.kaiming_normal_(w, nonlinearity="relu", generator=g)
+                m.weight.copy_(w)
                 if m.bias is not None:
                     m.bias.zero_()
             elif is_norm(m) and getattr(m, "weight", None) is not None:
@@ -100,21 +118,38 @@ def lsuv(model: nn.Module, ctx: Context) -> None:
     run(model, x, seed=ctx.seed, progress=False)
 
 
+def _base(model: nn.Module, ctx: Context) -> None:
+    """The init a learned method starts from: the suite's ``base`` option (default initlab's)."""
+    (kaiming if ctx.options.get("base") == "kaiming" else initlab_auto)(model, ctx)
+
+
+def _halves(ctx: Context) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The training batches cut in two: GradInit's S is two half-batches (the official loader
+    has batch size ``batch / 2``), so S holds one training batch's worth of examples."""
+    for x, y in _batches(ctx):
+        h = max(1, len(x) // 2)
+        yield x[:h], y[:h]
+        yield x[h:], y[h:]
+
+
 def gradinit(model: nn.Module, ctx: Context) -> None:
-    """initlab.init, then GradInit (Zhu et al. 2021) for the recipe's optimizer and lr."""
+    """The suite's base init, then GradInit (Zhu et al. 2021) for the recipe's optimizer and lr:
+    SGD target, eta = the training lr, gamma from eta (1 at lr 0.1, the scripts' value),
+    normalized direction, min scale 0.01, the script's scale lr for the architecture (option
+    ``gradinit_scale_lr``, default 1e-2), one epoch of iterations on half-batches."""
     from ..methods.gradinit import gradinit as run
 
-    initlab_init(model, example=ctx.example, seed=ctx.seed)
-    run(model, ctx.loss_fn, _batches(ctx), lr=ctx.recipe.lr, optimizer="sgd", iters=ctx.budget,
-        progress=False)  # fmt: skip
+    _base(model, ctx)
+    run(model, ctx.loss_fn, _halves(ctx), lr=ctx.recipe.lr, optimizer="sgd", iters=ctx.budget,
+        scale_lr=ctx.options.get("gradinit_scale_lr", 1e-2), progress=False)  # fmt: skip
 
 
 def metainit(model: nn.Module, ctx: Context) -> None:
-    """initlab.init, then MetaInit (Dauphin & Schoenholz 2019) as in the paper: random N(0, 1)
-    inputs and random labels, lr 0.1, momentum 0.9; iterations: the one-epoch budget."""
+    """The suite's base init, then MetaInit (Dauphin & Schoenholz 2019) as in the paper: random
+    N(0, 1) inputs and random labels, lr 0.1, momentum 0.9; iterations: the one-epoch budget."""
     from ..methods.metainit import metainit as run
 
-    initlab_init(model, example=ctx.example, seed=ctx.seed)
+    _base(model, ctx)
     shape = (ctx.recipe.batch, *ctx.example.shape[1:])
     run(model, ctx.loss_fn, None, iters=ctx.budget, input_shape=shape,
         num_classes=ctx.num_classes, seed=ctx.seed, progress=False)  # fmt: skip

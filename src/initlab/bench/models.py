@@ -380,10 +380,16 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """A pre-LN block (GPT-2; Xiong et al. 2020): ``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``."""
+    """A pre-LN block (GPT-2; Xiong et al. 2020): ``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``.
 
-    def __init__(self, d_model: int, n_head: int, norm: bool = True) -> None:
+    ``post_ln=True`` gives the original Transformer's post-LN block (Vaswani et al. 2017):
+    ``ln1(x + attn(x))``, then ``ln2(x + mlp(x))``, the layout that needs warmup and that
+    T-Fixup (Huang et al. 2020) was made to train without it.
+    """
+
+    def __init__(self, d_model: int, n_head: int, norm: bool = True, post_ln: bool = False) -> None:
         super().__init__()
+        self.post_ln = post_ln
         self.ln1: nn.Module = nn.LayerNorm(d_model) if norm else nn.Identity()
         self.attn = nn.MultiheadAttention(d_model, n_head, batch_first=True)
         self.ln2: nn.Module = nn.LayerNorm(d_model) if norm else nn.Identity()
@@ -392,6 +398,9 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)  # True = masked
+        if self.post_ln:
+            x = self.ln1(x + self.attn(x, x, x, attn_mask=causal, need_weights=False)[0])
+            return self.ln2(x + self.mlp(x))
         h = self.ln1(x)
         x = x + self.attn(h, h, h, attn_mask=causal, need_weights=False)[0]
         return x + self.mlp(self.ln2(x))
@@ -402,7 +411,14 @@ class CharTransformer(nn.Module):
     :func:`char_transformer`."""
 
     def __init__(
-        self, vocab: int, block: int, d_model: int, n_head: int, n_layer: int, norm: bool
+        self,
+        vocab: int,
+        block: int,
+        d_model: int,
+        n_head: int,
+        n_layer: int,
+        norm: bool,
+        post_ln: bool = False,
     ) -> None:
         super().__init__()
         if d_model % n_head:
@@ -411,9 +427,10 @@ class CharTransformer(nn.Module):
         self.tok = nn.Embedding(vocab, d_model)
         self.pos = nn.Embedding(block, d_model)
         self.blocks = nn.Sequential(
-            *(TransformerBlock(d_model, n_head, norm) for _ in range(n_layer))
+            *(TransformerBlock(d_model, n_head, norm, post_ln) for _ in range(n_layer))
         )
-        self.ln_f: nn.Module = nn.LayerNorm(d_model) if norm else nn.Identity()
+        # post-LN: the last block's ln2 already normalizes the output
+        self.ln_f: nn.Module = nn.LayerNorm(d_model) if norm and not post_ln else nn.Identity()
         self.head = nn.Linear(d_model, vocab, bias=False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -433,18 +450,22 @@ def char_transformer(
     n_head: int = 4,
     n_layer: int = 2,
     norm: bool = True,
+    post_ln: bool = False,
 ) -> CharTransformer:
     """A tiny GPT-style character model: token + position embeddings, ``n_layer`` pre-LN
     :class:`TransformerBlock` s (causal ``nn.MultiheadAttention``, GELU MLP), a final LayerNorm
     and a bias-free Linear head. ``norm=False`` replaces every LayerNorm by ``nn.Identity``,
-    the setting of T-Fixup (Huang et al. 2020).
+    the setting of T-Fixup (Huang et al. 2020); ``post_ln=True`` builds post-LN blocks (no
+    final LayerNorm: the last block ends with one).
 
     >>> char_transformer()(torch.zeros(2, 8, dtype=torch.long)).shape
     torch.Size([2, 8, 27])
+    >>> type(char_transformer(post_ln=True).ln_f).__name__
+    'Identity'
     """
     return CharTransformer(
         _positive("vocab", vocab), _positive("block", block), _positive("d_model", d_model),
-        _positive("n_head", n_head), _positive("n_layer", n_layer), norm,
+        _positive("n_head", n_head), _positive("n_layer", n_layer), norm, post_ln,
     )  # fmt: skip
 
 
