@@ -258,3 +258,59 @@ def test_bf16_model():
         init(model, "orthogonal", example=X16.to(torch.bfloat16))
     w = model.fc2.weight.float()
     assert torch.allclose(w @ w.T, torch.eye(32) * initlab.gain("gelu") ** 2, atol=0.1)
+
+
+def test_structured_schemes_work_per_group_through_the_plan() -> None:
+    conv = nn.Conv2d(4, 8, 1, groups=2)  # two (4 out x 2 in) matrices
+    p = initlab.init(conv, scheme="orthogonal", example=torch.zeros(1, 4, 5, 5))
+    assert p["weight"].receptive_field == 1 and p["weight"].fans.fan_in == 2
+    w = conv.weight.detach().reshape(8, 2)
+    for g in range(2):  # each group's block has orthonormal columns (one (8 x 2) would not)
+        block = w[4 * g : 4 * g + 4]
+        assert torch.allclose(block.T @ block, torch.eye(2), atol=1e-5)
+    conv3 = nn.Conv2d(4, 8, 3, groups=4)
+    assert (
+        initlab.plan(conv3, scheme="orthogonal", example=torch.zeros(1, 4, 5, 5))[
+            "weight"
+        ].receptive_field
+        == 9
+    )
+    depthwise = nn.Conv2d(4, 4, 3, groups=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 1 -> 1 per group: no tied-units warning
+        initlab.init(depthwise, scheme="ZerO", example=torch.zeros(1, 4, 5, 5))
+    expected = torch.zeros(4, 1, 3, 3)
+    expected[:, 0, 1, 1] = 1.0
+    assert torch.equal(depthwise.weight.detach(), expected)
+
+
+def test_zero_warns_when_it_widens_one_channel() -> None:
+    stem = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())
+    with pytest.warns(UserWarning, match="widens 1 input to 8 outputs"):
+        initlab.init(stem, scheme="ZerO", example=torch.zeros(1, 1, 5, 5))
+
+
+def test_residual_branch_ends_are_scaled_by_inverse_sqrt_depth() -> None:
+    from initlab.bench.models import residual_mlp
+
+    x = torch.rand(256, 64)
+    net = residual_mlp(64, 10, blocks=20, width=128)
+    p = initlab.plan(net, example=x[:8])
+    assert p.graph.residual_depth == (20, 2)
+    assert p["blocks.3.fc2.weight"].gain == pytest.approx(20**-0.5)
+    assert p["blocks.3.fc1.weight"].gain == pytest.approx(math.sqrt(2))  # inside: unchanged
+    assert p["stem.weight"].gain == pytest.approx(1.0) and p["head.weight"].gain == 1.0
+    plain = initlab.plan(net, example=x[:8], residual_scale=False)
+    assert plain["blocks.3.fc2.weight"].gain == pytest.approx(1.0)
+    # the forward pass stays bounded: (1 + 1/L)^L < e, against 2^L without the scaling
+    p.apply()
+    with torch.no_grad():
+        scaled = net(x).std()
+    plain.apply()
+    with torch.no_grad():
+        unscaled = net(x).std()
+    with torch.no_grad():
+        stem_out = net.stem(x).std()
+    assert float(scaled) < 3 * float(stem_out) < float(unscaled) / 100
+    rule = initlab.plan(net, example=x[:8], rules={"residual_out": "kaiming_normal"})
+    assert rule["blocks.3.fc2.weight"].gain == pytest.approx(1.0)  # a rule takes the plain gain

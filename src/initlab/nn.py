@@ -42,14 +42,18 @@ from .errors import InitlabError
 __all__ = ["Bias", "NoNorm", "ScalarAffine", "ScalarGate", "Scale", "is_wrapper", "unwrap"]
 
 
-def _scalar(value: float | nn.Parameter) -> nn.Parameter:
+def _scalar(value: float | nn.Parameter, like: nn.Module | None = None) -> nn.Parameter:
+    """A one-element parameter, on the device (and floating dtype) of ``like``'s parameters."""
     if isinstance(value, nn.Parameter):
         if value.numel() != 1:
             raise InitlabError(
                 f"a shared scalar must have one element, got shape {tuple(value.shape)}"
             )
         return value
-    return nn.Parameter(torch.full((1,), float(value)))
+    ref = next((p for p in like.parameters() if p.is_floating_point()), None) if like else None
+    if ref is None or ref.device.type == "meta":
+        return nn.Parameter(torch.full((1,), float(value)))
+    return nn.Parameter(torch.full((1,), float(value), device=ref.device, dtype=ref.dtype))
 
 
 def _no_fast_path(module: nn.Module, args: tuple) -> None:
@@ -149,7 +153,7 @@ class ScalarGate(_Wrapper):
 
     def __init__(self, module: nn.Module, alpha: float | nn.Parameter = 0.0) -> None:
         super().__init__(module)
-        self.alpha = _scalar(alpha)
+        self.alpha = _scalar(alpha, module)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return _map_first(self.module(*args, **kwargs), lambda y: y * self.alpha.reshape(()))
@@ -176,9 +180,9 @@ class ScalarAffine(_Wrapper):
     def __init__(self, module: nn.Module, *, bias_in: float | None = None, scale: float | None = None,
                  bias_out: float | None = None) -> None:  # fmt: skip
         super().__init__(module)
-        self.bias_in = _scalar(bias_in) if bias_in is not None else None
-        self.scale = _scalar(scale) if scale is not None else None
-        self.bias_out = _scalar(bias_out) if bias_out is not None else None
+        self.bias_in = _scalar(bias_in, module) if bias_in is not None else None
+        self.scale = _scalar(scale, module) if scale is not None else None
+        self.bias_out = _scalar(bias_out, module) if bias_out is not None else None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.bias_in is not None:

@@ -14,6 +14,9 @@ weight of a layer   the chosen scheme, gain from the traced activation that foll
                     (``initlab.gain``), fans from the module (per chunk for Q/K/V and gates)
 head weight         the chosen scheme with gain 1, times ``head_scale`` (e.g. 0.01: logits
                     start near zero and the loss near ``log(classes)``, as in makemore)
+residual branch     its last weight layer: the traced gain times :math:`L^{-1/2}` (``L``
+end                 branches), so ``L`` summed branches keep the variance bounded
+                    (``residual_scale=False``: the plain gain)
 recurrent weight    ``weight_hh_*``: orthogonal per gate (Saxe et al. 2014; Keras' default)
 bias                0
 norm weight / bias  1 / 0
@@ -81,6 +84,8 @@ class PlanEntry:
         role: the primary role; ``roles`` all of them.
         activation: the traced activation after the layer (``None``: linear).
         fan_in, fan_out, chunks: the fans used (``None`` when the scheme needs none).
+        receptive_field: kernel taps per channel pair (1 for dense layers); with the fans it
+            tells structured schemes how many groups a grouped convolution stacks.
         scheme: the scheme's registry name, ``"keep"``, or ``"custom"`` for a callable rule.
         kwargs: the scheme's options.
         gain: the gain the scheme uses.
@@ -108,13 +113,14 @@ class PlanEntry:
     tied: tuple[str, ...] = ()
     note: str = ""
     fn: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+    receptive_field: int = 1
 
     @property
     def fans(self) -> Fans | None:
         """The fans as a :class:`~initlab.fans.Fans`, when the entry has them."""
         if self.fan_in is None or self.fan_out is None:
             return None
-        return Fans(self.fan_in, self.fan_out, 1, self.chunks)
+        return Fans(self.fan_in, self.fan_out, self.receptive_field, self.chunks)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields."""
@@ -388,6 +394,7 @@ def plan(
     rules: Mapping[Any, RuleValue] | None = None,
     seed: int = 0,
     head_scale: float = 1.0,
+    residual_scale: bool = True,
     include_frozen: bool = False,
     preset: str | None = None,
     preset_options: Mapping[str, Any] | None = None,
@@ -405,6 +412,11 @@ def plan(
         rules: overrides; see the module docstring.
         seed: the seed every parameter's stream derives from.
         head_scale: multiplies the head's gain (``0.01`` makes the initial logits nearly zero).
+        residual_scale: multiply the gain of each residual branch's last weight layer by
+            :math:`L^{-1/2}`, ``L`` the number of branches the trace found, so that the sum of
+            ``L`` branches keeps the signal's variance bounded (:math:`(1 + 1/L)^L < e`; the
+            rule of GPT-2's ``1/sqrt(2 n_layer)`` and Hayou et al. 2021's Stable ResNet).
+            ``False`` gives every branch end the plain scheme.
         include_frozen: also plan parameters with ``requires_grad=False``.
         preset: a model family's recipe (:data:`initlab.presets.PRESETS`, e.g. ``"gpt2"``); its
             rules rank below every rule in ``rules``, so a user's rule always wins.
@@ -434,6 +446,8 @@ def plan(
             fallback = _parse_rules(preset_rules(preset, model, graph, **(preset_options or {})))
         if skip_initialized:
             loaded = set(initialized_params(model))
+    n_branches = graph.residual_depth[0]
+    residual_gain = n_branches**-0.5 if residual_scale and n_branches > 0 else 1.0
     used: set[int] = set()
     tied: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
@@ -446,7 +460,8 @@ def plan(
         seen.add(id(p))
         names = tuple(tied[id(p)])
         entries[name] = _decide(model, graph, name, p, names, default.name, options, parsed, used,
-                                head_scale, include_frozen, fallback, loaded)  # fmt: skip
+                                head_scale, include_frozen, fallback, loaded,
+                                residual_gain)  # fmt: skip
     order = {la.name: i for i, la in enumerate(graph.order())}
     rank = {n: order.get(e.module if e.module in order else _layer_name(graph, n), len(order))
             for n, e in entries.items()}  # fmt: skip
@@ -469,14 +484,14 @@ def _check_options(scheme: str, options: Mapping[str, Any]) -> None:
     if extra:
         raise InitlabError(
             f"unknown option(s) {extra} for plan/init with scheme {scheme!r}; it accepts "
-            f"{list(allowed) or 'no options'} (plan options: rules, seed, head_scale, include_frozen, device)"
+            f"{list(allowed) or 'no options'} (plan options: rules, seed, head_scale, residual_scale, include_frozen, device)"
         )
 
 
 def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: tuple[str, ...],
             default: str, options: Mapping[str, Any], rules: list[_Rule], used: set[int],
             head_scale: float, include_frozen: bool, fallback: list[_Rule],
-            loaded: set[str]) -> PlanEntry:  # fmt: skip
+            loaded: set[str], residual_gain: float = 1.0) -> PlanEntry:  # fmt: skip
     layers = [graph.layer_of(n) for n in names]
     layer = next((la for la in layers if la is not None), None)
     prefix = name.rpartition(".")[0]
@@ -504,6 +519,8 @@ def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: t
     scheme, kwargs, g = _default_for(role, roles, local, p, layer, default, options, activation)
     if role == "head" and "embedding" not in roles:
         g *= head_scale
+    elif role == "residual_out" and "norm" not in roles and scheme != "keep":
+        g *= residual_gain
     source, fn = "default", None
     rule = _pick(rules, names, module, roles, used) or _pick(fallback, names, module, roles, set())
     if rule is not None:
@@ -528,6 +545,7 @@ def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: t
         fan_in=fans.fan_in if fans else None, fan_out=fans.fan_out if fans else None,
         chunks=fans.chunks if fans else 1, scheme=scheme, kwargs=dict(kwargs), gain=g, std=None,
         source=source, tied=names[1:], note="; ".join(notes), fn=fn,
+        receptive_field=fans.receptive_field if fans else 1,
     )  # fmt: skip
     return dataclasses.replace(entry, std=_expected_std(entry))
 

@@ -24,6 +24,7 @@ The registry :data:`SCHEMES` names each scheme by a plain name; the planner call
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -434,6 +435,19 @@ def zero_matrix(m: int, n: int) -> torch.Tensor:
     return hadamard(p)[:m, :n] / math.sqrt(p)
 
 
+def _warn_tied(block: torch.Size, whole: torch.Size) -> None:
+    """ZerO widening one input to many outputs makes identical units: say so."""
+    if block[1] == 1 and block[0] > 1:
+        warnings.warn(
+            f"ZerO on a weight of shape {tuple(whole)} widens 1 input to {block[0]} outputs: the "
+            "Hadamard block's only column is all ones, so those units start identical and, with "
+            "nothing random in the init, stay tied (e.g. a stem on 1-channel images). Give this "
+            "layer a random scheme, e.g. rules={'<its name>': 'kaiming_normal'}",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def _zero_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
     if tensor.dim() < 2:
@@ -443,11 +457,13 @@ def _zero_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float =
     with torch.no_grad():
         if tensor.dim() == 2:
             for chunk in _chunks(tensor, fans):
+                _warn_tied(chunk.shape, tensor.shape)
                 chunk.copy_(zero_matrix(*chunk.shape))
             return tensor
         tensor.zero_()
         centre = tuple(k // 2 for k in tensor.shape[2:])
         for block in _chunks(tensor, fans):  # per group of a grouped conv
+            _warn_tied(block.shape, tensor.shape)
             block[(slice(None), slice(None), *centre)] = zero_matrix(*block.shape[:2]).to(
                 tensor.dtype
             )

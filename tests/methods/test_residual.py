@@ -427,3 +427,18 @@ def test_fixup_on_user_built_scalars_counts_only_real_layers() -> None:
     blk = net[2][0]
     assert float(blk.scale.scale) == 1.0 and float(blk.b1a.bias) == 0.0
     assert float(blk.fc2.weight.detach().abs().sum()) == 0
+
+
+def test_added_scalars_follow_the_wrapped_layer_dtype() -> None:
+    """Fixup's and SkipInit's scalars are made where the layer lives (dtype here; device on GPU)."""
+
+    net = residual_mlp(8, 3, blocks=2, width=16).double()
+    x = torch.randn(4, 8, dtype=torch.float64)
+    R.fixup(net, x)
+    scalars = [p for n, p in net.named_parameters() if n.endswith(("bias_in", "bias_out", "scale"))]
+    assert scalars and all(p.dtype == torch.float64 for p in scalars)
+    net2 = residual_mlp(8, 3, blocks=2, width=16).double()
+    R.skipinit(net2, x, variant="rezero")
+    alphas = [p for n, p in net2.named_parameters() if n.endswith("alpha")]
+    assert alphas and all(p.dtype == torch.float64 for p in alphas)
+    assert net2(x).dtype == torch.float64

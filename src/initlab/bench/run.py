@@ -498,7 +498,7 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
         runs += _makemore(1, 2000, say)
         runs += _depth(1, [30], ["torch-default", "kaiming", "initlab"], 3, say, device)
         runs += _residual(
-            1, [20], [0.3], ["torch-default", "initlab", "initlab-zero-residual", "skipinit"], 3,
+            1, [20], [0.1], ["torch-default", "initlab", "initlab-zero-residual", "skipinit"], 3,
             say, device,
         )  # fmt: skip
     if name in ("makemore", "all"):

@@ -310,10 +310,10 @@ def skipinit(
         wrapped: dict[str, str] = {}
         for b in branches:
             a: float | nn.Parameter = alpha
+            module = model.get_submodule(b.last)
             if variant == "rezero":
                 key = _layer_group(b.last, model)
-                a = shared.setdefault(key, nn.Parameter(torch.full((1,), float(alpha))))
-            module = model.get_submodule(b.last)
+                a = shared.setdefault(key, inn._scalar(float(alpha), module))
             _swap(model, b.last, inn.ScalarGate(module, a), undo)
             wrapped[b.last] = "ScalarGate"
         L, m = (
