@@ -6,7 +6,8 @@ Part 1 (issue 6): a residual MLP without normalization, ``stem -> blocks x (x + 
 epochs, for 20 and 50 blocks and learning rates 0.01, 0.03, 0.1, 0.3, under:
 
 * ``default``   PyTorch's own init (``kaiming_uniform(a=sqrt 5)``, i.e. std ``1/sqrt(3 fan_in)``);
-* ``kaiming``   ``initlab.init(model, "kaiming_normal")`` (He, every layer, branch ends too);
+* ``kaiming``   ``initlab.init(model, "kaiming_normal", residual_scale=False)`` (He on every
+  layer, branch ends too);
 * ``zero-init`` the same with ``rules={"residual_out": "zeros"}`` (``zero_module``);
 * ``skipinit``  PyTorch's init, then :func:`initlab.methods.residual.skipinit` (alpha = 0);
 * ``fixup``     :func:`~initlab.methods.residual.fixup` (scalars trained at lr/10, the official recipe);
@@ -57,8 +58,8 @@ def build(
     torch.manual_seed(seed)  # only the 'default' init reads the global RNG
     model = residual_mlp(64, 10, blocks=blocks, width=width)
     example = x[:8]
-    if method == "kaiming":
-        init(model, "kaiming_normal", example=example, seed=seed)
+    if method == "kaiming":  # every layer, branch ends too, at the plain Kaiming scale
+        init(model, "kaiming_normal", example=example, seed=seed, residual_scale=False)
     elif method == "zero-init":
         init(model, "kaiming_normal", example=example, seed=seed, rules={"residual_out": "zeros"})
     elif method == "skipinit":  # on the model as built: SkipInit changes nothing else
