@@ -617,6 +617,18 @@ def write_outputs(runs: list[Run], out: Path, suite: str, seeds: int, threads: i
         (out / "PLOTS_SKIPPED.txt").write_text("install initlab[plot] (matplotlib) for the plots\n")
 
 
+def _save_log_plot(fig: Any, ax: Any, path: Path) -> Path:
+    """Log y axis, legend, save as PNG and close."""
+    import matplotlib.pyplot as plt
+
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot(runs: list[Run], out: Path) -> list[Path]:
     """Loss curves per method (one figure per model), the std of each layer's output at init
     per method, and accuracy vs depth."""
@@ -637,13 +649,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
         ax.set_title(f"{suite}: {model}, lr {lr:g}")
         ax.set_xlabel("epoch" if suite != "makemore" else "step / (steps/50)")
         ax.set_ylabel("training loss")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-        path = out / f"loss_{suite}_{model}_lr{lr:g}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save_log_plot(fig, ax, out / f"loss_{suite}_{model}_lr{lr:g}.png"))
     by_net: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         if r.extra.get("act_std") and r.seed == 0:
@@ -660,13 +666,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
         ax.set_title(f"{suite}: {model}, output std per layer at init (seed 0)")
         ax.set_xlabel("Linear/conv layer, in call order")
         ax.set_ylabel("std of the layer's output")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-        path = out / f"act_std_{suite}_{model}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save_log_plot(fig, ax, out / f"act_std_{suite}_{model}.png"))
     depth_runs = [r for r in runs if r.suite == "depth"]
     if depth_runs:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
