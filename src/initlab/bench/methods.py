@@ -127,7 +127,10 @@ def _halves(ctx: Context) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The training batches cut in two: GradInit's S is two half-batches (the official loader
     has batch size ``batch / 2``), so S holds one training batch's worth of examples."""
     for x, y in _batches(ctx):
-        h = max(1, len(x) // 2)
+        if len(x) < 2:  # a last batch of one example cannot be halved
+            yield x, y
+            continue
+        h = len(x) // 2
         yield x[:h], y[:h]
         yield x[h:], y[h:]
 
