@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -62,3 +63,16 @@ def test_saved_plan_reproduces_weights(tmp_path):
     assert result.exit_code == 0, result.output
     sa, sb = torch.load(a), torch.load(b)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_residual_scale_switch():
+    runner = CliRunner()
+    base = ["plan", f"{EXAMPLES}:transformer", "--example-shape", "2,16,64", "--json"]
+    gains = {}
+    for flag in ("--residual-scale", "--no-residual-scale"):
+        result = runner.invoke(main, [*base, flag])
+        assert result.exit_code == 0, result.output
+        entries = {e["name"]: e for e in json.loads(result.output)["entries"]}
+        gains[flag] = entries["layers.0.linear2.weight"]["gain"]
+    assert gains["--no-residual-scale"] == pytest.approx(1.0)
+    assert gains["--residual-scale"] == pytest.approx(0.5)  # 2 layers x 2 branches: L = 4

@@ -92,6 +92,8 @@ def _plan_options(f: Any) -> Any:
                      help="a TOML or JSON rule file"),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--head-scale", type=float, default=1.0, show_default=True),
+        click.option("--residual-scale/--no-residual-scale", default=True, show_default=True,
+                     help="residual branch ends at gain x L^-1/2"),
         click.option("--preset", default=None, help="a model family's recipe (see `initlab presets`)"),
         click.option("--json", "as_json", is_flag=True, help="print the plan as JSON"),
     ]  # fmt: skip
@@ -101,7 +103,8 @@ def _plan_options(f: Any) -> Any:
 
 
 def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
-                rules_path: str | None, seed: int, head_scale: float, preset: str | None) -> Any:  # fmt: skip
+                rules_path: str | None, seed: int, head_scale: float, preset: str | None,
+                residual_scale: bool = True) -> Any:  # fmt: skip
     """Build FACTORY's model and plan it; a bad input ends the command with its message."""
     from .plan import plan
 
@@ -114,7 +117,7 @@ def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int
 
             rules = load_rules(rules_path)
         return plan(model, scheme, example=example, rules=rules, seed=seed,
-                    head_scale=head_scale, preset=preset)  # fmt: skip
+                    head_scale=head_scale, residual_scale=residual_scale, preset=preset)  # fmt: skip
     except InitlabError as exc:
         _fail(exc)
 
