@@ -220,7 +220,7 @@ def part2(args: argparse.Namespace) -> None:
     print(
         "held-out loss per character at the end / worst training loss after step 50 (NaN: diverged)"
     )
-    setups = ("pre-ln", "pre-ln+warmup", "post-ln", "post-ln+warmup", "tfixup")
+    setups = args.setups
     print(f"{'setup':<16}" + "".join(f"{'lr ' + str(lr):>22}" for lr in args.gpt_lrs))
     for setup in setups:
         row = f"{setup:<16}"
@@ -260,6 +260,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpt-steps", type=int, default=600)
     ap.add_argument("--gpt-lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument(
+        "--setups",
+        nargs="+",
+        default=["pre-ln", "pre-ln+warmup", "post-ln", "post-ln+warmup", "tfixup"],
+        choices=["pre-ln", "pre-ln+warmup", "post-ln", "post-ln+warmup", "tfixup"],
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # a default-init deep net makes denormals: 3-5x slower steps

@@ -308,9 +308,15 @@ def test_tfixup_gpt_style_blocks_and_embeddings() -> None:
     c, ce = 0.67 * 3**-0.25, (9 * 3) ** -0.25
     assert r.factors["blocks.2.mlp.fc2.weight"] == pytest.approx(c)
     assert r.factors["tok.weight"] == pytest.approx(ce) and "pos.weight" not in r.factors
-    assert r.plan["tok.weight"].std == pytest.approx(32**-0.5 * ce)
+    # the model feeds its rows unscaled: the table carries fairseq's effective std (9N)^-1/4
+    assert r.plan["tok.weight"].std == pytest.approx(ce)
     w = net.tok.weight.detach()
-    assert abs(float(w.std()) / (32**-0.5 * ce) - 1) < 5 * math.sqrt(2 / (2 * w.numel()))
+    assert abs(float(w.std()) / ce - 1) < 5 * math.sqrt(2 / (2 * w.numel()))
+    fair = char_transformer(vocab=27, block=8, d_model=32, n_head=4, n_layer=3)
+    r2 = R.tfixup(fair, idx, embed_scale=math.sqrt(32))  # fairseq's x = sqrt(d) * E[idx]
+    assert r2.plan["tok.weight"].std == pytest.approx(32**-0.5 * ce)
+    with pytest.raises(InitlabError, match="embed_scale"):
+        R.tfixup(char_transformer(n_layer=1), idx, embed_scale=0.0)
     assert not any(isinstance(m, nn.LayerNorm) for m in net.modules())
     assert torch.isfinite(net(idx)).all()
 
