@@ -300,8 +300,10 @@ def test_residual_branch_ends_are_scaled_by_inverse_sqrt_depth() -> None:
     assert p["blocks.3.fc2.weight"].gain == pytest.approx(20**-0.5)
     assert p["blocks.3.fc1.weight"].gain == pytest.approx(math.sqrt(2))  # inside: unchanged
     assert p["stem.weight"].gain == pytest.approx(1.0) and p["head.weight"].gain == 1.0
+    assert "20 residual branch ends at gain x L^-1/2 = 0.2236" in str(p)
     plain = initlab.plan(net, example=x[:8], residual_scale=False)
     assert plain["blocks.3.fc2.weight"].gain == pytest.approx(1.0)
+    assert plain["blocks.3.fc2.weight"].source == "default" and "L^-1/2" not in str(plain)
     # the forward pass stays bounded: (1 + 1/L)^L < e, against 2^L without the scaling
     p.apply()
     with torch.no_grad():

@@ -69,6 +69,8 @@ __all__ = ["ROLES", "Plan", "PlanEntry", "init", "plan"]
 
 ROLES = ("head", "residual_out", "embedding", "bias", "norm", "weight", "other")
 _ROLE_ORDER = {r: i for i, r in enumerate(ROLES)}
+RESIDUAL_SCALED = "default x L^-1/2 (residual_scale)"
+"""The ``source`` of a residual branch end whose gain :func:`plan` scaled by ``L^-1/2``."""
 _FUSED_QKV = re.compile(r"(^|\.)(qkv|c_attn|Wqkv|query_key_value|in_proj)$")
 RuleValue = str | tuple[str, Mapping[str, Any]] | Callable[..., Any]
 
@@ -206,6 +208,10 @@ class Plan:
         notes = [f"  {e.name}: {e.note}" for e in self if e.note]
         L, m = self.graph.residual_depth
         foot = [f"seed {self.seed}; {len(self)} parameters; residual branches L={L}, m={m}"]
+        scaled = [e for e in self if e.source == RESIDUAL_SCALED]
+        if scaled:
+            foot.append(f"{len(scaled)} residual branch ends at gain x L^-1/2 = {L**-0.5:.4g} "
+                        "(residual_scale=False for the plain gain)")  # fmt: skip
         return "\n".join(lines + foot + (["notes:", *notes] if notes else []))
 
     __repr__ = __str__
@@ -519,9 +525,10 @@ def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: t
     scheme, kwargs, g = _default_for(role, roles, local, p, layer, default, options, activation)
     if role == "head" and "embedding" not in roles:
         g *= head_scale
-    elif role == "residual_out" and "norm" not in roles and scheme != "keep":
-        g *= residual_gain
     source, fn = "default", None
+    if role == "residual_out" and "norm" not in roles and scheme != "keep" and residual_gain != 1:
+        g *= residual_gain
+        source = RESIDUAL_SCALED
     rule = _pick(rules, names, module, roles, used) or _pick(fallback, names, module, roles, set())
     if rule is not None:
         source = rule.label

@@ -101,3 +101,10 @@ def test_cuda_without_gpu_is_a_clear_error() -> None:
         run_suite("quick", device="cuda")
     with pytest.raises(InitlabError, match="not a torch device"):
         run_suite("quick", device="gpu")
+
+
+def test_options_a_suite_does_not_use_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InitlabError, match="does not use models"):
+        run_suite("quick", models=["resnet20"])
+    with pytest.raises(InitlabError, match="does not use epochs"):
+        run_suite("makemore", epochs=3)

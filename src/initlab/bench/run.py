@@ -486,6 +486,16 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
     """
     check_choice("suite", name, SUITES)
     device = _check_device(device)
+    unused = [opt for opt, value, suites in (
+        ("data", data, ("cifar10",)), ("models", models, ("cifar10",)),
+        ("epochs", epochs, ("depth", "residual", "gradinit-table", "cifar10", "all")),
+    ) if value is not None and name not in suites]  # fmt: skip
+    if unused:
+        raise InitlabError(
+            f"suite {name!r} does not use {', '.join(unused)} (CLI: --{' --'.join(unused)}); "
+            "drop it, or pick a suite that does (data and models: cifar10; epochs: depth, "
+            "residual, gradinit-table, cifar10)"
+        )
     if name == "cifar10" and data is None:
         raise InitlabError(
             "suite cifar10 needs the CIFAR-10 folder: pass data= (CLI: --data PATH) pointing at "
