@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import initlab
+from initlab import gradinit, lsuv, metainit
 from initlab.bench.data import digits
 from initlab.bench.models import plain_mlp
-from initlab.methods import gradinit, lsuv, metainit
 
 LR, MOMENTUM, BATCH, EPOCHS, DEPTH, WIDTH = 0.01, 0.9, 64, 5, 100, 256
 

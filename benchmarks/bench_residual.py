@@ -46,7 +46,7 @@ from torch import nn
 from initlab.bench.data import digits, names
 from initlab.bench.models import char_transformer, residual_mlp
 from initlab.methods.residual import fixup, skipinit, tfixup, zero_init
-from initlab.plan import init
+from initlab.planning import init
 
 METHODS = ("default", "kaiming", "zero-init", "skipinit", "fixup", "zero")
 

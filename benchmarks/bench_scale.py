@@ -4,7 +4,7 @@ Each measurement runs in its own subprocess (so the peak RSS, ``VmHWM``, is that
 
 * ``torch normal_``: the baseline. ``torch.empty`` + ``Tensor.normal_`` for every weight of the
   same model (same shapes, all kept alive), i.e. what an RNG-bound init must do at least;
-* ``initlab <scheme>``: ``initlab.plan.init(meta_model, scheme)`` (trace + plan + materialize +
+* ``initlab <scheme>``: ``initlab.init(meta_model, scheme)`` (trace + plan + materialize +
   draw), reported against the baseline's fill rate and against the parameters' bytes;
 * ``torch trunc_normal_``: ``nn.init.trunc_normal_`` over the same tensors (initlab's
   trunc_normal sampler), and a rejection-sampling prototype (normal_, redraw outside [a, b]);
@@ -70,7 +70,7 @@ def child(mode: str, layers: int, width: int, threads: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     import initlab  # noqa: F401  (import cost outside the timing)
-    from initlab.plan import init, plan
+    from initlab.planning import init, plan
 
     out: dict[str, float] = {}
     n = layers * width * width

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from initlab import gains
+from initlab.connectivity import Fans
 from initlab.errors import InitlabError
-from initlab.fans import Fans
 from initlab.gains import ACTIVATIONS, activation_name, gain, second_moment
 from initlab.schemes import SCHEMES
 from tests._stats import check_std

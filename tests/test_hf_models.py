@@ -20,7 +20,7 @@ transformers = pytest.importorskip(
 )
 
 from initlab.graph import trace  # noqa: E402
-from initlab.plan import init  # noqa: E402
+from initlab.planning import init  # noqa: E402
 from initlab.presets import initialized_params, preset_rules, skip_initialized_rules  # noqa: E402
 from initlab.schemes import truncated_normal_std  # noqa: E402
 

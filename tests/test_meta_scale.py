@@ -4,16 +4,13 @@ parameter model are in benchmarks/bench_scale.py (tests never time or weigh anyt
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 from torch import nn
 
+from initlab import planning as plan_module
 from initlab import schemes
-from initlab.plan import init
-
-plan_module = sys.modules["initlab.plan"]  # `initlab.plan` the attribute is the function
+from initlab.planning import init
 
 
 class TinyGPT(nn.Module):

@@ -15,7 +15,7 @@ from torch import nn
 
 from initlab.errors import InitlabError
 from initlab.graph import trace
-from initlab.plan import init
+from initlab.planning import init
 from initlab.presets import (
     PRESETS,
     ForgetGateBias,
@@ -505,7 +505,7 @@ def test_low_precision_orthogonal(dtype: torch.dtype) -> None:
 
 
 def test_preset_argument_ranks_below_user_rules() -> None:
-    from initlab.plan import plan as make_plan
+    from initlab.planning import plan as make_plan
 
     model = NanoGPT()
     x = torch.randint(0, 96, (2, 8))

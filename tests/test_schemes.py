@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from initlab.connectivity import Fans, fans, tensor_fans
 from initlab.errors import InitlabError
-from initlab.fans import Fans, fans, tensor_fans
 from initlab.gains import gain
 from initlab.schemes import (
     SCHEMES,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from initlab.errors import InitlabError
-from initlab.plan import init, plan
+from initlab.planning import init, plan
 from initlab.presets import preset_rules
 from initlab.serialize import (
     load_init,

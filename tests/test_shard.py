@@ -1,5 +1,5 @@
 """Sharded init on torch.distributed: two gloo processes on the CPU draw only their shards, and
-the gathered parameters equal the single-process ``initlab.plan.init`` bit for bit."""
+the gathered parameters equal the single-process ``initlab.init`` bit for bit."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from initlab import InitlabError, rng, shard
-from initlab.plan import init, plan
+from initlab.planning import init, plan
 
 WORLD = 2
 SEED = 1234

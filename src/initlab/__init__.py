@@ -1,20 +1,15 @@
 """initlab: initialize PyTorch networks so they start training well."""
 
-from .doctor import Finding, Report, doctor
+from .connectivity import Fans, fans
+from .diagnosis import Finding, Report, doctor
 from .errors import InitlabError
-from .fans import Fans, fans
 from .gains import gain
-from .graph import Graph, trace
-from .methods import (
-    GradInitResult,
-    LSUVResult,
-    MetaInitResult,
-    gradinit,
-    lsuv,
-    metainit,
-)
-from .methods.residual import fixup, skipinit, tfixup, zero_init
-from .plan import Plan, PlanEntry, init, plan
+from .graph import Branch, Graph, Layer, trace
+from .methods.gradinit import GradInitResult, GradInitStep, gradinit
+from .methods.lsuv import LSUVLayer, LSUVResult, lsuv
+from .methods.metainit import MetaInitResult, metainit
+from .methods.residual import ResidualResult, fixup, skipinit, tfixup, zero_init
+from .planning import Plan, PlanEntry, init, plan
 from .presets import PRESETS, preset_rules
 from .schemes import (
     SCHEMES,
@@ -45,16 +40,21 @@ __version__ = "0.1.0"
 __all__ = [
     "PRESETS",
     "SCHEMES",
+    "Branch",
     "Fans",
     "Finding",
     "GradInitResult",
+    "GradInitStep",
     "Graph",
     "InitlabError",
+    "LSUVLayer",
     "LSUVResult",
+    "Layer",
     "MetaInitResult",
     "Plan",
     "PlanEntry",
     "Report",
+    "ResidualResult",
     "__version__",
     "constant_",
     "delta_orthogonal_",

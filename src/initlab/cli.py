@@ -106,7 +106,7 @@ def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int
                 rules_path: str | None, seed: int, head_scale: float, preset: str | None,
                 residual_scale: bool = True) -> Any:  # fmt: skip
     """Build FACTORY's model and plan it; a bad input ends the command with its message."""
-    from .plan import plan
+    from .planning import plan
 
     model = load_factory(factory)()
     example = make_example(example_shape, example_dtype, vocab)
@@ -224,10 +224,10 @@ def doctor_cmd(factory: str | None, demo: str | None, data_name: str, example_sh
 
     Exits 1 when a check fails, so it can gate a training script.
     """
-    from .doctor import doctor
+    from .diagnosis import doctor
 
     if demo:
-        from .doctor.demo import main_demo
+        from .diagnosis.demo import main_demo
 
         result = main_demo(out, steps=steps or 20)
         click.echo(result["text"])  # the summary table, then each report

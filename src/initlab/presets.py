@@ -2,7 +2,7 @@ r"""Presets: the initialization recipes of well-known model families, as plan ru
 
 A preset is a function ``fn(model, graph, **options) -> rules`` that looks at the model (its
 parameter names, module classes, the number of blocks, each block's index) and returns rules in the
-format of :func:`initlab.plan.plan`: one rule per parameter it decides, keyed by the exact
+format of :func:`initlab.plan`: one rule per parameter it decides, keyed by the exact
 qualified parameter name, so that the recipe is reproduced whatever the other rules say. Parameters
 a recipe leaves alone get no rule (the plan's defaults, or ``"keep"`` where the recipe keeps
 PyTorch's own default initialization).
@@ -601,7 +601,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def preset_rules(name: str, model: nn.Module, graph: Graph | None = None, **options: Any) -> Rules:
-    """The rules of preset ``name`` for ``model`` (a dict for :func:`initlab.plan.plan`'s ``rules=``).
+    """The rules of preset ``name`` for ``model`` (a dict for :func:`initlab.plan`'s ``rules=``).
 
     Args:
         name: a :data:`PRESETS` name.
@@ -609,7 +609,7 @@ def preset_rules(name: str, model: nn.Module, graph: Graph | None = None, **opti
         graph: its traced graph; some presets use it to find heads and residual branches.
         **options: the preset's options (e.g. ``sigma=0.02``, ``depth_init=False``).
 
-    >>> from initlab.plan import init
+    >>> from initlab.planning import init
     >>> net = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 10))
     >>> p = init(net, example=torch.tensor([[1, 2]]), rules=preset_rules("gpt2", net, n_layers=1))
     >>> p["1.weight"].std, p["0.weight"].std

@@ -32,9 +32,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .connectivity import Fans, parameter, tensor_fans
+from .connectivity import fans as module_fans
 from .errors import InitlabError, check_choice
-from .fans import Fans, parameter, tensor_fans
-from .fans import fans as module_fans
 from .gains import gain
 
 __all__ = [

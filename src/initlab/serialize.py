@@ -39,7 +39,7 @@ from typing import Any
 from torch import nn
 
 from .errors import InitlabError
-from .plan import Plan
+from .planning import Plan
 
 __all__ = ["load_init", "load_rules", "rules_from_dict", "rules_to_dict", "save_plan", "save_rules"]
 

@@ -128,9 +128,9 @@ def _local_tensor(param: torch.Tensor) -> torch.Tensor:
 def draw_local(entry: object, param: torch.Tensor, seed: int) -> torch.Tensor:
     """Write the local block of a DTensor parameter with the values of the single-process draw.
 
-    ``entry`` is a :class:`~initlab.plan.PlanEntry`; ``param`` the DTensor parameter (or its
+    ``entry`` is a :class:`~initlab.PlanEntry`; ``param`` the DTensor parameter (or its
     ``.detach()``); ``seed`` the plan's seed. The gathered parameter equals
-    ``initlab.plan.draw(entry, full_tensor, seed)`` bit for bit (see the module docstring for the
+    ``initlab.planning.draw(entry, full_tensor, seed)`` bit for bit (see the module docstring for the
     cost per rank). Returns ``param``.
 
     Raises:
@@ -140,7 +140,7 @@ def draw_local(entry: object, param: torch.Tensor, seed: int) -> torch.Tensor:
     if not is_dtensor(param):
         raise InitlabError(
             f"initlab.shard.draw_local expects a DTensor parameter, got {type(param).__name__}; "
-            "use initlab.plan.draw for ordinary tensors"
+            "use initlab.planning.draw for ordinary tensors"
         )
     scheme_name = getattr(entry, "scheme", None)
     if scheme_name == "keep":
@@ -181,7 +181,7 @@ def _draw_elementwise(entry: object, scheme: object, local: torch.Tensor, shape:
 
 def _draw_full_then_slice(entry: object, local: torch.Tensor, shape: tuple[int, ...],
                           local_shape: tuple[int, ...], offset: tuple[int, ...], seed: int) -> None:  # fmt: skip
-    from .plan import draw  # lazy: plan.py imports this module for its DTensor hook
+    from .planning import draw  # lazy: planning.py imports this module for its DTensor hook
 
     full = draw(entry, torch.empty(shape, dtype=torch.float32), seed)  # type: ignore[arg-type]
     index = tuple(slice(o, o + n) for o, n in zip(offset, local_shape, strict=True))
@@ -196,14 +196,14 @@ def apply(
     Plan the model before sharding it (planning traces a forward pass and only reads shapes; a
     meta-device model works), shard it, allocate the shards with ``model.to_empty(device=...)``,
     then call ``apply(plan)`` on every rank. DTensor parameters go through :func:`draw_local`,
-    others through :func:`initlab.plan.draw`. Not transactional: on error, re-run it.
+    others through :func:`initlab.planning.draw`. Not transactional: on error, re-run it.
 
     Args:
-        plan: an :class:`~initlab.plan.Plan`.
+        plan: an :class:`~initlab.Plan`.
         model: the sharded model (default ``plan.model``; FSDP2 shards in place, keeping names).
         seed: default ``plan.seed``.
     """
-    from .plan import draw
+    from .planning import draw
 
     model = model if model is not None else plan.model  # type: ignore[attr-defined]
     seed = seed if seed is not None else plan.seed  # type: ignore[attr-defined]

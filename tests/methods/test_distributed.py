@@ -27,7 +27,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        from initlab.methods import gradinit, lsuv, metainit
+        from initlab import gradinit, lsuv, metainit
 
         torch.manual_seed(0)  # same model on every rank, as after a broadcast
         net = nn.Sequential(

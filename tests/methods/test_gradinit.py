@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initlab import gradinit
 from initlab.errors import InitlabError
-from initlab.methods import gradinit
 from initlab.methods.gradinit import default_gamma
 from tests import models
 from tests.methods._fault import assert_same_state, dirty, failing, state_of

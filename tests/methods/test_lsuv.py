@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from initlab import lsuv
 from initlab.errors import InitlabError
-from initlab.methods import lsuv
 from tests import models
 from tests.methods._fault import assert_same_state, dirty, state_of
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initlab import metainit
 from initlab.errors import InitlabError
-from initlab.methods import metainit
 from initlab.methods.metainit import gradient_quotient
 from tests import models
 from tests.methods._fault import assert_same_state, dirty, failing, state_of

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import pytest
 import torch
 from torch import nn
 
 import initlab.nn as inn
+from initlab import planning
 from initlab.bench.models import char_transformer, residual_mlp, resnet_like
 from initlab.errors import InitlabError
 from initlab.methods import residual as R
-from initlab.plan import init
+from initlab.planning import init
 from initlab.schemes import zero_matrix
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
@@ -376,7 +376,7 @@ def test_skipinit_and_tfixup_are_transactional(monkeypatch: pytest.MonkeyPatch) 
 
     enc = _encoder()
     before = _state(enc)
-    P = sys.modules["initlab.plan"]  # the module (initlab.plan the attribute is the function)
+    P = planning
 
     real_draw, n = P.draw, {"n": 0}
 

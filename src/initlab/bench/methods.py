@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..graph import is_norm
-from ..plan import init as initlab_init
+from ..planning import init as initlab_init
 
 
 @dataclass(frozen=True)

@@ -314,7 +314,7 @@ def _kaiming_makemore(model: nn.Module, seed: int) -> None:
 
 
 def _initlab_init(model: nn.Module, ds: bench_data.Dataset, seed: int, head_scale: float) -> None:
-    from ..plan import init
+    from ..planning import init
 
     init(model, example=ds.x_train[:32], seed=seed, head_scale=head_scale)
 

@@ -1,8 +1,19 @@
-"""Data-driven and learned initialization: LSUV, GradInit, MetaInit."""
+"""Data-driven, learned and residual-aware initialization, one module per family.
 
-from .gradinit import GradInitResult, GradInitStep, gradinit
-from .lsuv import LSUVLayer, LSUVResult, lsuv
-from .metainit import MetaInitResult, gradient_quotient, metainit
+* :mod:`~initlab.methods.lsuv`: LSUV (Mishkin & Matas, 2016);
+* :mod:`~initlab.methods.gradinit`: GradInit (Zhu et al., 2021);
+* :mod:`~initlab.methods.metainit`: MetaInit (Dauphin & Schoenholz, 2019);
+* :mod:`~initlab.methods.residual`: SkipInit, ReZero, Fixup, T-Fixup and ZerO.
+
+The functions are public as ``initlab.lsuv``, ``initlab.gradinit``, ``initlab.metainit``,
+``initlab.skipinit``, ``initlab.fixup``, ``initlab.tfixup`` and ``initlab.zero_init``; this
+package exports only the types they return, so ``initlab.methods.lsuv`` is always the module.
+"""
+
+from .gradinit import GradInitResult, GradInitStep
+from .lsuv import LSUVLayer, LSUVResult
+from .metainit import MetaInitResult
+from .residual import ResidualResult
 
 __all__ = [
     "GradInitResult",
@@ -10,8 +21,5 @@ __all__ = [
     "LSUVLayer",
     "LSUVResult",
     "MetaInitResult",
-    "gradient_quotient",
-    "gradinit",
-    "lsuv",
-    "metainit",
+    "ResidualResult",
 ]

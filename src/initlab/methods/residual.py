@@ -3,7 +3,7 @@ r"""Residual-aware initialization: SkipInit / ReZero, Fixup, T-Fixup and ZerO fo
 Every method finds the residual branches from one traced forward pass
 (:func:`initlab.graph.trace`: each ``skip + branch`` sum, the branch's layers and its last layer),
 so it works on models that were not written for it, and decides the weights through
-:func:`initlab.plan.plan` (fans, per-parameter seeds, transactions from the core).
+:func:`initlab.plan` (fans, per-parameter seeds, transactions from the core).
 
 =================  ==========================================================================
 method              what it does
@@ -60,7 +60,7 @@ from torch import nn
 from .. import nn as inn
 from ..errors import InitlabError, check_choice
 from ..graph import Branch, Graph, Layer, is_norm, trace
-from ..plan import Plan, plan
+from ..planning import Plan, plan
 from ..transaction import transaction
 
 __all__ = [
@@ -84,7 +84,7 @@ class ResidualResult:
 
     Attributes:
         method: ``"skipinit"``, ``"rezero"``, ``"fixup"``, ``"tfixup"`` or ``"zero_init"``.
-        plan: the applied :class:`~initlab.plan.Plan` (``None`` for SkipInit, which draws nothing),
+        plan: the applied :class:`~initlab.Plan` (``None`` for SkipInit, which draws nothing),
             made on the model as it was after norm removal and before any wrapping.
         branches: number of residual branches found (``L``).
         layers_per_branch: their most common weight-layer count (``m``; MHA counts twice).

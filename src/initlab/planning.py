@@ -58,9 +58,9 @@ import torch
 from torch import nn
 
 from . import rng, shard
+from .connectivity import Fans
+from .connectivity import fans as module_fans
 from .errors import InitlabError
-from .fans import Fans
-from .fans import fans as module_fans
 from .gains import gain as activation_gain
 from .graph import Graph, Layer, trace
 from .schemes import SCHEMES, get_scheme
@@ -119,7 +119,7 @@ class PlanEntry:
 
     @property
     def fans(self) -> Fans | None:
-        """The fans as a :class:`~initlab.fans.Fans`, when the entry has them."""
+        """The fans as a :class:`~initlab.Fans`, when the entry has them."""
         if self.fan_in is None or self.fan_out is None:
             return None
         return Fans(self.fan_in, self.fan_out, self.receptive_field, self.chunks)

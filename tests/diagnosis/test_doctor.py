@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import initlab
-from initlab.doctor import Finding, Report, doctor
-from initlab.doctor.checks import CHECKS
-from initlab.doctor.probes import Probe, tensor_stats
+from initlab.diagnosis import Finding, Report, doctor
+from initlab.diagnosis.checks import CHECKS
+from initlab.diagnosis.probes import Probe, tensor_stats
 from initlab.graph import trace
 
 models = pytest.importorskip("initlab.bench.models")
@@ -397,7 +397,7 @@ def test_attention_entropy_and_logit_scale_match_torch():
     q = torch.randn(3, 7, 16)
     with torch.no_grad():
         _, w = mha(q, q, q, need_weights=True, average_attn_weights=False)
-    from initlab.doctor.probes import attention_stats
+    from initlab.diagnosis.probes import attention_stats
 
     stats = attention_stats(mha, q, q)
     entropy = float(-(w * w.log()).sum(-1).mean())

@@ -12,7 +12,7 @@ from torch import nn
 
 import initlab
 from initlab.errors import InitlabError
-from initlab.plan import init, plan
+from initlab.planning import init, plan
 from tests.models import (
     Frozen,
     FunctionalMLP,

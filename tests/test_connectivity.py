@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from initlab.connectivity import Fans, fans, tensor_fans
 from initlab.errors import InitlabError
-from initlab.fans import Fans, fans, tensor_fans
 
 # torch's shape guess, the oracle where initlab agrees with torch (and documents where it differs)
 torch_fans = nn.init._calculate_fan_in_and_fan_out

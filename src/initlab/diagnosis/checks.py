@@ -1,6 +1,6 @@
 """Checks: turn the doctor's measurements into findings with stable ids, severities and fixes.
 
-Each check reads the plain measurements (dicts built by :func:`initlab.doctor.doctor`) and
+Each check reads the plain measurements (dicts built by :func:`initlab.doctor`) and
 returns :class:`Finding` values. The ids are stable (scripts may key on them):
 
 ==========================  ======================================================================
@@ -129,7 +129,7 @@ def _soften(sev: Severity, mean: float, se: float | None, threshold: float, low:
 
 
 def run_checks(m: dict[str, Any]) -> list[Finding]:
-    """All findings for the measurements ``m`` (see :func:`initlab.doctor.doctor`)."""
+    """All findings for the measurements ``m`` (see :func:`initlab.doctor`)."""
     out: list[Finding] = []
     for check in (_nonfinite, _initial_loss, _saturation, _dead_units, _activations, _gradients,
                   _update_ratio, _isometry):  # fmt: skip

@@ -1,7 +1,7 @@
 """The doctor: diagnose a network's health at initialization (makemore part 3, in one call).
 
 :func:`doctor` runs one forward/backward pass on a *copy* of the model with probes
-(:mod:`~initlab.doctor.probes`), optionally over several batches (a confidence band for each
+(:mod:`~initlab.diagnosis.probes`), optionally over several batches (a confidence band for each
 figure) and a few optimizer steps (the true update:data ratio), measures
 
 * the initial loss against the expected one (``log(C)`` for uniform predictions; Karpathy 2019);
@@ -13,7 +13,7 @@ figure) and a few optimizer steps (the true update:data ratio), measures
 * the input-output Jacobian's mean squared singular value (Hutchinson's estimator with random
   projections through ``torch.func.jvp``) and its largest (power iteration with ``jvp``/``vjp``),
 
-and turns them into :class:`Finding` values (:mod:`~initlab.doctor.checks`) in a :class:`Report`.
+and turns them into :class:`Finding` values (:mod:`~initlab.diagnosis.checks`) in a :class:`Report`.
 
 >>> import torch
 >>> from torch import nn
@@ -81,8 +81,8 @@ def doctor(
         optimizer: a ``torch.optim.Optimizer`` class or factory ``fn(params)``, or an instance
             (its class and defaults are reused on the copy); default SGD(lr=0.1), the lecture's.
         batches: at most this many batches of ``data`` are measured (the first is ``example``).
-        plan: an :class:`initlab.plan.Plan` giving each weight's predicted std (default:
-            ``initlab.plan.plan(model, "kaiming_normal", example=example)``).
+        plan: an :class:`initlab.Plan` giving each weight's predicted std (default:
+            ``initlab.plan(model, "kaiming_normal", example=example)``).
         jacobian: estimate the input-output Jacobian's singular values (floating inputs only).
         seed: seeds the random labels, projections and batch order (no global RNG is touched).
         bins: histogram bins.
@@ -188,7 +188,7 @@ def _planned_stds(
 ) -> dict[str, float | None]:
     try:
         if given is None:
-            from ..plan import plan as make_plan
+            from ..planning import plan as make_plan
 
             given = make_plan(work, "kaiming_normal", example=example, graph=graph)
         return {e.name: e.std for e in given}

@@ -49,11 +49,11 @@ def _jsonable(x: Any) -> Any:
 
 
 class Report:
-    """What :func:`initlab.doctor.doctor` found.
+    """What :func:`initlab.doctor` found.
 
     Attributes:
         measurements: the raw figures (a dict; see :meth:`to_dict`).
-        findings: the :class:`~initlab.doctor.checks.Finding` values, one or more per check.
+        findings: the :class:`~initlab.diagnosis.checks.Finding` values, one or more per check.
     """
 
     def __init__(self, measurements: dict[str, Any], findings: list[Finding],
