@@ -8,15 +8,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .errors import InitlabError
+
+if TYPE_CHECKING:  # torch is imported by the commands that use it: `initlab --version` is instant
+    import torch
 
 console = Console()
 if not console.is_terminal:  # files and CI logs: wide enough for the tables
@@ -48,6 +50,8 @@ def load_factory(spec: str) -> Any:
 
 def make_example(shape: str, dtype: str, high: int) -> torch.Tensor:
     """A seeded example batch of ``shape`` (``8,3,32,32``): N(0,1) floats or integers below ``high``."""
+    import torch
+
     dims = tuple(int(s) for s in shape.replace("x", ",").split(",") if s.strip())
     g = torch.Generator().manual_seed(0)
     if dtype == "long":
@@ -178,6 +182,8 @@ def init_cmd(as_json: bool, out: str, **options: Any) -> None:
         # tied tensors share storage: safetensors refuses shared storage, so clone each
         save_file({k: v.clone() for k, v in state.items()}, out)
     else:
+        import torch
+
         torch.save(state, out)
     click.echo(json.dumps(p.to_dict(), indent=2) if as_json else str(p))
     console.print(f"saved {len(state)} tensors to {out}")
@@ -244,6 +250,8 @@ def doctor_cmd(factory: str | None, demo: str | None, data_name: str, example_sh
         if data_name == "random":
             if not example_shape:
                 raise InitlabError("--data random needs --example-shape, e.g. 64,3,32,32")
+            import torch
+
             x = make_example(example_shape, "float", 2)
             y = torch.randint(
                 0, classes, (x.shape[0],), generator=torch.Generator().manual_seed(seed)

@@ -124,6 +124,10 @@ class PlanEntry:
             return None
         return Fans(self.fan_in, self.fan_out, self.receptive_field, self.chunks)
 
+    def draw(self, tensor: torch.Tensor, seed: int) -> torch.Tensor:
+        """Write this entry's values into ``tensor`` (see :func:`draw`)."""
+        return draw(self, tensor, seed)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "fn"}

@@ -31,31 +31,68 @@ Cost per rank:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import nn
 
 from . import rng
+from .connectivity import Fans
 from .errors import InitlabError
-from .schemes import SCHEMES
+from .schemes import SCHEMES, Scheme
 
-__all__ = ["apply", "draw_local", "is_dtensor", "local_region"]
+if TYPE_CHECKING:  # the package costs seconds to import; a DTensor caller has loaded it already
+    from torch.distributed.tensor import DTensor
 
-try:  # torch.distributed is optional in some builds (e.g. some macOS / mobile wheels)
-    from torch.distributed.tensor import DTensor, Replicate, Shard
-except ImportError:  # pragma: no cover - depends on the torch build
-    DTensor = Replicate = Shard = None  # type: ignore[assignment,misc]
+__all__ = ["Entry", "ShardedPlan", "apply", "draw_local", "is_dtensor", "local_region"]
+
+
+class Entry(Protocol):
+    """What this module reads of one decision (an :class:`initlab.PlanEntry` satisfies it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def kwargs(self) -> Mapping[str, Any]: ...
+    @property
+    def gain(self) -> float: ...
+    @property
+    def fans(self) -> Fans | None: ...
+    @property
+    def fn(self) -> Callable[..., Any] | None: ...
+
+    def draw(self, tensor: torch.Tensor, seed: int) -> torch.Tensor:
+        """Write the entry's values into the ordinary tensor ``tensor`` (the single-process draw)."""
+        ...
+
+
+class ShardedPlan(Protocol):
+    """What :func:`apply` reads of a plan (an :class:`initlab.Plan` satisfies it)."""
+
+    @property
+    def model(self) -> nn.Module: ...
+    @property
+    def seed(self) -> int: ...
+    def __iter__(self) -> Iterator[Entry]: ...
 
 
 def is_dtensor(tensor: object) -> bool:
     """Whether ``tensor`` is a :class:`torch.distributed.tensor.DTensor` (parameter or not).
 
+    A DTensor can only exist once ``torch.distributed.tensor`` has been imported (its class lives
+    there), so this looks the class up in ``sys.modules`` instead of importing that package: it
+    costs seconds, and ``import initlab`` does not pay them.
+
     >>> is_dtensor(torch.zeros(2))
     False
     """
-    return DTensor is not None and isinstance(tensor, DTensor)
+    module = sys.modules.get("torch.distributed.tensor")
+    dtensor = getattr(module, "DTensor", None)
+    return dtensor is not None and isinstance(tensor, dtensor)
 
 
 def _chunk(size: int, parts: int, index: int) -> tuple[int, int]:
@@ -89,6 +126,8 @@ def local_region(tensor: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]
     coord = mesh.get_coordinate()
     if coord is None:  # this rank is not part of the mesh
         return tuple(0 for _ in shape), tuple(offset)
+    from torch.distributed.tensor import Replicate, Shard  # loaded already: tensor is a DTensor
+
     placements: tuple[Any, ...] = tuple(getattr(tensor, "placements", ()))
     for mesh_dim, placement in enumerate(placements):
         if type(placement) is Shard:  # exact type: _StridedShard is handled below
@@ -115,8 +154,8 @@ def _flat_range(shape: tuple[int, ...], local: tuple[int, ...],
     return first, span, span == math.prod(local)
 
 
-def _local_tensor(param: torch.Tensor) -> torch.Tensor:
-    local: torch.Tensor = param.to_local()  # type: ignore[attr-defined]
+def _local_tensor(param: DTensor) -> torch.Tensor:
+    local = param.to_local()
     if local.device.type == "meta":
         raise InitlabError(
             "initlab.shard: the local shard is on the meta device; allocate it first with "
@@ -125,13 +164,13 @@ def _local_tensor(param: torch.Tensor) -> torch.Tensor:
     return local
 
 
-def draw_local(entry: object, param: torch.Tensor, seed: int) -> torch.Tensor:
+def draw_local(entry: Entry, param: torch.Tensor, seed: int) -> torch.Tensor:
     """Write the local block of a DTensor parameter with the values of the single-process draw.
 
     ``entry`` is a :class:`~initlab.PlanEntry`; ``param`` the DTensor parameter (or its
     ``.detach()``); ``seed`` the plan's seed. The gathered parameter equals
-    ``initlab.planning.draw(entry, full_tensor, seed)`` bit for bit (see the module docstring for the
-    cost per rank). Returns ``param``.
+    ``entry.draw(full_tensor, seed)`` bit for bit (see the module docstring for the cost per rank).
+    Returns ``param``.
 
     Raises:
         InitlabError: ``param`` is not a DTensor, has an unsupported placement, or is still on
@@ -140,23 +179,22 @@ def draw_local(entry: object, param: torch.Tensor, seed: int) -> torch.Tensor:
     if not is_dtensor(param):
         raise InitlabError(
             f"initlab.shard.draw_local expects a DTensor parameter, got {type(param).__name__}; "
-            "use initlab.planning.draw for ordinary tensors"
+            "use entry.draw(tensor, seed) for ordinary tensors"
         )
-    scheme_name = getattr(entry, "scheme", None)
-    if scheme_name == "keep":
+    if entry.scheme == "keep":
         return param
     shape = tuple(param.shape)
     local_shape, offset = local_region(param)
     with torch.no_grad():
-        local = _local_tensor(param)
+        local = _local_tensor(cast("DTensor", param))
         if tuple(local.shape) != local_shape:
             raise InitlabError(
-                f"initlab.shard: local shard of {entry.name!r} has shape {tuple(local.shape)}, "  # type: ignore[attr-defined]
+                f"initlab.shard: local shard of {entry.name!r} has shape {tuple(local.shape)}, "
                 f"expected {local_shape} from torch.chunk over placements {getattr(param, 'placements', ())}"
             )
         if local.numel() == 0:
             return param
-        scheme = SCHEMES.get(str(scheme_name)) if getattr(entry, "fn", None) is None else None
+        scheme = SCHEMES.get(entry.scheme) if entry.fn is None else None
         if scheme is not None and scheme.distribution is not None:
             _draw_elementwise(entry, scheme, local, shape, local_shape, offset, seed)
         else:
@@ -164,11 +202,12 @@ def draw_local(entry: object, param: torch.Tensor, seed: int) -> torch.Tensor:
     return param
 
 
-def _draw_elementwise(entry: object, scheme: object, local: torch.Tensor, shape: tuple[int, ...],
+def _draw_elementwise(entry: Entry, scheme: Scheme, local: torch.Tensor, shape: tuple[int, ...],
                       local_shape: tuple[int, ...], offset: tuple[int, ...], seed: int) -> None:  # fmt: skip
-    kw = {k: v for k, v in entry.kwargs.items() if k != "gain"}  # type: ignore[attr-defined]
-    dist = scheme.distribution(entry.fans, entry.gain, **kw)  # type: ignore[attr-defined]
-    name, total = entry.name, math.prod(shape)  # type: ignore[attr-defined]
+    assert scheme.distribution is not None  # the caller checked: an elementwise scheme
+    kw = {k: v for k, v in entry.kwargs.items() if k != "gain"}
+    dist = scheme.distribution(entry.fans, entry.gain, **kw)
+    name, total = entry.name, math.prod(shape)
     first, span, contiguous = _flat_range(shape, local_shape, offset)
     if contiguous and local.is_contiguous():  # Shard(0) / Replicate: straight into the shard
         rng.fill_(local, dist.sample_, seed, name, offset=first, total=total)
@@ -179,45 +218,39 @@ def _draw_elementwise(entry: object, scheme: object, local: torch.Tensor, shape:
     local.copy_(buffer.as_strided(local_shape, strides))
 
 
-def _draw_full_then_slice(entry: object, local: torch.Tensor, shape: tuple[int, ...],
+def _draw_full_then_slice(entry: Entry, local: torch.Tensor, shape: tuple[int, ...],
                           local_shape: tuple[int, ...], offset: tuple[int, ...], seed: int) -> None:  # fmt: skip
-    from .planning import draw  # lazy: planning.py imports this module for its DTensor hook
-
-    full = draw(entry, torch.empty(shape, dtype=torch.float32), seed)  # type: ignore[arg-type]
+    full = entry.draw(torch.empty(shape, dtype=torch.float32), seed)
     index = tuple(slice(o, o + n) for o, n in zip(offset, local_shape, strict=True))
     local.copy_(full[index])
 
 
-def apply(
-    plan: Iterable[object], model: nn.Module | None = None, *, seed: int | None = None
-) -> None:
+def apply(plan: ShardedPlan, model: nn.Module | None = None, *, seed: int | None = None) -> None:
     """Apply a plan to a model whose parameters may be DTensors (FSDP2, ``distribute_tensor``).
 
     Plan the model before sharding it (planning traces a forward pass and only reads shapes; a
     meta-device model works), shard it, allocate the shards with ``model.to_empty(device=...)``,
     then call ``apply(plan)`` on every rank. DTensor parameters go through :func:`draw_local`,
-    others through :func:`initlab.planning.draw`. Not transactional: on error, re-run it.
+    others through ``entry.draw`` (the single-process draw). Not transactional: on error, re-run it.
 
     Args:
         plan: an :class:`~initlab.Plan`.
         model: the sharded model (default ``plan.model``; FSDP2 shards in place, keeping names).
         seed: default ``plan.seed``.
     """
-    from .planning import draw
-
-    model = model if model is not None else plan.model  # type: ignore[attr-defined]
-    seed = seed if seed is not None else plan.seed  # type: ignore[attr-defined]
+    model = model if model is not None else plan.model
+    seed = seed if seed is not None else plan.seed
     with torch.no_grad():
         for entry in plan:
-            if entry.scheme == "keep":  # type: ignore[attr-defined]
+            if entry.scheme == "keep":
                 continue
-            param = model.get_parameter(entry.name)  # type: ignore[attr-defined]
+            param = model.get_parameter(entry.name)
             if is_dtensor(param):
                 draw_local(entry, param.detach(), seed)
             elif param.device.type == "meta":
                 raise InitlabError(
-                    f"initlab.shard.apply: {entry.name!r} is on the meta device; call "  # type: ignore[attr-defined]
+                    f"initlab.shard.apply: {entry.name!r} is on the meta device; call "
                     "model.to_empty(device=...) first (or use plan.apply() for unsharded models)"
                 )
             else:
-                draw(entry, param.detach(), seed)  # type: ignore[arg-type]
+                entry.draw(param.detach(), seed)
