@@ -192,7 +192,7 @@ def init_cmd(as_json: bool, out: str, **options: Any) -> None:
 @main.command("doctor")
 @click.argument("factory", required=False)
 @click.option(
-    "--demo", type=click.Choice(["makemore"]), help="the seed's makemore story on real names"
+    "--demo", type=click.Choice(["makemore"]), help="the makemore lecture's story on real names"
 )
 @click.option(
     "--data",
@@ -233,7 +233,7 @@ def doctor_cmd(factory: str | None, demo: str | None, data_name: str, example_sh
     from .diagnosis import doctor
 
     if demo:
-        from .diagnosis.demo import main_demo
+        from .bench.demo import main_demo
 
         result = main_demo(out, steps=steps or 20)
         click.echo(result["text"])  # the summary table, then each report

@@ -289,11 +289,16 @@ def skipinit(
         variant: ``"skipinit"`` (one alpha per branch) or ``"rezero"`` (one per layer).
         graph: a trace of ``model`` to reuse.
 
-    >>> from initlab.bench.models import residual_mlp
-    >>> net = residual_mlp(8, 3, blocks=2, width=16)
+    >>> class Block(nn.Module):  # x + fc2(relu(fc1(x))): one residual branch of two layers
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc1, self.fc2 = nn.Linear(16, 16), nn.Linear(16, 16)
+    ...     def forward(self, x):
+    ...         return x + self.fc2(self.fc1(x).relu())
+    >>> net = nn.Sequential(nn.Linear(8, 16), Block(), Block(), nn.Linear(16, 3))
     >>> r = skipinit(net, torch.randn(4, 8))
-    >>> sorted(r.wrapped), type(net.blocks[0].fc2).__name__
-    (['blocks.0.fc2', 'blocks.1.fc2'], 'ScalarGate')
+    >>> sorted(r.wrapped), type(net[1].fc2).__name__
+    (['1.fc2', '2.fc2'], 'ScalarGate')
     """
     check_choice("variant", variant, ["skipinit", "rezero"])
     _check_not_wrapped(model, "skipinit")
@@ -397,12 +402,17 @@ def fixup(
         add_scalars: add rule 3's scalars (a model change) or only initialize the weights.
         norms: ``"keep"`` or ``"remove"``.
 
-    >>> from initlab.bench.models import residual_mlp
-    >>> net = residual_mlp(8, 3, blocks=4, width=16)
+    >>> class Block(nn.Module):  # x + fc2(relu(fc1(x))): one residual branch of two layers
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc1, self.fc2 = nn.Linear(16, 16), nn.Linear(16, 16)
+    ...     def forward(self, x):
+    ...         return x + self.fc2(self.fc1(x).relu())
+    >>> net = nn.Sequential(nn.Linear(8, 16), *(Block() for _ in range(4)), nn.Linear(16, 3))
     >>> r = fixup(net, torch.randn(4, 8), add_scalars=False)
     >>> (r.branches, r.layers_per_branch), sorted(set(r.factors.values()))
     ((4, 2), [0.5])
-    >>> float(net.blocks[0].fc2.weight.detach().abs().sum()), float(net.head.weight.detach().abs().sum())
+    >>> float(net[1].fc2.weight.detach().abs().sum()), float(net[-1].weight.detach().abs().sum())
     (0.0, 0.0)
     """
     check_choice("norms", norms, ["keep", "remove"])
@@ -790,10 +800,15 @@ def zero_init(
     stem and its zero-gradient-passing ReLU are architecture changes this function does not make.
     It draws no random numbers (``seed`` names the plan's streams only).
 
-    >>> from initlab.bench.models import residual_mlp
-    >>> net = residual_mlp(8, 3, blocks=2, width=16)
+    >>> class Block(nn.Module):  # x + fc2(relu(fc1(x))): one residual branch of two layers
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc1, self.fc2 = nn.Linear(16, 16), nn.Linear(16, 16)
+    ...     def forward(self, x):
+    ...         return x + self.fc2(self.fc1(x).relu())
+    >>> net = nn.Sequential(nn.Linear(8, 16), Block(), Block(), nn.Linear(16, 3))
     >>> r = zero_init(net, torch.randn(4, 8))
-    >>> torch.equal(net.blocks[0].fc1.weight, torch.eye(16)), float(net.blocks[0].fc2.weight.detach().abs().sum())
+    >>> torch.equal(net[1].fc1.weight, torch.eye(16)), float(net[1].fc2.weight.detach().abs().sum())
     (True, 0.0)
     """
     check_choice("head", head, ["zeros", "ZerO"])

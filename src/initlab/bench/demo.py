@@ -1,4 +1,4 @@
-"""The makemore demo (Karpathy 2022, "Building makemore Part 3"): the seed's story, diagnosed.
+"""The makemore demo (Karpathy 2022, "Building makemore Part 3"): the lecture's story, diagnosed.
 
 The lecture's MLP (embedding 27x10, block 3, 200 tanh units, 27 logits) on US first names
 (the ``names`` package, offline), initialized twice:
@@ -9,7 +9,8 @@ The lecture's MLP (embedding 27x10, block 3, 200 tanh units, 27 logits) on US fi
 
 :func:`main_demo` diagnoses both (with the lecture's SGD at lr 0.1 for the update:data ratios)
 and writes the plots and one HTML page per init. The model and data come from
-:mod:`initlab.bench.models` and :mod:`initlab.bench.data`.
+:mod:`initlab.bench.models` and :mod:`initlab.bench.data`; the diagnosis from
+:func:`initlab.doctor`. ``initlab doctor --demo makemore`` runs it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .report import Report
+from ..diagnosis.report import Report
 
 __all__ = ["INITS", "main_demo", "makemore_reports", "summary"]
 
@@ -29,9 +30,9 @@ INITS = ("naive", "fixed")
 def makemore_reports(*, batch_size: int = 512, steps: int = 20, batches: int = 4,
                      seed: int = 0) -> dict[str, Report]:  # fmt: skip
     """Diagnose the lecture's MLP under the naive and the fixed init; ``{name: Report}``."""
-    from ..bench.data import char_dataset, names
-    from ..bench.models import MakemoreMLP, makemore_fixed_init_, makemore_naive_init_
-    from . import doctor
+    from ..diagnosis import doctor
+    from .data import char_dataset, names
+    from .models import MakemoreMLP, makemore_fixed_init_, makemore_naive_init_
 
     data = char_dataset(names(), block_size=3, seed=42)  # the lecture's random.seed(42)
     gen = torch.Generator().manual_seed(seed)
