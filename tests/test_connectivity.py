@@ -350,3 +350,26 @@ def test_rnn_without_the_parameter():
         fans(nn.LSTM(3, 4), "weight_hr_l0")
     with pytest.raises(InitlabError, match="no parameter 'weight_ih_l5'"):
         fans(nn.GRU(3, 4), "weight_ih_l5")
+
+
+class _TwoProjections(nn.Module):
+    """A (8 -> 24) Linear named ``name`` and one of the same shape named ``other``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.add_module(name, nn.Linear(8, 24))
+        self.other = nn.Linear(8, 24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.name)(x) + self.other(x)
+
+
+@pytest.mark.parametrize("name", ["qkv", "to_qkv", "c_attn", "Wqkv", "query_key_value"])
+def test_plan_reads_a_fused_qkv_linear_as_three_chunks(name):
+    """The plan and the residual methods share one list of fused Q/K/V names."""
+    from initlab.planning import plan
+
+    entries = plan(_TwoProjections(name), "xavier_normal", example=torch.zeros(2, 8))
+    assert (entries[f"{name}.weight"].chunks, entries[f"{name}.weight"].fan_out) == (3, 8)
+    assert (entries["other.weight"].chunks, entries["other.weight"].fan_out) == (1, 24)

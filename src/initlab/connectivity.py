@@ -35,7 +35,13 @@ from torch import nn
 
 from .errors import InitlabError
 
-__all__ = ["Fans", "fans", "parameter", "tensor_fans"]
+__all__ = ["FUSED_QKV_NAMES", "Fans", "fans", "is_fused_qkv", "parameter", "tensor_fans"]
+
+FUSED_QKV_NAMES = ("qkv", "c_attn", "wqkv", "query_key_value", "in_proj")
+"""Module names of fused Q/K/V projections: timm's ``qkv`` (also ``to_qkv``, ``attn_qkv``),
+GPT-2's ``c_attn``, MosaicBERT/MPT's ``Wqkv``, GPT-NeoX/Falcon's ``query_key_value`` and
+``in_proj``. One Linear computes the three maps, so its weight stacks three chunks."""
+_FUSED_QKV = re.compile(rf"(^|_)({'|'.join(FUSED_QKV_NAMES)})$")
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,20 @@ def parameter(module: nn.Module, name: str) -> torch.Tensor:
             "Pass name=... with one of them."
         )
     return tensor
+
+
+def is_fused_qkv(module_name: str) -> bool:
+    """Whether a module's (qualified) name names a fused Q/K/V projection.
+
+    The last name component, lower-cased, is one of :data:`FUSED_QKV_NAMES` or ends with
+    ``_`` + one of them. The name is a hint only: callers also check the shape (``out = 3 in``).
+
+    >>> [is_fused_qkv(n) for n in ("blocks.0.attn.qkv", "h.0.attn.c_attn", "layer.Wqkv")]
+    [True, True, True]
+    >>> [is_fused_qkv(n) for n in ("attn.to_qkv", "attn.q_proj", "qkv.proj", "fc")]
+    [True, False, False, False]
+    """
+    return _FUSED_QKV.search(module_name.rpartition(".")[2].lower()) is not None
 
 
 def _conv_fans(module: nn.modules.conv._ConvNd) -> Fans:

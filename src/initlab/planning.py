@@ -48,7 +48,6 @@ import fnmatch
 import inspect
 import json
 import math
-import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -58,7 +57,7 @@ import torch
 from torch import nn
 
 from . import rng, shard
-from .connectivity import Fans
+from .connectivity import Fans, is_fused_qkv
 from .connectivity import fans as module_fans
 from .errors import InitlabError
 from .gains import gain as activation_gain
@@ -71,7 +70,6 @@ ROLES = ("head", "residual_out", "embedding", "bias", "norm", "weight", "other")
 _ROLE_ORDER = {r: i for i, r in enumerate(ROLES)}
 RESIDUAL_SCALED = "default x L^-1/2 (residual_scale)"
 """The ``source`` of a residual branch end whose gain :func:`plan` scaled by ``L^-1/2``."""
-_FUSED_QKV = re.compile(r"(^|\.)(qkv|c_attn|Wqkv|query_key_value|in_proj)$")
 RuleValue = str | tuple[str, Mapping[str, Any]] | Callable[..., Any]
 
 
@@ -386,7 +384,7 @@ def _param_fans(model: nn.Module, name: str, tensor: torch.Tensor) -> Fans | Non
     prefix, _, local = name.rpartition(".")
     owner = model.get_submodule(prefix) if prefix else model
     chunks = None
-    if _FUSED_QKV.search(prefix) and tensor.dim() == 2:
+    if is_fused_qkv(prefix) and tensor.dim() == 2:
         rows, cols = tensor.shape if isinstance(owner, nn.Linear) else tensor.shape[::-1]
         if rows == 3 * cols:  # a fused q/k/v projection: three square matrices
             chunks = 3

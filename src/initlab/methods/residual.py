@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from .. import nn as inn
+from ..connectivity import is_fused_qkv
 from ..errors import InitlabError, check_choice
 from ..graph import Branch, Graph, Layer, is_norm, trace
 from ..planning import Plan, plan
@@ -75,7 +76,6 @@ __all__ = [
 
 _Q_OR_K = re.compile(r"(^|_)(q|k|wq|wk|query|key|to_q|to_k|q_proj|k_proj|c_q|c_k)$")
 _V = re.compile(r"(^|_)(v|wv|value|to_v|v_proj|c_v)$")
-_FUSED = re.compile(r"(^|_)(qkv|c_attn|wqkv|query_key_value|in_proj|to_qkv|attn_qkv)$")
 
 
 @dataclass(frozen=True)
@@ -727,7 +727,7 @@ def tfixup(
                 pn = prefix + "weight"
                 if pn not in p.entries:
                     continue
-                if _FUSED.search(leaf) or mod.out_features == 3 * mod.in_features:
+                if is_fused_qkv(leaf) or mod.out_features == 3 * mod.in_features:
                     p = p.replace(pn, scheme="custom", kwargs={}, fn=_xavier_chunks((inv, inv, c)))
                 elif _Q_OR_K.search(leaf):
                     p = p.replace(pn, gain=inv)
