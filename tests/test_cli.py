@@ -9,7 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from initlab.cli import main
+from initlab.cli import load_factory, main, make_example
+from initlab.planning import init
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "models.py"
 
@@ -37,7 +38,11 @@ def test_init_saves_weights(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     state = torch.load(out)
-    assert state["0.bias"].abs().sum() == 0 and state["0.weight"].std() > 0
+    reference = load_factory(f"{EXAMPLES}:mlp")()  # the library's init, same model and seed
+    init(reference, example=make_example("4,64", "float", 2), seed=3)
+    expected = reference.state_dict()
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in state)
 
 
 def test_bad_factory_and_bad_scheme_are_clear():

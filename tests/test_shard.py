@@ -160,6 +160,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_gloo_ranks_match_single_process(tmp_path: Path) -> None:
     import torch.distributed as dist

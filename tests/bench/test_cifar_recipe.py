@@ -72,6 +72,7 @@ def _fake_cifar(root: Path, n: int) -> None:
             pickle.dump(batch, handle, protocol=2)
 
 
+@pytest.mark.slow
 def test_cifar10_suite_runs_every_row_on_cpu(tmp_path: Path) -> None:
     _fake_cifar(tmp_path, 8)
     runs = run_suite("cifar10", data=tmp_path, epochs=1, models=["resnet20"], subset=16,

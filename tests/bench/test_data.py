@@ -150,6 +150,7 @@ def mnist5k() -> data.Dataset:
     return data.mnist5k(seed=0)
 
 
+@pytest.mark.slow
 def test_mnist5k_split(mnist5k: data.Dataset) -> None:
     assert mnist5k.x_train.shape == (4000, 784) and mnist5k.x_test.shape == (1000, 784)
     assert torch.bincount(mnist5k.y_test).tolist() == [100] * 10
@@ -159,6 +160,7 @@ def test_mnist5k_split(mnist5k: data.Dataset) -> None:
     assert abs(float(mnist5k.x_train.std()) - 1) < 1e-3
 
 
+@pytest.mark.slow
 def test_mnist5k_deterministic_and_image(mnist5k: data.Dataset) -> None:
     again = data.mnist5k(seed=0, image=True)  # from the cache
     assert again.x_train.shape == (4000, 1, 28, 28)

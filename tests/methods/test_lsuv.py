@@ -73,7 +73,13 @@ def test_orthonormal_pre_init_and_seed() -> None:
     (models.cnn_bn, lambda: torch.randn(16, 3, 8, 8, generator=_gen(0))),
     (models.ResNet, lambda: torch.randn(8, 3, 8, 8, generator=_gen(0))),
     (models.Branchy, lambda: torch.randn(64, 8, generator=_gen(0))),
-    (models.encoder, lambda: torch.randn(8, 5, 16, generator=_gen(0))),
+    pytest.param(
+        models.encoder, lambda: torch.randn(8, 5, 16, generator=_gen(0)),
+        marks=pytest.mark.xfail(strict=True, reason=(
+            "known bug: LSUV drives nn.MultiheadAttention's output std away from 1 "
+            "(layers.0.self_attn: 0.64 before, 0.0011 after the 10-iteration cap)"
+        )),
+    ),
     (models.FunctionalMLP, lambda: torch.randn(64, 16, generator=_gen(0))),
 ])  # fmt: skip
 def test_test_models(build, example) -> None:
@@ -84,7 +90,8 @@ def test_test_models(build, example) -> None:
     buffers = {n: b.clone() for n, b in net.named_buffers()}
     res = lsuv(net, x)
     assert res.layers
-    assert all(abs(la.std**2 - 1) <= res.tol or la.iterations == 10 for la in res.layers)
+    off = [(la.name, la.std, la.iterations) for la in res.layers if abs(la.std**2 - 1) > res.tol]
+    assert off == []  # every layer reached unit variance (none stopped at the iteration cap)
     assert all(torch.equal(b, buffers[n]) for n, b in net.named_buffers())  # BN stats untouched
     assert all(m.training for m in net.modules())  # mode restored
 
