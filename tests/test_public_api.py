@@ -71,3 +71,24 @@ def test_no_public_name_hides_a_submodule() -> None:
             if attribute is not None and not isinstance(attribute, types.ModuleType):
                 clashes.append(f"{package.__name__}.{info.name} is {attribute!r}")
     assert clashes == []
+
+
+def test_an_unknown_option_lists_every_real_one() -> None:
+    """The error names the scheme's options and all of plan()'s own, read from its signature."""
+    import inspect
+
+    import pytest
+    import torch
+    from torch import nn
+
+    with pytest.raises(initlab.InitlabError, match="unknown option") as info:
+        initlab.plan(nn.Linear(2, 2), "normal", example=torch.zeros(1, 2), sdt=0.02)
+    message = str(info.value)
+    assert "['sdt']" in message and "['mean', 'std']" in message
+    own = [
+        p.name
+        for p in inspect.signature(initlab.plan).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    ]
+    assert {"example", "preset", "skip_initialized", "graph"} <= set(own)
+    assert all(name in message for name in own)

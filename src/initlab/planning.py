@@ -492,8 +492,14 @@ def _check_options(scheme: str, options: Mapping[str, Any]) -> None:
     if extra:
         raise InitlabError(
             f"unknown option(s) {extra} for plan/init with scheme {scheme!r}; it accepts "
-            f"{list(allowed) or 'no options'} (plan options: rules, seed, head_scale, residual_scale, include_frozen, device)"
+            f"{list(allowed) or 'no options'} (plan's own options: {_plan_keywords()})"
         )
+
+
+def _plan_keywords() -> str:
+    """:func:`plan`'s keyword arguments, read from its signature so the message cannot go stale."""
+    params = inspect.signature(plan).parameters.values()
+    return ", ".join(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: tuple[str, ...],
