@@ -42,6 +42,27 @@ def test_all_is_pinned() -> None:
     assert missing == []
 
 
+def test_lazy_table_and_type_checking_imports_agree() -> None:
+    """``__getattr__``'s table, the ``TYPE_CHECKING`` imports and ``__all__`` name the same
+    things from the same modules, and each value really lives in its module."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    assert set(initlab._HOME) | {"__version__"} == set(initlab.__all__)
+    tree = ast.parse(Path(initlab.__file__).read_text())
+    guarded = next(n for n in tree.body if isinstance(n, ast.If))  # if TYPE_CHECKING:
+    typed = {
+        a.name: node.module
+        for node in guarded.body
+        if isinstance(node, ast.ImportFrom)
+        for a in node.names
+    }
+    assert typed == initlab._HOME
+    for name, module in initlab._HOME.items():
+        assert getattr(importlib.import_module(f"initlab.{module}"), name) is getattr(initlab, name)
+
+
 def test_every_returned_public_type_is_exported() -> None:
     """The result types of the public functions are reachable from ``initlab`` itself."""
     returned = {
