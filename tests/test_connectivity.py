@@ -148,8 +148,8 @@ def test_conv_fans_properties(dim, transposed, groups, a, b, k):
     cin, cout = a * groups, b * groups
     conv = (CONV_T if transposed else CONV)[dim](cin, cout, k, groups=groups)
     f = fans(conv)
-    assert f.fan_in > 0 and f.fan_out > 0 and f.chunks == 1
-    assert f.receptive_field == k**dim
+    taps = k**dim  # a group has a input and b output channels, each seen through every tap
+    assert (f.fan_in, f.fan_out, f.receptive_field, f.chunks) == (a * taps, b * taps, taps, 1)
     # every weight is one edge: out units x fan_in = in units x fan_out = number of weights
     assert conv.weight.numel() == cout * f.fan_in == cin * f.fan_out
     t_in, t_out = torch_fans(conv.weight)
