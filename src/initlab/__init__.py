@@ -13,7 +13,7 @@ from .methods import (
     lsuv,
     metainit,
 )
-from .methods.residual import fixup, skipinit, tfixup, zero_init
+from .methods.residual import fixup, skipinit, tfixup, zerO_init
 from .plan import Plan, PlanEntry, init, plan
 from .presets import PRESETS, preset_rules
 from .schemes import (
@@ -35,12 +35,25 @@ from .schemes import (
     variance_scaling_,
     xavier_normal_,
     xavier_uniform_,
-    zero_,
+    zerO_,
     zeros_,
 )
 from .serialize import load_init, load_rules, save_plan, save_rules
 
 __version__ = "0.1.0"
+
+_RENAMED = {
+    "zero_": "initlab.zerO_ (ZerO init) or initlab.zeros_ (fill with 0)",
+    "zero_init": "initlab.zerO_init (ZerO for a whole residual network)",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Old names that read like "zeros" but meant ZerO: point to the new ones."""
+    if name in _RENAMED:
+        raise AttributeError(f"initlab.{name} was renamed: use {_RENAMED[name]}")
+    raise AttributeError(f"module 'initlab' has no attribute {name!r}")
+
 
 __all__ = [
     "PRESETS",
@@ -90,7 +103,7 @@ __all__ = [
     "variance_scaling_",
     "xavier_normal_",
     "xavier_uniform_",
-    "zero_",
-    "zero_init",
+    "zerO_",
+    "zerO_init",
     "zeros_",
 ]

@@ -326,14 +326,14 @@ def test_tfixup_gpt_style_blocks_and_embeddings() -> None:
 
 def test_zero_init_exact_matrices() -> None:
     net = residual_mlp(8, 3, blocks=2, width=16)
-    r = R.zero_init(net, _x(4, 8))
+    r = R.zerO_init(net, _x(4, 8))
     assert torch.equal(net.stem.weight.detach(), zero_matrix(16, 8))  # widening: Hadamard block
     for blk in net.blocks:
         assert torch.equal(blk.fc1.weight.detach(), torch.eye(16))
         assert float(blk.fc2.weight.abs().sum()) == 0
     assert float(net.head.weight.abs().sum()) == 0 and "head.bias" in r.zeroed
     net2 = residual_mlp(8, 3, blocks=2, width=16)
-    R.zero_init(net2, _x(4, 8), head="ZerO")
+    R.zerO_init(net2, _x(4, 8), head="ZerO")
     assert torch.equal(net2.head.weight.detach(), torch.eye(3, 16))
 
 

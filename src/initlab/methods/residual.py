@@ -18,7 +18,7 @@ zero-init            ``initlab.init(model, example=x, rules={"residual_out": "ze
 :func:`tfixup`       Xavier, embeddings ``N(0, d^-1/2) (9N)^(-1/4)``, v/out/fc1/fc2 of each
                      sub-layer x ``0.67 N_e^(-1/4)`` (encoder) or ``(9 N_d)^(-1/4)`` (decoder),
                      LayerNorm removed (Huang et al. 2020)
-:func:`zero_init`    ZerO (Zhao et al. 2022): identity / Hadamard weights, branch ends 0, head 0
+:func:`zerO_init`    ZerO (Zhao et al. 2022): identity / Hadamard weights, branch ends 0, head 0
 =================  ==========================================================================
 
 **Why zero is not a symmetry trap here.** "All weights zero" fails because every unit then
@@ -70,7 +70,7 @@ __all__ = [
     "skipinit",
     "tfixup",
     "tfixup_scales",
-    "zero_init",
+    "zerO_init",
 ]
 
 _Q_OR_K = re.compile(r"(^|_)(q|k|wq|wk|query|key|to_q|to_k|q_proj|k_proj|c_q|c_k)$")
@@ -83,7 +83,7 @@ class ResidualResult:
     """What a residual method did.
 
     Attributes:
-        method: ``"skipinit"``, ``"rezero"``, ``"fixup"``, ``"tfixup"`` or ``"zero_init"``.
+        method: ``"skipinit"``, ``"rezero"``, ``"fixup"``, ``"tfixup"`` or ``"zerO_init"``.
         plan: the applied :class:`~initlab.plan.Plan` (``None`` for SkipInit, which draws nothing),
             made on the model as it was after norm removal and before any wrapping.
         branches: number of residual branches found (``L``).
@@ -770,7 +770,7 @@ def tfixup(
 # ZerO
 
 
-def zero_init(
+def zerO_init(
     model: nn.Module,
     example: Any,
     *,
@@ -792,7 +792,7 @@ def zero_init(
 
     >>> from initlab.bench.models import residual_mlp
     >>> net = residual_mlp(8, 3, blocks=2, width=16)
-    >>> r = zero_init(net, torch.randn(4, 8))
+    >>> r = zerO_init(net, torch.randn(4, 8))
     >>> torch.equal(net.blocks[0].fc1.weight, torch.eye(16)), float(net.blocks[0].fc2.weight.detach().abs().sum())
     (True, 0.0)
     """
@@ -814,7 +814,7 @@ def zero_init(
         p.apply()
         ms = [_m(g, b) for b in branches] or [0]
         notes = () if branches else ("no residual branch found: plain ZerO on every weight",)
-        return ResidualResult("zero_init", p, len(branches), max(set(ms), key=ms.count), {},
+        return ResidualResult("zerO_init", p, len(branches), max(set(ms), key=ms.count), {},
                               tuple(zeroed), {}, (), notes)  # fmt: skip
 
     return _run(model, body)
