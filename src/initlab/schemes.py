@@ -19,6 +19,12 @@ or a uniform on :math:`[-\sqrt{3}\sigma, \sqrt{3}\sigma]`. Xavier is ``scale = g
 
 The registry :data:`SCHEMES` names each scheme by a plain name; the planner calls
 ``SCHEMES[name].apply(tensor, fans=..., gain=..., generator=..., **kwargs)``.
+
+As in :mod:`torch.nn.init`: a zero-element tensor is left as it is, with the warning
+"Initializing zero-element tensors is a no-op" from every scheme that reads the shape (plain
+fills such as ``normal_`` stay silent); a meta tensor is left as it is by every scheme, after its
+options are checked. Structured schemes (orthogonal, identity, sparse, ZerO) compute in float32,
+or float64 for a float64 tensor, and round once to the tensor's dtype.
 """
 
 from __future__ import annotations
@@ -762,7 +768,8 @@ def orthogonal_(target: Target, gain: float = 1.0, *, name: str = "weight", fans
 
     Dims past the second are flattened. A grouped convolution gets one matrix per group (torch's
     ``orthogonal_`` makes the whole stack orthogonal instead, which shrinks each group's weights).
-    QR runs in float32 whatever the tensor's dtype.
+    QR runs in float32 (float64 for a float64 tensor), then the result is cast to the tensor.
+    Zero-element tensors warn and return, meta tensors are left as they are (as torch).
 
     >>> lstm = nn.LSTM(8, 8)
     >>> w = orthogonal_(lstm, name="weight_hh_l0", generator=torch.Generator().manual_seed(0))
