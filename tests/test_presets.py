@@ -19,6 +19,7 @@ from initlab.plan import init
 from initlab.presets import (
     PRESETS,
     ForgetGateBias,
+    find_blocks,
     initialized_params,
     num_blocks,
     preset_rules,
@@ -611,3 +612,28 @@ def test_a_plain_sequential_of_layers_is_not_a_stack_of_blocks() -> None:
     seq = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
     with pytest.raises(InitlabError, match="depth"):
         num_blocks(seq)
+
+
+class SeqBlock(nn.Module):
+    """A pre-LN block with GPT-2's names, for a model that is one nn.Sequential."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        self.mlp = nn.Module()
+        self.mlp.c_fc, self.mlp.c_proj = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln(x))))
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_blocks_inside_a_mixed_sequential(traced: bool) -> None:
+    model = nn.Sequential(
+        nn.Embedding(96, 16), *[SeqBlock(16) for _ in range(4)], nn.Linear(16, 96)
+    )
+    graph = trace(model, TOKENS) if traced else None
+    assert find_blocks(model, graph).names == ("1", "2", "3", "4")
+    rules = preset_rules("gpt2", model, graph)
+    assert rules["3.mlp.c_proj.weight"] == ("normal", {"std": 0.02 / math.sqrt(8)})
+    assert rules["3.mlp.c_fc.weight"] == ("normal", {"std": 0.02})

@@ -145,8 +145,9 @@ def _candidates(model: nn.Module) -> list[tuple[str, ...]]:
 
     ``nn.ModuleList`` / ``nn.ModuleDict`` children (any keys, in their order); and children
     numbered with one stem: ``"0", "1"`` (``nn.Sequential``, ``nn.ModuleDict``), ``layer0, layer1``,
-    ``h_0, h_1``. Only parametrized modules of one class count; in a ``Sequential`` or among
-    attributes they must be composite (a plain ``Sequential(Linear, ReLU, Linear)`` is one MLP).
+    ``h_0, h_1``. Each group holds parametrized modules of one class (``Sequential(embedding,
+    block, block, head)`` gives the blocks); in a ``Sequential`` or among attributes they must be
+    composite and at least two (a plain ``Sequential(Linear, ReLU, Linear)`` is one MLP).
     """
     found: list[tuple[str, ...]] = []
     for qual, module in model.named_modules():
@@ -160,14 +161,12 @@ def _candidates(model: nn.Module) -> list[tuple[str, ...]]:
             if m and not isinstance(module, nn.ModuleList):
                 groups.setdefault(m.group(1), []).append((int(m.group(2)), k, c))
         for stem, members in groups.items():
-            if len({type(c) for _, _, c in members}) != 1:
-                continue
             listed = stem == "<list>" or isinstance(module, nn.ModuleDict)
-            if not listed and not all(_is_composite(c) for _, _, c in members):
-                continue
-            if not listed and len(members) < 2:
-                continue
-            found.append(tuple(head + k for _, k, _ in sorted(members, key=lambda t: t[0])))
+            for cls in dict.fromkeys(type(c) for _, _, c in members):  # one class per group
+                same = [t for t in members if type(t[2]) is cls]
+                if not listed and (len(same) < 2 or not all(_is_composite(c) for *_, c in same)):
+                    continue
+                found.append(tuple(head + k for _, k, _ in sorted(same, key=lambda t: t[0])))
     return found
 
 
@@ -176,7 +175,8 @@ def find_blocks(model: nn.Module, graph: Graph | None = None) -> Blocks | None:
 
     With a graph that has residual branches, the blocks are the group of :func:`_candidates`
     holding the most branch ends, ordered by when the forward pass first reaches them (so a
-    ``ModuleDict`` with any keys works). Otherwise the longest group, in the order of its numbers.
+    ``ModuleDict`` with any keys works). Otherwise the longest group of composite modules (else of
+    single layers), in the order of its numbers.
 
     >>> net = nn.Sequential(nn.ModuleDict({str(i): nn.Linear(2, 2) for i in range(3)}))
     >>> find_blocks(net).names
@@ -202,8 +202,11 @@ def find_blocks(model: nn.Module, graph: Graph | None = None) -> Blocks | None:
             rank = {b: i for i, b in enumerate(groups[best])}
             names = sorted(groups[best], key=lambda b: (first.get(b, math.inf), rank[b]))
             return Blocks(tuple(names), "graph")
-    longest = max(groups, key=len)
-    return Blocks(longest, "names")
+
+    def rank(g: tuple[str, ...]) -> tuple[bool, int]:  # blocks before single layers, then length
+        return all(_is_composite(model.get_submodule(b)) for b in g), len(g)
+
+    return Blocks(max(groups, key=rank), "names")
 
 
 def num_blocks(model: nn.Module, graph: Graph | None = None) -> int:
