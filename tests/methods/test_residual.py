@@ -526,3 +526,14 @@ def test_fixup_with_its_param_groups_trains_a_deep_unnormalized_residual_mlp() -
         torch.set_num_threads(threads)
     # chance is 0.10; with 360 test examples the std of an accuracy near 0.9 is 0.016
     assert acc > 0.75, acc
+
+
+def test_fixup_on_a_meta_model_needs_outside_init() -> None:
+    with torch.device("meta"):
+        net = residual_mlp(8, 3, blocks=2, width=16)
+    with pytest.raises(InitlabError, match="outside='init'"):
+        R.fixup(net, _x(4, 8), add_scalars=False)
+    assert all(p.is_meta for p in net.parameters())  # untouched
+    R.fixup(net, _x(4, 8), add_scalars=False, outside="init")
+    assert not any(p.is_meta for p in net.parameters())
+    assert float(net.head.weight.abs().sum()) == 0.0

@@ -518,6 +518,13 @@ def fixup(
                 if owner.get(pname) not in inside and e.scheme != "keep":
                     p = p.replace(pname, scheme="keep", kwargs={}, fn=None, std=None)
                     kept.append(pname)
+            meta = [n for n in kept if model.get_parameter(n).is_meta]
+            if meta:
+                raise InitlabError(
+                    f"fixup keeps the layers outside the residual branches as they are (as the "
+                    f"official code), but {meta[0]} is on the meta device and has no values; "
+                    "pass outside='init' to draw them with `scheme`"
+                )
             if kept:
                 notes.append(
                     f"kept {len(kept)} parameters outside the branches as they were "
