@@ -8,7 +8,8 @@ suite: zero-element tensors (a warned no-op, module or tensor), meta tensors (a 
 every in-place scheme) and the precision of the structured schemes.
 
 Random sizes and parameters come from a fixed ``random.Random``, draws from fixed generators; the
-Kolmogorov-Smirnov tests keep torch's threshold (p > 1e-4).
+Kolmogorov-Smirnov tests keep torch's threshold (p > 1e-4). torch's ``test_deprecation`` (the
+old names without an underscore) has no counterpart: initlab has no such aliases.
 """
 
 from __future__ import annotations
