@@ -61,7 +61,7 @@ def train(net: nn.Module, ds, seed: int) -> tuple[list[float], float]:
 def build(act: str, seed: int, base: str) -> nn.Module:
     """The net under one of the bases: ``kaiming`` (torch's ``kaiming_normal_``, biases 0),
     ``init`` (``initlab.init`` defaults), ``orth`` (``initlab.init`` with orthogonal gain 1, the
-    critical point of tanh) or ``zero`` (``initlab.init(scheme="ZerO")``)."""
+    critical point of tanh) or ``zerO`` (``initlab.init(scheme="ZerO")``)."""
     torch.manual_seed(seed)  # a benchmark script, not library code
     net = plain_mlp(64, 10, depth=DEPTH, width=WIDTH, activation=act)
     example = torch.zeros(2, 64)
@@ -76,10 +76,10 @@ def build(act: str, seed: int, base: str) -> nn.Module:
         initlab.init(
             net, example=example, seed=seed, rules={"weight": ("orthogonal", {"gain": 1.0})}
         )
-    elif base == "zero":
+    elif base == "zerO":
         initlab.init(net, example=example, seed=seed, scheme="ZerO")
     else:
-        raise SystemExit(f"unknown base {base!r}: use kaiming, init, orth or zero")
+        raise SystemExit(f"unknown base {base!r}: use kaiming, init, orth or zerO")
     return net
 
 
@@ -99,10 +99,10 @@ def main() -> None:
             "init+metainit",
             "orth",
             "orth+gradinit",
-            "zero",
-            "zero+gradinit",
+            "zerO",
+            "zerO+gradinit",
         ],
-        help="BASE or BASE+METHOD; BASE in kaiming/init/orth/zero, METHOD in lsuv/gradinit/metainit",
+        help="BASE or BASE+METHOD; BASE in kaiming/init/orth/zerO, METHOD in lsuv/gradinit/metainit",
     )
     ap.add_argument("--gradinit-iters", type=int, default=390)
     ap.add_argument("--scale-lr", type=float, default=1e-2)

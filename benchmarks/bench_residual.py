@@ -10,8 +10,9 @@ epochs, for 20 and 50 blocks and learning rates 0.01, 0.03, 0.1, 0.3, under:
   layer, branch ends too);
 * ``zero-init`` the same with ``rules={"residual_out": "zeros"}`` (``zero_module``);
 * ``skipinit``  PyTorch's init, then :func:`initlab.methods.residual.skipinit` (alpha = 0);
-* ``fixup``     :func:`~initlab.methods.residual.fixup` (scalars trained at lr/10, the official recipe);
-* ``zero``      :func:`~initlab.methods.residual.zero_init` (ZerO).
+* ``fixup``     :func:`~initlab.methods.residual.fixup` with its ``param_groups`` (biases and
+  scalars trained at lr/10, the official recipe);
+* ``zerO``      :func:`~initlab.methods.residual.zerO_init` (ZerO).
 
 A run "diverged" when its training loss is not finite; its accuracy is printed as ``NaN``.
 
@@ -45,10 +46,10 @@ from torch import nn
 
 from initlab.bench.data import digits, names
 from initlab.bench.models import char_transformer, residual_mlp
-from initlab.methods.residual import fixup, skipinit, tfixup, zero_init
+from initlab.methods.residual import fixup, skipinit, tfixup, zerO_init
 from initlab.planning import init
 
-METHODS = ("default", "kaiming", "zero-init", "skipinit", "fixup", "zero")
+METHODS = ("default", "kaiming", "zero-init", "skipinit", "fixup", "zerO")
 
 
 def build(
@@ -64,10 +65,11 @@ def build(
         init(model, "kaiming_normal", example=example, seed=seed, rules={"residual_out": "zeros"})
     elif method == "skipinit":  # on the model as built: SkipInit changes nothing else
         skipinit(model, example)
-    elif method == "fixup":
-        fixup(model, example, seed=seed)
-    elif method == "zero":
-        zero_init(model, example, seed=seed)
+    elif method == "fixup":  # the official recipe's groups: biases and scales at lr/10
+        res = fixup(model, example, seed=seed)
+        return model, [{"params": g["params"], "mult": g["lr"]} for g in res.param_groups(1.0)]
+    elif method == "zerO":
+        zerO_init(model, example, seed=seed)
     scalars = [
         p for n, p in model.named_parameters() if n.endswith(("bias_in", "bias_out", ".scale"))
     ]

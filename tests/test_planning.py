@@ -319,3 +319,38 @@ def test_residual_branch_ends_are_scaled_by_inverse_sqrt_depth() -> None:
     assert float(scaled) < 3 * float(stem_out) < float(unscaled) / 100
     rule = initlab.plan(net, example=x[:8], rules={"residual_out": "kaiming_normal"})
     assert rule["blocks.3.fc2.weight"].gain == pytest.approx(1.0)  # a rule takes the plain gain
+
+
+def _zero_width_net() -> nn.Sequential:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own init warns on the empty layers
+        return nn.Sequential(
+            nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 0), nn.ReLU(), nn.Linear(0, 3)
+        )
+
+
+@pytest.mark.parametrize("scheme", ["kaiming_normal", "orthogonal", "xavier_uniform", "ZerO"])
+def test_zero_width_layers_are_skipped_with_a_note(scheme: str) -> None:
+    net = _zero_width_net()
+    p = init(net, scheme, example=torch.randn(2, 4), seed=0)
+    for name in ("2.weight", "2.bias", "4.weight"):
+        assert p[name].scheme == "keep" and "zero elements" in p[name].note, name
+    assert p["0.weight"].scheme != "keep"
+    assert "zero elements" in str(p)
+    assert net(torch.randn(2, 4)).shape == (2, 3)
+
+
+def test_zero_width_layers_of_a_meta_model_are_materialized() -> None:
+    with torch.device("meta"):
+        net = _zero_width_net()
+    init(net, example=torch.randn(2, 4), seed=0, device="cpu")
+    assert all(p.device.type == "cpu" for p in net.parameters())
+    assert net(torch.randn(2, 4)).shape == (2, 3)
+
+
+def test_structured_schemes_through_the_plan_keep_float64_precision() -> None:
+    net = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 16)).double()
+    init(net, "orthogonal", example=torch.randn(2, 32, dtype=torch.float64), seed=0)
+    w = net[0].weight.detach()
+    gram = w.T @ w / w.T.matmul(w).diagonal().mean()
+    assert (gram - torch.eye(32, dtype=torch.float64)).abs().max().item() < 1e-13

@@ -19,6 +19,7 @@ from initlab.planning import init
 from initlab.presets import (
     PRESETS,
     ForgetGateBias,
+    find_blocks,
     initialized_params,
     num_blocks,
     preset_rules,
@@ -515,3 +516,124 @@ def test_preset_argument_ranks_below_user_rules() -> None:
     assert p["transformer.wte.weight"].scheme == "zeros"  # tied head: role rule beats the preset
     q = make_plan(model, example=x, preset="gpt2")
     assert all(e.scheme == "normal" for e in q if e.name.endswith("c_proj.weight"))
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks however the model holds them
+
+
+class TitanAnyLayout(nn.Module):
+    """torchtitan's llama3 model with its blocks held in one of several containers.
+
+    ``moduledict`` is torchtitan's own: ``self.layers = nn.ModuleDict({str(i): Block(...)})``.
+    """
+
+    def __init__(self, layout: str, n_layers: int = 4, d: int = 32, h: int = 64) -> None:
+        super().__init__()
+        self.layout = layout
+        self.tok_embeddings = nn.Embedding(96, d)
+        blocks = [LlamaBlock(d, h) for _ in range(n_layers)]
+        if layout == "moduledict":
+            self.layers = nn.ModuleDict({str(i): b for i, b in enumerate(blocks)})
+        elif layout == "moduledict-named":  # keys that are not numbers: order from the trace
+            self.layers = nn.ModuleDict({f"block_{'abcdefgh'[i]}": b for i, b in enumerate(blocks)})
+        elif layout == "modulelist":
+            self.layers = nn.ModuleList(blocks)
+        elif layout == "sequential":
+            self.layers = nn.Sequential(*blocks)
+        else:  # numbered attributes, e.g. layer0, layer1 or h_0, h_1
+            for i, b in enumerate(blocks):
+                setattr(self, f"{layout}{i}", b)
+        self.n_layers = n_layers
+        self.norm = nn.RMSNorm(d)
+        self.output = nn.Linear(d, 96, bias=False)
+
+    def blocks(self) -> list[nn.Module]:
+        if self.layout.startswith("moduledict"):
+            return list(self.layers.values())
+        if self.layout in ("modulelist", "sequential"):
+            return list(self.layers)
+        return [getattr(self, f"{self.layout}{i}") for i in range(self.n_layers)]
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok_embeddings(idx)
+        for b in self.blocks():
+            x = b(x)
+        return self.output(self.norm(x))
+
+
+LAYOUTS = ["moduledict", "moduledict-named", "modulelist", "sequential", "layer", "h_"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("traced", [True, False])
+def test_torchtitan_finds_blocks_in_any_container(layout: str, traced: bool) -> None:
+    if layout == "moduledict-named" and not traced:
+        pytest.skip("keys that are not numbers need the trace to order the blocks")
+    model = TitanAnyLayout(layout)
+    graph = trace(model, TOKENS) if traced else None
+    rules = preset_rules("torchtitan", model, graph)
+    names = {id(m): n for n, m in model.named_modules()}
+    assert num_blocks(model, graph) == 4
+    for l, block in enumerate(model.blocks()):
+        prefix = names[id(block)]
+        scaled = 0.02 / math.sqrt(2 * (l + 1))
+        for leaf in ("attention.wo", "feed_forward.w2", "feed_forward.w3"):
+            assert rules[f"{prefix}.{leaf}.weight"][1]["std"] == pytest.approx(scaled), leaf
+        for leaf in ("attention.wq", "feed_forward.w1"):
+            assert rules[f"{prefix}.{leaf}.weight"][1]["std"] == pytest.approx(0.02), leaf
+    assert rules["output.weight"][1]["std"] == pytest.approx(32**-0.5)
+
+
+@pytest.mark.parametrize("layout", ["moduledict", "sequential", "h_"])
+def test_torchtitan_draws_depth_scaled_stds_on_any_layout(layout: str) -> None:
+    model = TitanAnyLayout(layout, n_layers=3, d=64, h=128)
+    run(model, "torchtitan", TOKENS)
+    for l, block in enumerate(model.blocks()):
+        scaled = 0.02 / math.sqrt(2 * (l + 1))
+        assert_std(block.attention.wo.weight, scaled, name=f"{l} wo")
+        assert_std(block.feed_forward.w2.weight, scaled, name=f"{l} w2")
+
+
+@pytest.mark.parametrize("layout", ["moduledict", "sequential", "layer"])
+def test_gpt2_and_olmo_read_depth_from_any_container(layout: str) -> None:
+    model = TitanAnyLayout(layout, n_layers=5)
+    rules = preset_rules("gpt2", model, trace(model, TOKENS))
+    prefix = {id(m): n for n, m in model.named_modules()}[id(model.blocks()[2])]
+    assert rules[f"{prefix}.attention.wo.weight"] == ("normal", {"std": 0.02 / math.sqrt(10)})
+    mitchell = preset_rules("olmo-mitchell", model)
+    fan_in = 32
+    assert mitchell[f"{prefix}.attention.wo.weight"][1]["std"] == pytest.approx(
+        1 / math.sqrt(2 * fan_in * 3)
+    )
+
+
+def test_a_plain_sequential_of_layers_is_not_a_stack_of_blocks() -> None:
+    seq = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    with pytest.raises(InitlabError, match="depth"):
+        num_blocks(seq)
+
+
+class SeqBlock(nn.Module):
+    """A pre-LN block with GPT-2's names, for a model that is one nn.Sequential."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        self.mlp = nn.Module()
+        self.mlp.c_fc, self.mlp.c_proj = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln(x))))
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_blocks_inside_a_mixed_sequential(traced: bool) -> None:
+    model = nn.Sequential(
+        nn.Embedding(96, 16), *[SeqBlock(16) for _ in range(4)], nn.Linear(16, 96)
+    )
+    graph = trace(model, TOKENS) if traced else None
+    assert find_blocks(model, graph).names == ("1", "2", "3", "4")
+    rules = preset_rules("gpt2", model, graph)
+    assert rules["3.mlp.c_proj.weight"] == ("normal", {"std": 0.02 / math.sqrt(8)})
+    assert rules["3.mlp.c_fc.weight"] == ("normal", {"std": 0.02})

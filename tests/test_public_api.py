@@ -11,14 +11,14 @@ import initlab
 PUBLIC = {
     # functions that touch a model or decide for it
     "doctor", "fixup", "gradinit", "init", "lsuv", "metainit", "plan", "skipinit", "tfixup",
-    "trace", "zero_init",
+    "trace", "zerO_init",
     # facts and files
     "fans", "gain", "load_init", "load_rules", "preset_rules", "save_plan", "save_rules",
     # schemes, in place on a tensor
     "constant_", "delta_orthogonal_", "dirac_", "identity_", "kaiming_normal_",
     "kaiming_uniform_", "lecun_normal_", "lecun_uniform_", "normal_", "ones_", "orthogonal_",
     "sparse_", "trunc_normal_", "uniform_", "variance_scaling_", "xavier_normal_",
-    "xavier_uniform_", "zero_", "zeros_",
+    "xavier_uniform_", "zerO_", "zeros_",
     # the types those return, and the registries
     "Branch", "Fans", "Finding", "GradInitResult", "GradInitStep", "Graph", "InitlabError",
     "LSUVLayer", "LSUVResult", "Layer", "MetaInitResult", "Plan", "PlanEntry", "Report",

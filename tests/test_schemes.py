@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import initlab
 from initlab.connectivity import Fans, fans, tensor_fans
 from initlab.errors import InitlabError
 from initlab.gains import gain
@@ -36,7 +37,7 @@ from initlab.schemes import (
     variance_scaling_,
     xavier_normal_,
     xavier_uniform_,
-    zero_,
+    zerO_,
     zero_matrix,
     zeros_,
 )
@@ -90,12 +91,31 @@ def test_deterministic_schemes_are_not_marked_random():
 
 @pytest.mark.parametrize(
     ("alias", "name"),
-    [("glorot_uniform", "xavier_uniform"), ("he_normal", "kaiming_normal"), ("zero", "ZerO"),
+    [("glorot_uniform", "xavier_uniform"), ("he_normal", "kaiming_normal"), ("zerO", "ZerO"),
      ("eye", "identity"), ("truncated_normal", "trunc_normal"), ("orthogonal", "orthogonal")],
 )  # fmt: skip
 def test_get_scheme_resolves_names_and_aliases(alias, name):
     assert get_scheme(alias) is SCHEMES[name]
     assert get_scheme(SCHEMES[name]) is SCHEMES[name]
+
+
+@pytest.mark.parametrize("name", ["zero", "Zero", "ZERO"])
+def test_ambiguous_zero_is_an_error_that_offers_zeros_and_zero_init(name):
+    with pytest.raises(InitlabError, match=r"'zeros'.*'ZerO'"):
+        get_scheme(name)
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(InitlabError, match=r"'zeros'.*'ZerO'"):
+        initlab.init(net, example=torch.zeros(2, 4), rules={"2.weight": name})
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_old_zero_names_point_to_the_new_ones():
+    with pytest.raises(AttributeError, match=r"zerO_.*zeros_"):
+        initlab.zero_  # noqa: B018
+    with pytest.raises(AttributeError, match="zerO_init"):
+        initlab.zero_init  # noqa: B018
+    assert initlab.zerO_(torch.empty(3, 3)).equal(torch.eye(3))
 
 
 def test_unknown_scheme_name_suggests_the_closest():
@@ -562,17 +582,17 @@ def test_zero_matrices_are_exact():
 
 def test_zero_on_modules():
     lin = nn.Linear(3, 5)
-    zero_(lin)
+    zerO_(lin)
     assert torch.equal(lin.weight.detach(), zero_matrix(5, 3))
     conv = nn.Conv2d(4, 8, 3)
-    w = zero_(conv).detach()
+    w = zerO_(conv).detach()
     assert torch.equal(w[:, :, 1, 1], zero_matrix(8, 4))
     w[:, :, 1, 1] = 0
     assert torch.count_nonzero(w) == 0
     conv4 = nn.Conv1d(2, 2, 4)  # even kernel: the official code's k // 2
-    assert torch.equal(zero_(conv4).detach()[:, :, 2], torch.eye(2))
+    assert torch.equal(zerO_(conv4).detach()[:, :, 2], torch.eye(2))
     lstm = nn.LSTM(3, 6)
-    for gate in zero_(lstm, name="weight_ih_l0").detach().chunk(4):
+    for gate in zerO_(lstm, name="weight_ih_l0").detach().chunk(4):
         assert torch.equal(gate, zero_matrix(6, 3))
 
 
@@ -624,7 +644,7 @@ def test_module_without_the_named_parameter():
         (lambda: delta_orthogonal_(torch.empty(4, 4)), "orthogonal"),
         (lambda: orthogonal_(torch.empty(4)), ">= 2 dims"),
         (lambda: identity_(torch.empty(4)), ">= 2 dims"),
-        (lambda: zero_(torch.empty(4)), ">= 2 dims"),
+        (lambda: zerO_(torch.empty(4)), ">= 2 dims"),
         (lambda: xavier_uniform_([1.0, 2.0]), "tensor or an nn.Module"),
         (lambda: SCHEMES["xavier_uniform"].apply(torch.empty(2, 2), fans=Fans(2, 2), foo=1),
          "unexpected options"),

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, ``__getatt
     from .methods.gradinit import GradInitResult, GradInitStep, gradinit
     from .methods.lsuv import LSUVLayer, LSUVResult, lsuv
     from .methods.metainit import MetaInitResult, metainit
-    from .methods.residual import ResidualResult, fixup, skipinit, tfixup, zero_init
+    from .methods.residual import ResidualResult, fixup, skipinit, tfixup, zerO_init
     from .planning import Plan, PlanEntry, init, plan
     from .presets import PRESETS, preset_rules
     from .schemes import (
@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, ``__getatt
         variance_scaling_,
         xavier_normal_,
         xavier_uniform_,
-        zero_,
+        zerO_,
         zeros_,
     )
     from .serialize import load_init, load_rules, save_plan, save_rules
@@ -70,14 +70,14 @@ _HOME = {
         "methods.gradinit": ("GradInitResult", "GradInitStep", "gradinit"),
         "methods.lsuv": ("LSUVLayer", "LSUVResult", "lsuv"),
         "methods.metainit": ("MetaInitResult", "metainit"),
-        "methods.residual": ("ResidualResult", "fixup", "skipinit", "tfixup", "zero_init"),
+        "methods.residual": ("ResidualResult", "fixup", "skipinit", "tfixup", "zerO_init"),
         "planning": ("Plan", "PlanEntry", "init", "plan"),
         "presets": ("PRESETS", "preset_rules"),
         "schemes": (
             "SCHEMES", "constant_", "delta_orthogonal_", "dirac_", "identity_", "kaiming_normal_",
             "kaiming_uniform_", "lecun_normal_", "lecun_uniform_", "normal_", "ones_",
             "orthogonal_", "sparse_", "trunc_normal_", "uniform_", "variance_scaling_",
-            "xavier_normal_", "xavier_uniform_", "zero_", "zeros_",
+            "xavier_normal_", "xavier_uniform_", "zerO_", "zeros_",
         ),
         "serialize": ("load_init", "load_rules", "save_plan", "save_rules"),
     }.items()
@@ -85,9 +85,17 @@ _HOME = {
 }  # fmt: skip
 
 
+_RENAMED = {
+    "zero_": "initlab.zerO_ (ZerO init) or initlab.zeros_ (fill with 0)",
+    "zero_init": "initlab.zerO_init (ZerO for a whole residual network)",
+}
+
+
 def __getattr__(name: str) -> Any:
     """Import the submodule that defines public ``name`` on first use, and cache the value."""
     module = _HOME.get(name)
+    if name in _RENAMED:
+        raise AttributeError(f"initlab.{name} was renamed: use {_RENAMED[name]}")
     if module is None:
         raise AttributeError(f"module 'initlab' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
@@ -152,7 +160,7 @@ __all__ = [
     "variance_scaling_",
     "xavier_normal_",
     "xavier_uniform_",
-    "zero_",
-    "zero_init",
+    "zerO_",
+    "zerO_init",
     "zeros_",
 ]

@@ -129,6 +129,16 @@ def activation_name(act: object) -> str:
     raise InitlabError(f"cannot name the activation {act!r}; pass its name as a string")
 
 
+def _check_slope(param: object) -> float | None:
+    """``param`` as torch's ``calculate_gain`` accepts it: ``None`` or an int/float, not a bool."""
+    if param is None or (isinstance(param, (int, float)) and not isinstance(param, bool)):
+        return param
+    raise InitlabError(
+        f"negative_slope {param!r} is not a valid number: leaky_relu's parameter (kaiming's `a`) "
+        "must be an int or a float, e.g. 0.01"
+    )
+
+
 def _negative_slope(act: object, param: float | None) -> float | None:
     if param is not None:
         return param
@@ -147,7 +157,8 @@ def gain(nonlinearity: object = "linear", param: float | None = None) -> float:
     Args:
         nonlinearity: a name (``"relu"``, ``"gelu"``, ...), an activation module or class, or a
             functional such as ``torch.tanh``.
-        param: the negative slope of ``leaky_relu`` (default 0.01, or read from the module).
+        param: the negative slope of ``leaky_relu`` (default 0.01, or read from the module); an
+            int or a float (a bool, a string or a list raises ``ValueError``, as in torch).
 
     >>> gain("relu") == math.sqrt(2), gain("tanh"), round(gain("gelu"), 4)
     (True, 1.6666666666666667, 1.5335)
@@ -163,7 +174,7 @@ def gain(nonlinearity: object = "linear", param: float | None = None) -> float:
     if name == "relu":
         return math.sqrt(2.0)
     if name == "leaky_relu":
-        slope = _negative_slope(nonlinearity, param)
+        slope = _negative_slope(nonlinearity, _check_slope(param))
         slope = 0.01 if slope is None else slope
         return math.sqrt(2.0 / (1 + slope**2))
     if name == "selu":

@@ -547,6 +547,9 @@ def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: t
     elif not p.requires_grad and not include_frozen:
         scheme, kwargs, fn, source = "keep", {}, None, "frozen"
         notes.append("frozen (requires_grad=False): kept; pass include_frozen=True to initialize")
+    elif p.numel() == 0:  # a zero-width layer: no fans, nothing to draw (torch: a no-op)
+        scheme, kwargs, fn, source = "keep", {}, None, "empty"
+        notes.append("zero elements (a zero-width layer): nothing to initialize")
     needs = scheme not in ("keep", "custom") and SCHEMES[scheme].uses_fans
     if needs and fans is None:
         raise InitlabError(
@@ -642,6 +645,11 @@ def _apply(p: Plan, transactional: bool = True) -> None:
         with torch.no_grad():
             for entry in p:
                 if entry.scheme == "keep":
+                    tensor = model.get_parameter(entry.name)
+                    if tensor.device.type == "meta" and tensor.numel() == 0:  # exact: no values
+                        undo.append(
+                            _materialize(model, entry.name, p.device or torch.device("cpu"))[1]
+                        )
                     continue
                 tensor = model.get_parameter(entry.name)
                 if tensor.device.type == "meta":
@@ -676,7 +684,9 @@ def draw(entry: PlanEntry, tensor: torch.Tensor, seed: int) -> torch.Tensor:
             return rng.fill_(tensor, dist.sample_, seed, entry.name)
         work = rng.fill_(torch.empty(tensor.shape), dist.sample_, seed, entry.name)
         return tensor.copy_(work)
-    work = torch.empty(tensor.shape, dtype=torch.float32)
+    # structured schemes compute in float32, or in the parameter's dtype when wider (float64)
+    wide = tensor.dtype.is_floating_point and tensor.dtype.itemsize > 4
+    work = torch.empty(tensor.shape, dtype=tensor.dtype if wide else torch.float32)
     scheme.apply(
         work, fans=entry.fans, gain=entry.gain, generator=rng.generator(seed, entry.name), **kw
     )

@@ -31,10 +31,13 @@ preset                   what it does (source)
 ``lstm-forget-bias``     LSTM ``bias_ih`` forget gate 1, other biases 0 (Jozefowicz et al. 2015)
 =======================  ======================================================================
 
-``L`` (number of blocks) and ``l`` (a block's index from 0) come from the model: the blocks are
-the longest :class:`~torch.nn.ModuleList` of same-class parametrized modules
-(``transformer.h``, ``model.layers``, ``blocks``); without one, ``L`` is half the traced number of
-residual branches (two per transformer block).
+``L`` (number of blocks) and ``l`` (a block's index from 0) come from the model
+(:func:`find_blocks`): the blocks are sibling modules of one class held in an ``nn.ModuleList``
+(``transformer.h``, ``model.layers``), an ``nn.ModuleDict`` (torchtitan's ``layers["0"]``), an
+``nn.Sequential`` or numbered attributes (``layer0``, ``h_1``). With the traced graph, the group
+holding the most residual branches wins and ``l`` is the order in which the forward pass reaches
+them; without it, the longest group in the order of its numbers. With no such group, ``L`` is
+half the traced number of residual branches (two per transformer block).
 
 Checkpoints: :func:`initialized_params` lists the parameters Hugging Face marks as loaded
 (``param._is_hf_initialized``, transformers >= 5; or all but the loading report's
@@ -57,8 +60,10 @@ from .graph import Graph, is_norm
 
 __all__ = [
     "PRESETS",
+    "Blocks",
     "ForgetGateBias",
     "Preset",
+    "find_blocks",
     "initialized_params",
     "num_blocks",
     "preset_rules",
@@ -103,18 +108,105 @@ def _named_params(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, torch
         yield name, (model.get_submodule(prefix) if prefix else model), leaf, p
 
 
-def _blocks(model: nn.Module) -> tuple[str, int] | None:
-    """``(prefix, length)`` of the longest ModuleList of same-class parametrized modules."""
-    best: tuple[str, int] | None = None
-    for name, m in model.named_modules():
-        if not isinstance(m, nn.ModuleList) or len(m) == 0:
-            continue
-        kinds = {type(c) for c in m}
-        if len(kinds) != 1 or not any(True for _ in m[0].parameters()):
-            continue
-        if best is None or len(m) > best[1]:
-            best = (name, len(m))
-    return best
+@dataclass(frozen=True)
+class Blocks:
+    """A model's repeated blocks: their qualified module names in order (``l`` from 0).
+
+    Attributes:
+        names: the blocks' qualified names, block ``l`` at position ``l``.
+        source: ``"graph"`` (chosen and ordered by the traced residual branches) or ``"names"``.
+    """
+
+    names: tuple[str, ...]
+    source: str
+
+    def index(self, param: str) -> int | None:
+        """The block ``l`` that holds the parameter (or module) named ``param``; ``None`` outside."""
+        for l, block in enumerate(self.names):
+            if param == block or param.startswith(block + "."):
+                return l
+        return None
+
+
+_NUMBERED = re.compile(r"(.*?)(\d+)")
+
+
+def _has_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def _is_composite(module: nn.Module) -> bool:
+    """A module with at least one parametrized submodule (a block, not a single layer)."""
+    return any(_has_params(c) for c in module.children())
+
+
+def _candidates(model: nn.Module) -> list[tuple[str, ...]]:
+    """Groups of sibling modules that may be the blocks, each in the order of its numbers.
+
+    ``nn.ModuleList`` / ``nn.ModuleDict`` children (any keys, in their order); and children
+    numbered with one stem: ``"0", "1"`` (``nn.Sequential``, ``nn.ModuleDict``), ``layer0, layer1``,
+    ``h_0, h_1``. Each group holds parametrized modules of one class (``Sequential(embedding,
+    block, block, head)`` gives the blocks); in a ``Sequential`` or among attributes they must be
+    composite and at least two (a plain ``Sequential(Linear, ReLU, Linear)`` is one MLP).
+    """
+    found: list[tuple[str, ...]] = []
+    for qual, module in model.named_modules():
+        head = f"{qual}." if qual else ""
+        children = [(k, c) for k, c in module.named_children() if _has_params(c)]
+        groups: dict[str, list[tuple[int, str, nn.Module]]] = {}
+        if isinstance(module, (nn.ModuleList, nn.ModuleDict)):
+            groups["<list>"] = [(i, k, c) for i, (k, c) in enumerate(children)]
+        for k, c in children:
+            m = _NUMBERED.fullmatch(k)
+            if m and not isinstance(module, nn.ModuleList):
+                groups.setdefault(m.group(1), []).append((int(m.group(2)), k, c))
+        for stem, members in groups.items():
+            listed = stem == "<list>" or isinstance(module, nn.ModuleDict)
+            for cls in dict.fromkeys(type(c) for _, _, c in members):  # one class per group
+                same = [t for t in members if type(t[2]) is cls]
+                if not listed and (len(same) < 2 or not all(_is_composite(c) for *_, c in same)):
+                    continue
+                found.append(tuple(head + k for _, k, _ in sorted(same, key=lambda t: t[0])))
+    return found
+
+
+def find_blocks(model: nn.Module, graph: Graph | None = None) -> Blocks | None:
+    """The model's blocks, however it holds them: from the traced graph first, then by names.
+
+    With a graph that has residual branches, the blocks are the group of :func:`_candidates`
+    holding the most branch ends, ordered by when the forward pass first reaches them (so a
+    ``ModuleDict`` with any keys works). Otherwise the longest group of composite modules (else of
+    single layers), in the order of its numbers.
+
+    >>> net = nn.Sequential(nn.ModuleDict({str(i): nn.Linear(2, 2) for i in range(3)}))
+    >>> find_blocks(net).names
+    ('0.0', '0.1', '0.2')
+    """
+    groups = _candidates(model)
+    if not groups:
+        return None
+    if graph is not None and graph.branches:
+        ends = [b.last_weight or b.last for b in graph.branches]
+
+        def holds(block: str) -> bool:
+            return any(e == block or e.startswith(block + ".") for e in ends)
+
+        counts = [sum(holds(b) for b in g) for g in groups]
+        best = max(range(len(groups)), key=lambda i: (counts[i], len(groups[i])))
+        if counts[best] > 0:
+            first = {}
+            for layer in graph.order():
+                for b in groups[best]:
+                    if b not in first and (layer.name == b or layer.name.startswith(b + ".")):
+                        first[b] = layer.order
+            rank = {b: i for i, b in enumerate(groups[best])}
+            names = sorted(groups[best], key=lambda b: (first.get(b, math.inf), rank[b]))
+            return Blocks(tuple(names), "graph")
+
+    def rank(g: tuple[str, ...]) -> tuple[bool, int]:  # blocks before single layers, then length
+        return all(_is_composite(model.get_submodule(b)) for b in g), len(g)
+
+    return Blocks(max(groups, key=rank), "names")
 
 
 def num_blocks(model: nn.Module, graph: Graph | None = None) -> int:
@@ -123,25 +215,20 @@ def num_blocks(model: nn.Module, graph: Graph | None = None) -> int:
     >>> num_blocks(nn.Sequential(nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])))
     3
     """
-    found = _blocks(model)
+    found = find_blocks(model, graph)
     if found is not None:
-        return found[1]
+        return len(found.names)
     if graph is not None and graph.branches:
         return max(1, len(graph.branches) // 2)
     raise InitlabError(
-        f"cannot tell the depth of {type(model).__name__}: no nn.ModuleList of blocks and no traced "
+        f"cannot tell the depth of {type(model).__name__}: no repeated blocks (an nn.ModuleList, "
+        "nn.ModuleDict, nn.Sequential or numbered attributes of one class) and no traced "
         "residual branch; pass the graph (initlab.trace(model, example)) or n_layers=..."
     )
 
 
-def _block_index(name: str, prefix: str | None) -> int | None:
-    if prefix is None:
-        return None
-    head = f"{prefix}." if prefix else ""
-    if not name.startswith(head):
-        return None
-    m = re.match(r"(\d+)\.", name[len(head) :])
-    return int(m.group(1)) if m else None
+def _block_index(name: str, blocks: Blocks | None) -> int | None:
+    return None if blocks is None else blocks.index(name)
 
 
 def _module_leaf(name: str) -> str:
@@ -167,7 +254,7 @@ def _is_bias(module: nn.Module, leaf: str, p: torch.Tensor) -> bool:
     return leaf.startswith("bias") and not is_norm(module)
 
 
-def _heads(model: nn.Module, graph: Graph | None, blocks: str | None) -> set[str]:
+def _heads(model: nn.Module, graph: Graph | None, blocks: Blocks | None) -> set[str]:
     """Qualified names of the output-head weights: traced ``head`` layers, else outside the blocks."""
     if graph is not None:
         names = set()
@@ -180,7 +267,7 @@ def _heads(model: nn.Module, graph: Graph | None, blocks: str | None) -> set[str
     return {last[-1]} if last and _block_index(last[-1], blocks) is None else set()
 
 
-def _residual_outs(model: nn.Module, graph: Graph | None, blocks: str | None) -> set[str]:
+def _residual_outs(model: nn.Module, graph: Graph | None, blocks: Blocks | None) -> set[str]:
     """Residual projections: known names inside the blocks, else the traced ``residual_out`` layers."""
     names = {
         n for n, m, leaf, p in _named_params(model)
@@ -284,9 +371,9 @@ def gpt2(model: nn.Module, graph: Graph | None = None, *, sigma: float = 0.02, n
     karpathy/nanoGPT ``model.py`` (``_init_weights`` and the ``c_proj.weight`` loop);
     huggingface/transformers ``models/gpt2/modeling_gpt2.py`` (``GPT2PreTrainedModel._init_weights``).
     """
-    prefix, found_L = _blocks(model) or (None, 0)
-    L = n_layers or found_L or num_blocks(model, graph)
-    scaled = _residual_outs(model, graph, prefix)
+    blocks = find_blocks(model, graph)
+    L = n_layers or (len(blocks.names) if blocks else 0) or num_blocks(model, graph)
+    scaled = _residual_outs(model, graph, blocks)
     rules: Rules = _norm_rules(model)
     for n, m, leaf, p in _named_params(model):
         if _is_embedding(m):
@@ -346,8 +433,8 @@ def olmo_mitchell(model: nn.Module, graph: Graph | None = None, *, cutoff: float
     Source: allenai/OLMo ``olmo/model.py`` (``OLMoBlock.reset_parameters``, ``OLMo.reset_parameters``,
     ``init_normal`` with ``init_cutoff_factor``); Groeneveld et al. 2024.
     """
-    prefix, _ = _blocks(model) or (None, 0)
-    outs = _residual_outs(model, graph, prefix)
+    blocks = find_blocks(model, graph)
+    outs = _residual_outs(model, graph, blocks)
     rules: Rules = _norm_rules(model)
     for n, m, leaf, p in _named_params(model):
         if _is_embedding(m):
@@ -356,7 +443,7 @@ def olmo_mitchell(model: nn.Module, graph: Graph | None = None, *, cutoff: float
             rules[n] = "zeros"
         elif _is_matrix(m, leaf, p):
             fan_in = math.prod(p.shape[1:])
-            l = _block_index(n, prefix)
+            l = _block_index(n, blocks)
             if n in outs and l is not None:
                 rules[n] = _trunc(1.0 / math.sqrt(2 * fan_in * (l + 1)), -cutoff, cutoff)
             else:
@@ -398,10 +485,10 @@ def torchtitan(model: nn.Module, graph: Graph | None = None, *, sigma: float = 0
     ``FeedForward.init_weights``, ``TransformerBlock.__init__`` for ``weight_init_std``,
     ``Transformer.init_weights``).
     """
-    prefix, L = _blocks(model) or (None, 0)
-    L = L or num_blocks(model, graph)
-    outs = _residual_outs(model, graph, prefix)
-    heads = _heads(model, graph, prefix)
+    blocks = find_blocks(model, graph)
+    L = len(blocks.names) if blocks else num_blocks(model, graph)
+    outs = _residual_outs(model, graph, blocks)
+    heads = _heads(model, graph, blocks)
     rules: Rules = _norm_rules(model)
     for n, m, leaf, p in _named_params(model):
         if _is_embedding(m):
@@ -411,7 +498,7 @@ def torchtitan(model: nn.Module, graph: Graph | None = None, *, sigma: float = 0
         elif _is_bias(m, leaf, p):
             rules[n] = "zeros"
         elif _is_matrix(m, leaf, p):
-            l = _block_index(n, prefix)
+            l = _block_index(n, blocks)
             if n in heads and l is None:
                 d = p.shape[-1]
                 rules[n] = _trunc(d**-0.5, -cutoff, cutoff)

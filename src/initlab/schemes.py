@@ -19,6 +19,12 @@ or a uniform on :math:`[-\sqrt{3}\sigma, \sqrt{3}\sigma]`. Xavier is ``scale = g
 
 The registry :data:`SCHEMES` names each scheme by a plain name; the planner calls
 ``SCHEMES[name].apply(tensor, fans=..., gain=..., generator=..., **kwargs)``.
+
+As in :mod:`torch.nn.init`: a zero-element tensor is left as it is, with the warning
+"Initializing zero-element tensors is a no-op" from every scheme that reads the shape (plain
+fills such as ``normal_`` stay silent); a meta tensor is left as it is by every scheme, after its
+options are checked. Structured schemes (orthogonal, identity, sparse, ZerO) compute in float32,
+or float64 for a float64 tensor, and round once to the tensor's dtype.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ __all__ = [
     "variance_scaling_",
     "xavier_normal_",
     "xavier_uniform_",
-    "zero_",
+    "zerO_",
     "zeros_",
 ]
 
@@ -237,9 +243,14 @@ def _elementwise(name: str, formula: str, dist: Callable[..., Distribution], *, 
                  uses_gain: bool, kwargs: tuple[str, ...], random: bool = True) -> Scheme:  # fmt: skip
     def apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
               generator: torch.Generator | None = None, **kw: Any) -> torch.Tensor:  # fmt: skip
+        if tensor.numel() == 0:
+            return tensor
         if fans is None and uses_fans:
             fans = tensor_fans(tensor)  # no module at hand: torch's shape convention
-        return dist(fans, gain, **kw).sample_(tensor, generator)
+        distribution = dist(fans, gain, **kw)  # validates the options, meta tensors included
+        if tensor.is_meta:
+            return tensor
+        return distribution.sample_(tensor, generator)
 
     return Scheme(name, formula, apply, dist, uses_fans, uses_gain, random, kwargs)
 
@@ -310,6 +321,17 @@ def _blocks(tensor: torch.Tensor, fans: Fans | None) -> int:
     return fans.chunks
 
 
+def _work_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype structured schemes compute in: float32, or the tensor's own when it is wider.
+
+    bf16/fp16 weights get float32 QR and Hadamard entries (then one rounding); float64 weights
+    get float64 ones, so a float64 orthogonal matrix is orthogonal to ~1e-15, as torch's.
+    """
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex:
+        return torch.promote_types(tensor.dtype, torch.float32)
+    return torch.float32
+
+
 def _chunks(tensor: torch.Tensor, fans: Fans | None) -> list[torch.Tensor]:
     """The blocks of :func:`_blocks` as views (one per LSTM gate, Q/K/V matrix or conv group)."""
     n = _blocks(tensor, fans)
@@ -318,13 +340,18 @@ def _chunks(tensor: torch.Tensor, fans: Fans | None) -> list[torch.Tensor]:
 
 def _orthogonal_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
                       generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    if tensor.numel() == 0:
+        return tensor
     if tensor.dim() < 2:
         raise InitlabError(
             f"orthogonal needs a tensor with >= 2 dims, got shape {tuple(tensor.shape)}"
         )
+    if tensor.is_meta:
+        return tensor
     with torch.no_grad():
         for chunk in _chunks(tensor, fans):
-            work = torch.empty(chunk.shape, dtype=torch.float32)  # QR in fp32, then cast
+            # QR in float32 (float64 for float64 tensors), on the CPU, then cast and copied
+            work = torch.empty(chunk.shape, dtype=_work_dtype(tensor))
             nn.init.orthogonal_(work, gain, generator=generator)
             chunk.copy_(work)
     return tensor
@@ -332,16 +359,20 @@ def _orthogonal_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: f
 
 def _delta_orthogonal_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
                             generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    if tensor.numel() == 0:
+        return tensor
     if tensor.dim() < 3:
         raise InitlabError(
             f"delta_orthogonal is for convolution kernels (>= 3 dims), got shape {tuple(tensor.shape)}; "
             "use 'orthogonal' for matrices"
         )
+    if tensor.is_meta:
+        return tensor
     with torch.no_grad():
         tensor.zero_()
         centre = tuple((k - 1) // 2 for k in tensor.shape[2:])
         for block in _chunks(tensor, fans):  # per group: each group's map is an isometry
-            work = torch.empty(block.shape[:2], dtype=torch.float32)
+            work = torch.empty(block.shape[:2], dtype=_work_dtype(tensor))
             nn.init.orthogonal_(work, gain, generator=generator)
             block[(slice(None), slice(None), *centre)] = work.to(tensor.dtype)
     return tensor
@@ -349,20 +380,26 @@ def _delta_orthogonal_apply(tensor: torch.Tensor, *, fans: Fans | None = None, g
 
 def _identity_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
                     generator: torch.Generator | None = None, groups: int | None = None) -> torch.Tensor:  # fmt: skip
+    if tensor.numel() == 0:
+        return tensor
     if tensor.dim() < 2:
         raise InitlabError(
             f"identity needs a tensor with >= 2 dims, got shape {tuple(tensor.shape)}"
         )
     if tensor.dim() > 2:
         return _dirac_apply(tensor, fans=fans, gain=gain, groups=groups)
+    if tensor.is_meta:
+        return tensor
     with torch.no_grad():
         for chunk in _chunks(tensor, fans):
-            chunk.copy_(torch.eye(*chunk.shape, dtype=tensor.dtype) * gain)
+            chunk.copy_(torch.eye(*chunk.shape, dtype=_work_dtype(tensor)) * gain)
     return tensor
 
 
 def _dirac_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
                  generator: torch.Generator | None = None, groups: int | None = None) -> torch.Tensor:  # fmt: skip
+    if tensor.numel() == 0:
+        return tensor
     if tensor.dim() not in (3, 4, 5):
         raise InitlabError(
             f"dirac is for Conv1d/2d/3d kernels (3-5 dims), got shape {tuple(tensor.shape)}; "
@@ -374,6 +411,8 @@ def _dirac_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float 
         raise InitlabError(
             f"dirac: {tensor.shape[0]} output channels do not split into {groups} groups"
         )
+    if tensor.is_meta:
+        return tensor
     with torch.no_grad():
         nn.init.dirac_(tensor, groups)
         return tensor.mul_(gain)
@@ -382,6 +421,8 @@ def _dirac_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float 
 def _sparse_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
                   generator: torch.Generator | None = None, sparsity: float = 0.9,
                   std: float = 0.01) -> torch.Tensor:  # fmt: skip
+    if tensor.numel() == 0:
+        return tensor
     if tensor.dim() != 2:
         raise InitlabError(
             f"sparse needs a 2-D weight matrix, got shape {tuple(tensor.shape)}; "
@@ -389,19 +430,23 @@ def _sparse_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float
         )
     if not 0.0 <= sparsity < 1.0:
         raise InitlabError(f"sparse needs 0 <= sparsity < 1, got {sparsity}")
+    if tensor.is_meta:
+        return tensor
     rows, cols = tensor.shape
     num_zeros = math.ceil(sparsity * rows)
     with torch.no_grad():
         # torch.nn.init.sparse_ draws its zero pattern from the global RNG (randperm without the
         # generator); here every draw comes from `generator`: a random permutation per column.
-        values = torch.empty(rows, cols, dtype=torch.float32).normal_(0.0, std, generator=generator)
+        # Values in float32 (float64 for float64 tensors); the pattern's draws are float32 always.
+        values = torch.empty(rows, cols, dtype=_work_dtype(tensor))
+        values.normal_(0.0, std, generator=generator)
         order = torch.rand(rows, cols, generator=generator).argsort(dim=0)
         values.scatter_(0, order[:num_zeros], 0.0)
         tensor.copy_(values)
     return tensor
 
 
-def hadamard(n: int) -> torch.Tensor:
+def hadamard(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The Sylvester Hadamard matrix of order ``n`` (a power of two), entries +-1.
 
     >>> hadamard(2)
@@ -410,13 +455,13 @@ def hadamard(n: int) -> torch.Tensor:
     """
     if n < 1 or n & (n - 1):
         raise InitlabError(f"Hadamard order must be a power of two, got {n}")
-    h = torch.ones(1, 1)
+    h = torch.ones(1, 1, dtype=dtype)
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
     return h
 
 
-def zero_matrix(m: int, n: int) -> torch.Tensor:
+def zero_matrix(m: int, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     r"""ZerO's deterministic ``(m, n)`` matrix (Zhao et al. 2022, Algorithm 1, official code).
 
     Identity when ``m == n``; partial identity ``eye(m, n)`` when ``m < n``; when ``m > n``,
@@ -430,9 +475,9 @@ def zero_matrix(m: int, n: int) -> torch.Tensor:
             [ 0.5000,  0.5000]])
     """
     if m <= n:
-        return torch.eye(m, n)
+        return torch.eye(m, n, dtype=dtype)
     p = 1 << math.ceil(math.log2(m))
-    return hadamard(p)[:m, :n] / math.sqrt(p)
+    return hadamard(p, dtype)[:m, :n] / math.sqrt(p)
 
 
 def _warn_tied(block: torch.Size, whole: torch.Size) -> None:
@@ -450,21 +495,26 @@ def _warn_tied(block: torch.Size, whole: torch.Size) -> None:
 
 def _zero_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float = 1.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    if tensor.numel() == 0:
+        return tensor
     if tensor.dim() < 2:
         raise InitlabError(
             f"ZerO needs a weight with >= 2 dims, got shape {tuple(tensor.shape)}; biases are zeros"
         )
+    if tensor.is_meta:
+        return tensor
+    dtype = torch.float64  # exact +-1 / sqrt(p) entries, rounded once to the tensor's dtype
     with torch.no_grad():
         if tensor.dim() == 2:
             for chunk in _chunks(tensor, fans):
                 _warn_tied(chunk.shape, tensor.shape)
-                chunk.copy_(zero_matrix(*chunk.shape))
+                chunk.copy_(zero_matrix(*chunk.shape, dtype))
             return tensor
         tensor.zero_()
         centre = tuple(k // 2 for k in tensor.shape[2:])
         for block in _chunks(tensor, fans):  # per group of a grouped conv
             _warn_tied(block.shape, tensor.shape)
-            block[(slice(None), slice(None), *centre)] = zero_matrix(*block.shape[:2]).to(
+            block[(slice(None), slice(None), *centre)] = zero_matrix(*block.shape[:2], dtype).to(
                 tensor.dtype
             )
     return tensor
@@ -521,8 +571,10 @@ SCHEMES: dict[str, Scheme] = {
     ]
 }  # fmt: skip
 _ALIASES = {"glorot_uniform": "xavier_uniform", "glorot_normal": "xavier_normal",
-            "he_normal": "kaiming_normal", "he_uniform": "kaiming_uniform", "zero": "ZerO",
-            "zerO": "ZerO", "eye": "identity", "truncated_normal": "trunc_normal"}  # fmt: skip
+            "he_normal": "kaiming_normal", "he_uniform": "kaiming_uniform", "zerO": "ZerO",
+            "eye": "identity", "truncated_normal": "trunc_normal"}  # fmt: skip
+# names that would silently mean one of two schemes: an error that offers both
+_AMBIGUOUS = {"zero": ("zeros", "ZerO"), "Zero": ("zeros", "ZerO"), "ZERO": ("zeros", "ZerO")}
 
 
 def get_scheme(name: str) -> Scheme:
@@ -533,6 +585,12 @@ def get_scheme(name: str) -> Scheme:
     """
     if isinstance(name, Scheme):
         return name
+    if name in _AMBIGUOUS:
+        a, b = _AMBIGUOUS[name]
+        raise InitlabError(
+            f"unknown scheme {name!r}: it could mean {a!r} (fill with 0) or {b!r} (ZerO init, Zhao "
+            f"et al. 2022: identity / Hadamard weights); name the one you mean"
+        )
     key = _ALIASES.get(name, name)
     if key not in SCHEMES:
         check_choice("scheme", name, [*SCHEMES, *_ALIASES])
@@ -544,24 +602,36 @@ def get_scheme(name: str) -> Scheme:
 
 
 def _resolve(
-    target: Target, name: str, fans: Fans | None, needs_fans: bool
+    target: Target, name: str, fans: Fans | None, needs_fans: bool, *, warn_empty: bool = True
 ) -> tuple[torch.Tensor, Fans | None]:
+    """The tensor to fill and its fans (from the module when there is one).
+
+    A zero-element tensor has no fans and nothing to write: as :mod:`torch.nn.init` does, schemes
+    that read the shape warn "Initializing zero-element tensors is a no-op" and the scheme's
+    ``apply`` returns it untouched (plain fills such as ``normal_`` stay silent, as torch's).
+    """
     if isinstance(target, nn.Module):
         tensor = parameter(target, name)
+    elif isinstance(target, torch.Tensor):
+        tensor = target
+    else:
+        raise InitlabError(f"expected a tensor or an nn.Module, got {type(target).__name__}")
+    if tensor.numel() == 0:
+        if warn_empty:
+            warnings.warn("Initializing zero-element tensors is a no-op", UserWarning, stacklevel=4)
+        return tensor, fans
+    if isinstance(target, nn.Module):
         if (fans is None and tensor.dim() >= 2) or (fans is None and needs_fans):
             fans = module_fans(target, name)
-        return tensor, fans
-    if not isinstance(target, torch.Tensor):
-        raise InitlabError(f"expected a tensor or an nn.Module, got {type(target).__name__}")
-    if fans is None and needs_fans:
-        fans = tensor_fans(target)
-    return target, fans
+    elif fans is None and needs_fans:
+        fans = tensor_fans(tensor)
+    return tensor, fans
 
 
 def _run(scheme: str, target: Target, name: str, fans: Fans | None, gain: float,
          generator: torch.Generator | None, **kw: Any) -> torch.Tensor:  # fmt: skip
     s = SCHEMES[scheme]
-    tensor, fans = _resolve(target, name, fans, s.uses_fans)
+    tensor, fans = _resolve(target, name, fans, s.uses_fans, warn_empty=s.uses_fans)
     return s.apply(tensor, fans=fans, gain=gain, generator=generator, **kw)
 
 
@@ -698,7 +768,8 @@ def orthogonal_(target: Target, gain: float = 1.0, *, name: str = "weight", fans
 
     Dims past the second are flattened. A grouped convolution gets one matrix per group (torch's
     ``orthogonal_`` makes the whole stack orthogonal instead, which shrinks each group's weights).
-    QR runs in float32 whatever the tensor's dtype.
+    QR runs in float32 (float64 for a float64 tensor), then the result is cast to the tensor.
+    Zero-element tensors warn and return, meta tensors are left as they are (as torch).
 
     >>> lstm = nn.LSTM(8, 8)
     >>> w = orthogonal_(lstm, name="weight_hh_l0", generator=torch.Generator().manual_seed(0))
@@ -766,10 +837,12 @@ def sparse_(target: Target, sparsity: float, std: float = 0.01, *, name: str = "
     return _sparse_apply(tensor, sparsity=sparsity, std=std, generator=generator)
 
 
-def zero_(target: Target, *, name: str = "weight") -> torch.Tensor:
+def zerO_(target: Target, *, name: str = "weight") -> torch.Tensor:
     """ZerO (Zhao et al. 2022): deterministic identity / Hadamard weights; see :func:`zero_matrix`.
 
-    >>> zero_(torch.empty(2, 2))
+    Named after the paper's ZerO; for a tensor of zeros use :func:`zeros_`.
+
+    >>> zerO_(torch.empty(2, 2))
     tensor([[1., 0.],
             [0., 1.]])
     """

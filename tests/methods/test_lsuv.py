@@ -166,3 +166,38 @@ def test_fault_injection_restores_everything() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         lsuv(net, torch.randn(32, 8, generator=_gen(0)))
     assert_same_state(before, state_of(net))
+
+
+def test_frozen_parameters_are_left_alone_and_reported() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 8)
+    )
+    net[0].requires_grad_(False)  # a frozen layer (e.g. a pretrained stem)
+    net[2].bias.requires_grad_(False)  # a frozen bias on a trainable layer
+    with torch.no_grad():
+        net[2].bias.fill_(0.5)
+    frozen_before = [net[0].weight.clone(), net[0].bias.clone()]
+    x = torch.randn(512, 16, generator=torch.Generator().manual_seed(1))
+    res = lsuv(net, x)
+    assert res.frozen == ("0.weight", "0.bias", "2.bias")
+    assert torch.equal(net[0].weight, frozen_before[0])
+    assert torch.equal(net[0].bias, frozen_before[1])
+    assert torch.equal(net[2].bias, torch.full((32,), 0.5))  # not zeroed by the pre-init
+    assert [la.name for la in res.layers] == ["2", "4"]
+    assert all(abs(s**2 - 1) <= 0.1 for s in res.stds.values())
+    assert not any(p.requires_grad for p in net[0].parameters())  # flags untouched
+
+
+def test_frozen_parameters_rescaled_only_when_asked() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 8))
+    net[0].requires_grad_(False)
+    before = net[0].weight.clone()
+    res = lsuv(net, torch.randn(256, 16), include_frozen=True)
+    assert res.frozen == ()
+    assert [la.name for la in res.layers] == ["0", "2"]
+    assert not torch.equal(net[0].weight, before)
+    net[2].requires_grad_(False)
+    with pytest.raises(InitlabError, match="frozen"):
+        lsuv(net, torch.randn(256, 16))

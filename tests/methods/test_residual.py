@@ -342,14 +342,14 @@ def test_tfixup_gpt_style_blocks_and_embeddings() -> None:
 
 def test_zero_init_exact_matrices() -> None:
     net = residual_mlp(8, 3, blocks=2, width=16)
-    r = R.zero_init(net, _x(4, 8))
+    r = R.zerO_init(net, _x(4, 8))
     assert torch.equal(net.stem.weight.detach(), zero_matrix(16, 8))  # widening: Hadamard block
     for blk in net.blocks:
         assert torch.equal(blk.fc1.weight.detach(), torch.eye(16))
         assert float(blk.fc2.weight.abs().sum()) == 0
     assert float(net.head.weight.abs().sum()) == 0 and "head.bias" in r.zeroed
     net2 = residual_mlp(8, 3, blocks=2, width=16)
-    R.zero_init(net2, _x(4, 8), head="ZerO")
+    R.zerO_init(net2, _x(4, 8), head="ZerO")
     assert torch.equal(net2.head.weight.detach(), torch.eye(3, 16))
 
 
@@ -464,3 +464,92 @@ def test_added_scalars_follow_the_wrapped_layer_dtype() -> None:
     alphas = [p for n, p in net2.named_parameters() if n.endswith("alpha")]
     assert alphas and all(p.dtype == torch.float64 for p in alphas)
     assert net2(x).dtype == torch.float64
+
+
+def test_fixup_keeps_layers_outside_the_branches_as_the_official_code() -> None:
+    """Official Fixup re-initializes only the branches and the classifier; the stem is kept."""
+    net = residual_mlp(8, 3, blocks=3, width=16)
+    stem = {k: v.detach().clone() for k, v in net.stem.named_parameters()}
+    r = R.fixup(net, _x(4, 8))
+    assert torch.equal(net.stem.module.weight, stem["weight"])
+    assert torch.equal(net.stem.module.bias, stem["bias"])
+    assert set(r.kept) == {"stem.weight", "stem.bias"}
+    assert r.plan["stem.weight"].scheme == "keep"
+    assert any("kept 2 parameters" in n for n in r.notes)
+    assert float(net.head.module.weight.abs().sum()) == 0.0
+    net2 = residual_mlp(8, 3, blocks=3, width=16)
+    before = net2.stem.weight.detach().clone()
+    r2 = R.fixup(net2, _x(4, 8), outside="init")
+    assert r2.kept == () and not torch.equal(net2.stem.module.weight, before)
+    with pytest.raises(InitlabError, match="outside"):
+        R.fixup(residual_mlp(8, 3, blocks=2, width=16), _x(4, 8), outside="redraw")
+
+
+def test_fixup_draws_projection_shortcuts_unscaled_and_keeps_the_stem() -> None:
+    net = resnet_like(1, 10, 2, batchnorm=False, width=8)
+    stem = net.conv.weight.detach().clone()
+    r = R.fixup(net, _x(3, 1, 8, 8))
+    assert torch.equal(
+        net.conv.module.weight if inn.is_wrapper(net.conv) else net.conv.weight, stem
+    )
+    sc = "stages.1.0.shortcut.0.weight"
+    assert r.plan[sc].scheme != "keep" and sc not in r.factors
+
+
+def test_fixup_param_groups_follow_the_official_script() -> None:
+    net = residual_mlp(8, 3, blocks=2, width=16)
+    net.stem.weight.requires_grad_(False)
+    r = R.fixup(net, _x(4, 8))
+    groups = r.param_groups(0.2, weight_decay=5e-4)
+    names = {id(p): n for n, p in net.named_parameters()}
+    slow, fast = ({names[id(p)] for p in g["params"]} for g in groups)
+    assert groups[0]["lr"] == pytest.approx(0.02) and groups[1]["lr"] == pytest.approx(0.2)
+    assert all(g["weight_decay"] == 5e-4 for g in groups)  # one decay for all, as the script
+    assert all(n.rsplit(".", 1)[-1] in ("bias_in", "bias_out", "scale", "bias") for n in slow)
+    assert "blocks.0.fc2.scale" in slow and "head.module.bias" in slow
+    assert fast == {n for n, p in net.named_parameters() if p.requires_grad} - slow
+    assert "stem.module.weight" not in fast  # frozen: left out
+    torch.optim.Adam(groups)  # any optimizer takes them
+    with pytest.raises(InitlabError, match="lr"):
+        r.param_groups(0.0)
+    with pytest.raises(InitlabError, match="param_groups"):
+        R.skipinit(residual_mlp(8, 3, blocks=2, width=16), _x(4, 8)).param_groups(0.1)
+
+
+def test_fixup_with_its_param_groups_trains_a_deep_unnormalized_residual_mlp() -> None:
+    """50 blocks, no normalization, standardized digits, SGD momentum 0.9 at lr 0.1, one epoch."""
+    from initlab.bench.data import digits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: one thread is fastest, and results do not vary
+    try:
+        ds = digits(seed=0)
+        torch.manual_seed(0)  # the stem keeps PyTorch's default init, drawn here
+        net = residual_mlp(64, 10, blocks=50, width=64)
+        res = R.fixup(net, ds.x_train[:8], seed=0)
+        opt = torch.optim.SGD(res.param_groups(0.1), momentum=0.9)
+        order = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(0))
+        for i in range(0, len(order), 64):
+            idx = order[i : i + 64]
+            loss = nn.functional.cross_entropy(net(ds.x_train[idx]), ds.y_train[idx])
+            assert torch.isfinite(loss), f"diverged at step {i // 64}"
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            acc = float((net(ds.x_test).argmax(1) == ds.y_test).float().mean())
+    finally:
+        torch.set_num_threads(threads)
+    # chance is 0.10; with 360 test examples the std of an accuracy near 0.9 is 0.016
+    assert acc > 0.75, acc
+
+
+def test_fixup_on_a_meta_model_needs_outside_init() -> None:
+    with torch.device("meta"):
+        net = residual_mlp(8, 3, blocks=2, width=16)
+    with pytest.raises(InitlabError, match="outside='init'"):
+        R.fixup(net, _x(4, 8), add_scalars=False)
+    assert all(p.is_meta for p in net.parameters())  # untouched
+    R.fixup(net, _x(4, 8), add_scalars=False, outside="init")
+    assert not any(p.is_meta for p in net.parameters())
+    assert float(net.head.weight.abs().sum()) == 0.0

@@ -158,11 +158,11 @@ def metainit(model: nn.Module, ctx: Context) -> None:
         num_classes=ctx.num_classes, seed=ctx.seed, progress=False)  # fmt: skip
 
 
-def zero(model: nn.Module, ctx: Context) -> None:
+def zer_o(model: nn.Module, ctx: Context) -> None:
     """ZerO (Zhao et al. 2022) for the whole model."""
-    from ..methods.residual import zero_init
+    from ..methods.residual import zerO_init
 
-    zero_init(model, ctx.example)
+    zerO_init(model, ctx.example)
 
 
 def fixup(model: nn.Module, ctx: Context) -> None:
@@ -188,7 +188,7 @@ METHODS: dict[str, Callable[[nn.Module, Context], None]] = {
     "lsuv": lsuv,
     "gradinit": gradinit,
     "metainit": metainit,
-    "zero": zero,
+    "zerO": zer_o,
     "fixup": fixup,
     "skipinit": skipinit,
 }

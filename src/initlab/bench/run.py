@@ -366,7 +366,7 @@ def _residual(seeds: int, blocks: list[int], lrs: list[float], methods: list[str
 
 
 TABLE_ROWS = (("kaiming", 0, 0), ("kaiming +1 epoch const", 1, 0), ("kaiming +1 epoch warmup", 1, 1),
-              ("metainit", 0, 0), ("gradinit", 0, 0), ("lsuv", 0, 0), ("zero", 0, 0),
+              ("metainit", 0, 0), ("gradinit", 0, 0), ("lsuv", 0, 0), ("zerO", 0, 0),
               ("fixup", 0, 0))  # fmt: skip
 """The rows of seed 004's table (+ LSUV, ZerO, Fixup): (row name, extra epochs, warmup)."""
 
@@ -514,11 +514,11 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
     if name in ("makemore", "all"):
         runs += _makemore(seeds, 20000, say)
     if name in ("depth", "all"):
-        methods = ["torch-default", "kaiming", "initlab", "lsuv", "gradinit", "metainit", "zero"]
+        methods = ["torch-default", "kaiming", "initlab", "lsuv", "gradinit", "metainit", "zerO"]
         runs += _depth(seeds, [10, 30, 50, 100], methods, epochs or 5, say, device)
     if name in ("residual", "all"):
         methods = ["torch-default", "kaiming", "initlab", "initlab-zero-residual", "skipinit",
-                   "fixup", "zero"]  # fmt: skip
+                   "fixup", "zerO"]  # fmt: skip
         runs += _residual(seeds, [20, 50], [0.01, 0.03, 0.1, 0.3], methods, epochs or 5, say,
                           device)  # fmt: skip
     if name in ("gradinit-table", "all"):

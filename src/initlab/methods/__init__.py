@@ -6,7 +6,7 @@
 * :mod:`~initlab.methods.residual`: SkipInit, ReZero, Fixup, T-Fixup and ZerO.
 
 The functions are public as ``initlab.lsuv``, ``initlab.gradinit``, ``initlab.metainit``,
-``initlab.skipinit``, ``initlab.fixup``, ``initlab.tfixup`` and ``initlab.zero_init``; this
+``initlab.skipinit``, ``initlab.fixup``, ``initlab.tfixup`` and ``initlab.zerO_init``; this
 package exports only the types they return, so ``initlab.methods.lsuv`` is always the module.
 """
 

@@ -29,6 +29,10 @@ Deviations from the official code (each deliberate):
 * **BatchNorm**: normalization layers are not rescaled (as official) and run on batch statistics
   during the passes; their running statistics (and every other buffer) are restored afterwards,
   and dropout is off (the model runs in eval mode except for the norms).
+* **Frozen parameters** (``requires_grad=False``) are left alone, as :func:`initlab.init`,
+  GradInit and MetaInit leave them: a layer with a frozen matrix is neither pre-initialized nor
+  rescaled (its frozen parameters are listed in :attr:`LSUVResult.frozen`), and a frozen bias is
+  not zeroed. ``include_frozen=True`` treats them as any other.
 * **Distributed**: under ``torch.distributed`` each rank's (sum, sum of squares, count) are
   all-reduced, so the variance is that of the global batch and all ranks scale identically.
 """
@@ -77,11 +81,16 @@ class LSUVLayer:
 
 @dataclass(frozen=True)
 class LSUVResult:
-    """Per-layer outcome of :func:`lsuv`, in forward order."""
+    """Per-layer outcome of :func:`lsuv`, in forward order.
+
+    ``frozen`` names the frozen parameters (``requires_grad=False``) LSUV left as they were; a
+    layer with a frozen matrix is not in ``layers`` (it was neither pre-initialized nor rescaled).
+    """
 
     layers: tuple[LSUVLayer, ...]
     target_var: float
     tol: float
+    frozen: tuple[str, ...] = ()
 
     @property
     def stds(self) -> dict[str, float]:
@@ -149,6 +158,7 @@ def lsuv(
     on_zero: Literal["error", "skip"] = "error",
     seed: int = 0,
     progress: bool | None = None,
+    include_frozen: bool = False,
 ) -> LSUVResult:
     """Layer-sequential unit-variance init, in place and transactional. See the module docstring.
 
@@ -166,6 +176,8 @@ def lsuv(
             zero or NaN.
         seed: seed of the orthogonal draws (one generator per parameter name).
         progress: show a progress bar (``None``: when stderr is a TTY).
+        include_frozen: also pre-initialize and rescale frozen parameters (default: leave them
+            alone and list them in the result's ``frozen``).
 
     Returns:
         :class:`LSUVResult` with the per-layer stds and iterations.
@@ -189,6 +201,14 @@ def lsuv(
     layers = [
         la for la in graph.order() if la.kind == "weight" and la.calls > 0 and _weights(la.module)
     ]
+    frozen = [] if include_frozen else _frozen_names(model)
+    frozen_ids = {id(model.get_parameter(n)) for n in frozen}
+    layers = [la for la in layers if all(id(p) not in frozen_ids for *_, p in _weights(la.module))]
+    if not layers and frozen:
+        raise InitlabError(
+            "lsuv: every weight layer the batch reaches is frozen (requires_grad=False); "
+            "unfreeze them or pass include_frozen=True"
+        )
     if not layers:
         raise InitlabError(
             "lsuv: the model has no weight layer (linear/conv/...) that the batch reaches"
@@ -240,6 +260,8 @@ def lsuv(
                             full = f"{la.name}.{local}" if la.name else local
                             orthogonal_(owner, name=leaf, generator=generator(seed, "lsuv", full))
                         for pname, p in la.module.named_parameters():
+                            if id(p) in frozen_ids:
+                                continue
                             if p.dim() < 2 and "bias" in pname.rsplit(".", 1)[-1]:
                                 p.zero_()
             for i in progress_bar(len(layers), progress, "lsuv"):
@@ -282,4 +304,9 @@ def lsuv(
                     b.copy_(saved)
             for m, training in modes.items():
                 m.training = training
-    return LSUVResult(tuple(out), float(target_var), float(tol))
+    return LSUVResult(tuple(out), float(target_var), float(tol), tuple(frozen))
+
+
+def _frozen_names(model: nn.Module) -> list[str]:
+    """Qualified names of the model's frozen parameters (``requires_grad=False``), tied ones once."""
+    return [n for n, p in model.named_parameters() if not p.requires_grad]

@@ -18,7 +18,7 @@ zero-init            ``initlab.init(model, example=x, rules={"residual_out": "ze
 :func:`tfixup`       Xavier, embeddings ``N(0, d^-1/2) (9N)^(-1/4)``, v/out/fc1/fc2 of each
                      sub-layer x ``0.67 N_e^(-1/4)`` (encoder) or ``(9 N_d)^(-1/4)`` (decoder),
                      LayerNorm removed (Huang et al. 2020)
-:func:`zero_init`    ZerO (Zhao et al. 2022): identity / Hadamard weights, branch ends 0, head 0
+:func:`zerO_init`    ZerO (Zhao et al. 2022): identity / Hadamard weights, branch ends 0, head 0
 =================  ==========================================================================
 
 **Why zero is not a symmetry trap here.** "All weights zero" fails because every unit then
@@ -71,7 +71,7 @@ __all__ = [
     "skipinit",
     "tfixup",
     "tfixup_scales",
-    "zero_init",
+    "zerO_init",
 ]
 
 _Q_OR_K = re.compile(r"(^|_)(q|k|wq|wk|query|key|to_q|to_k|q_proj|k_proj|c_q|c_k)$")
@@ -83,7 +83,7 @@ class ResidualResult:
     """What a residual method did.
 
     Attributes:
-        method: ``"skipinit"``, ``"rezero"``, ``"fixup"``, ``"tfixup"`` or ``"zero_init"``.
+        method: ``"skipinit"``, ``"rezero"``, ``"fixup"``, ``"tfixup"`` or ``"zerO_init"``.
         plan: the applied :class:`~initlab.Plan` (``None`` for SkipInit, which draws nothing),
             made on the model as it was after norm removal and before any wrapping.
         branches: number of residual branches found (``L``).
@@ -93,6 +93,8 @@ class ResidualResult:
         wrapped: qualified module names replaced by a wrapper, with the wrapper's class name.
         removed: qualified names of normalization layers replaced by ``initlab.nn.NoNorm``.
         notes: anything worth knowing (skipped layers, edge cases).
+        kept: parameters the method left exactly as they were (Fixup: outside the branches).
+        model: the model the method changed (for :meth:`param_groups`).
     """
 
     method: str
@@ -104,6 +106,48 @@ class ResidualResult:
     wrapped: dict[str, str] = field(default_factory=dict)
     removed: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def param_groups(
+        self, lr: float, *, weight_decay: float = 0.0, scalar_lr_mult: float = 0.1
+    ) -> list[dict[str, Any]]:
+        """Optimizer parameter groups of the official Fixup recipe, for any ``torch.optim`` optimizer.
+
+        As the official training scripts (``hongyi-zhang/Fixup``, ``cifar/cifar_train.py`` and
+        ``imagenet/imagenet_train.py``): every parameter whose name contains ``bias`` or ``scale``
+        (the last part of the name: Fixup's scalar biases and multipliers, and the layers' own
+        biases) trains at
+        ``lr * scalar_lr_mult`` (lr/10), the rest at ``lr``; both groups get the same
+        ``weight_decay`` (the scripts pass one ``weight_decay`` to SGD, so it reaches the scalars
+        too). Frozen parameters are left out.
+
+        >>> from initlab.bench.models import residual_mlp
+        >>> net = residual_mlp(8, 3, blocks=2, width=16)
+        >>> groups = fixup(net, torch.randn(4, 8)).param_groups(0.1, weight_decay=1e-4)
+        >>> opt = torch.optim.SGD(groups, momentum=0.9)
+        >>> [(len(g["params"]), round(g["lr"], 6)) for g in groups]
+        [(18, 0.01), (6, 0.1)]
+        """
+        if self.model is None:
+            raise InitlabError(
+                f"{self.method}: this result holds no model; param_groups is for fixup's result"
+            )
+        if lr <= 0 or scalar_lr_mult <= 0 or weight_decay < 0:
+            raise InitlabError(
+                f"param_groups needs lr > 0, scalar_lr_mult > 0 and weight_decay >= 0, got "
+                f"lr={lr}, scalar_lr_mult={scalar_lr_mult}, weight_decay={weight_decay}"
+            )
+        scalars, others = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                leaf = name.rsplit(".", 1)[-1]
+                (scalars if "bias" in leaf or "scale" in leaf else others).append(p)
+        groups = [
+            {"params": scalars, "lr": lr * scalar_lr_mult, "weight_decay": weight_decay},
+            {"params": others, "lr": lr, "weight_decay": weight_decay},
+        ]
+        return [g for g in groups if g["params"]]
 
     def __str__(self) -> str:
         lines = [f"{self.method}: L={self.branches} branches, m={self.layers_per_branch}"]
@@ -361,6 +405,7 @@ def fixup(
     seed: int = 0,
     add_scalars: bool = True,
     norms: Literal["keep", "remove"] = "keep",
+    outside: Literal["keep", "init"] = "keep",
 ) -> ResidualResult:
     r"""Fixup (Zhang, Dauphin & Ma, ICLR 2019), for any model with residual branches.
 
@@ -372,7 +417,11 @@ def fixup(
        gain, :math:`\sqrt 2` for ReLU as in the code) times :math:`L^{-1/(2m-2)}`, with ``L`` the
        number of branches and ``m`` that branch's weight layers (from the graph; ``m = 1``: no
        scaling, see :func:`fixup_scale`); biases 0;
-    3. layers outside the branches (the stem, projection shortcuts): ``scheme`` unscaled;
+    3. layers outside the branches (the stem, embeddings, norms and biases outside the blocks):
+       **kept as they are**, as the official models leave the stem at its existing (PyTorch
+       default) init; ``outside="init"`` draws them with ``scheme`` instead (needed for a model
+       on the meta device). Projection shortcuts: ``scheme`` unscaled (He normal fan_out, as the
+       official ImageNet code's ``downsample`` convolutions);
     4. with ``add_scalars``: the scalar biases (0) and multiplier (1) of rule 3, placed as in the
        official block ``conv1(x + b1a) -> relu(. + b1b) -> conv2(. + b2a) -> . * scale + b2b``:
        every branch weight layer ``n`` becomes ``ScalarAffine(module, bias_in=0, bias_out=0)``
@@ -384,11 +433,15 @@ def fixup(
     out) has its ``out_proj`` zeroed and its packed ``in_proj_weight`` scaled like any other
     non-final branch layer.
 
-    Deviations from the official code, on purpose: the stem keeps ``scheme`` (the code leaves
-    PyTorch's default there); projection shortcuts get no scalar (the code reuses the block's
-    ``b1a`` on the downsample input); a layer with several inputs (``nn.MultiheadAttention``) gets
-    no ``bias_in``. The official recipe trains every scalar at lr/10: set that in your optimizer
-    (the scalars are the parameters named ``*.bias_in``, ``*.bias_out``, ``*.scale``).
+    Deviations from the official code, on purpose: projection shortcuts get no scalar (the code
+    reuses the block's ``b1a`` on the downsample input); a layer with several inputs
+    (``nn.MultiheadAttention``) gets no ``bias_in``.
+
+    Training: the official recipe trains the scalar biases and multipliers (and every other
+    parameter named ``bias`` or ``scale``) at lr/10; the result's
+    :meth:`ResidualResult.param_groups` hands those groups to any optimizer:
+    ``torch.optim.SGD(res.param_groups(0.1, weight_decay=1e-4), momentum=0.9)``. With one lr for
+    everything, a deep Fixup network can diverge at learning rates the recipe trains at.
 
     Normalization: Fixup's point is to train without it. ``norms="keep"`` (default) leaves norm
     layers in place (at weight 1, bias 0); ``norms="remove"`` replaces every normalization layer
@@ -399,8 +452,10 @@ def fixup(
         example: one forward call's input.
         scheme: the standard init of the non-zero weights (a scheme name).
         seed: seed of the draws.
-        add_scalars: add rule 3's scalars (a model change) or only initialize the weights.
+        add_scalars: add rule 4's scalars (a model change) or only initialize the weights.
         norms: ``"keep"`` or ``"remove"``.
+        outside: ``"keep"`` (default, the official code) or ``"init"``: draw the layers outside
+            the branches, except projection shortcuts and the head, with ``scheme``.
 
     >>> class Block(nn.Module):  # x + fc2(relu(fc1(x))): one residual branch of two layers
     ...     def __init__(self):
@@ -416,6 +471,7 @@ def fixup(
     (0.0, 0.0)
     """
     check_choice("norms", norms, ["keep", "remove"])
+    check_choice("outside", outside, ["keep", "init"])
     if add_scalars:
         _check_not_wrapped(model, "fixup")
 
@@ -463,6 +519,28 @@ def fixup(
                 if pname in p.entries and pname not in zeroed:
                     p = p.replace(pname, scheme="zeros", kwargs={}, fn=None)
                     zeroed.append(pname)
+        kept: list[str] = []
+        if outside == "keep":  # the official models re-initialize only branches and classifier
+            skips = {n for b in branches for n in b.skip_layers}
+            inside = {n for b in branches for n in b.layers} | branch_layers | skips | set(heads)
+            owner = {pn: ln for ln, la in g.layers.items() for pn in _all_params(la)}
+            for pname, e in list(p.entries.items()):
+                if owner.get(pname) not in inside and e.scheme != "keep":
+                    p = p.replace(pname, scheme="keep", kwargs={}, fn=None, std=None)
+                    kept.append(pname)
+            meta = [n for n in kept if model.get_parameter(n).is_meta]
+            if meta:
+                raise InitlabError(
+                    f"fixup keeps the layers outside the residual branches as they are (as the "
+                    f"official code), but {meta[0]} is on the meta device and has no values; "
+                    "pass outside='init' to draw them with `scheme`"
+                )
+            if kept:
+                notes.append(
+                    f"kept {len(kept)} parameters outside the branches as they were "
+                    f"({', '.join(kept[:3])}{' ...' if len(kept) > 3 else ''}); "
+                    "outside='init' draws them"
+                )
         for mname, mod in model.named_modules():  # user-built scalars: the plan sees 1-D "biases"
             if isinstance(mod, (inn.Scale, inn.Bias)):
                 pname = f"{mname}.{'scale' if isinstance(mod, inn.Scale) else 'bias'}"
@@ -500,7 +578,7 @@ def fixup(
                 _swap(model, la.name, inn.ScalarAffine(la.module, **kw), undo)  # type: ignore[arg-type]
                 wrapped[la.name] = "ScalarAffine"
         return ResidualResult("fixup", p, L, max(set(ms), key=ms.count), factors, tuple(zeroed),
-                              wrapped, removed, tuple(notes))  # fmt: skip
+                              wrapped, removed, tuple(notes), tuple(kept), model)  # fmt: skip
 
     return _run(model, body)
 
@@ -780,7 +858,7 @@ def tfixup(
 # ZerO
 
 
-def zero_init(
+def zerO_init(
     model: nn.Module,
     example: Any,
     *,
@@ -807,7 +885,7 @@ def zero_init(
     ...     def forward(self, x):
     ...         return x + self.fc2(self.fc1(x).relu())
     >>> net = nn.Sequential(nn.Linear(8, 16), Block(), Block(), nn.Linear(16, 3))
-    >>> r = zero_init(net, torch.randn(4, 8))
+    >>> r = zerO_init(net, torch.randn(4, 8))
     >>> torch.equal(net[1].fc1.weight, torch.eye(16)), float(net[1].fc2.weight.detach().abs().sum())
     (True, 0.0)
     """
@@ -829,7 +907,7 @@ def zero_init(
         p.apply()
         ms = [_m(g, b) for b in branches] or [0]
         notes = () if branches else ("no residual branch found: plain ZerO on every weight",)
-        return ResidualResult("zero_init", p, len(branches), max(set(ms), key=ms.count), {},
+        return ResidualResult("zerO_init", p, len(branches), max(set(ms), key=ms.count), {},
                               tuple(zeroed), {}, (), notes)  # fmt: skip
 
     return _run(model, body)
