@@ -65,6 +65,7 @@ from torch.func import functional_call
 
 from ..errors import InitlabError, check_choice
 from ..graph import is_norm
+from ..placement import check_placement
 from ..transaction import transaction
 from ._common import (
     Batches,
@@ -216,6 +217,7 @@ def gradinit(
     if not gamma > 0:
         raise InitlabError(f"gradinit: gamma must be > 0, got {gamma}")
 
+    check_placement(model, who="initlab.gradinit")
     named = dict(model.named_parameters())
     trainable = {n: p for n, p in named.items() if p.requires_grad}
     if not trainable:
