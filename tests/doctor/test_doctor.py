@@ -320,10 +320,11 @@ def test_report_dict_json_text_plots_html(tmp_path):
         "doctor_gradients.png",
         "doctor_grad_data.png",
         "doctor_update_data.png",
+        "doctor_loss.png",
     }
     assert all(p.stat().st_size > 1000 for p in paths)
     page = report.save_html(tmp_path / "r.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    assert page.count("data:image/png;base64,") == 5 and "<table class='grid'>" in page
 
 
 def test_update_ratio_is_the_true_update_with_adam():

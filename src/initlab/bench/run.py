@@ -291,6 +291,7 @@ def _makemore(seeds: int, steps: int, progress: Callable[[str], None]) -> list[R
                 opt.step()
                 if step % max(1, steps // 50) == 0:
                     run.losses.append(loss.item())
+            run.extra["loss_every"] = max(1, steps // 50)  # the plots' step axis
             with torch.no_grad():
                 run.extra["train_loss"] = float(F.cross_entropy(model(ds.x_train), ds.y_train))
                 run.extra["val_loss"] = float(F.cross_entropy(model(x_val), y_val))
@@ -473,6 +474,34 @@ def _check_device(device: str) -> str:
     return str(dev)
 
 
+def _table_size(families: list[str]) -> int:
+    """Runs of one seed of :func:`_table`: each family with and without BN, every row (Fixup only
+    for the ResNet without BN)."""
+    rows = len(TABLE_ROWS)
+    return sum(2 * rows - (1 if f == "resnet" else 2) for f in families)
+
+
+def suite_size(name: str, seeds: int = 1, models: list[str] | None = None) -> int:
+    """How many training runs :func:`run_suite` will do (for a progress bar with counts and ETA).
+
+    >>> suite_size("quick")
+    16
+    """
+    makemore, depth, residual = 6 * seeds, 2 * 4 * 7 * seeds, 2 * 4 * 7 * seeds
+    table = _table_size(["vgg", "resnet"]) * seeds
+    sizes = {
+        "quick": 6 + 2 * 3 + 4,
+        "makemore": makemore,
+        "depth": depth,
+        "residual": residual,
+        "gradinit-table": table,
+        "all": makemore + depth + residual + table,
+        "cifar10": _table_size([m.rstrip("0123456789") for m in models or ["vgg19", "resnet110"]])
+        * seeds,
+    }
+    return sizes.get(name, 0)
+
+
 def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threads: int = 1,
               progress: Callable[[str], None] | None = None, device: str = "cpu",
               data: str | Path | None = None, epochs: int | None = None,
@@ -632,16 +661,36 @@ def _save_log_plot(fig: Any, ax: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if ax.get_legend_handles_labels()[0]:  # beside the axes: never over a curve or a marker
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+def _loss_curve(ax: Any, r: Run, color: str) -> list[float]:
+    """One run's training loss per epoch from its initial loss (epoch 0); a diverged run ends in
+    a cross at the epoch it diverged, a failed method gets a legend entry. Returns the plotted
+    finite values."""
+    if r.error:
+        ax.plot([], [], color=color, label=f"{r.method}: failed ({r.error[:40]})")
+        return []
+    start = [r.init_loss] if math.isfinite(r.init_loss) else []
+    ys = start + list(r.losses)
+    xs = list(range(0 if start else 1, len(r.losses) + 1))
+    finite = [v for v in ys if math.isfinite(v) and v > 0]
+    label = r.method + (f" (diverged in epoch {len(r.losses) + 1})" if r.diverged else "")
+    ax.plot(xs, ys, color=color, marker=".", label=label)
+    if r.diverged:
+        y = ys[-1] if ys and math.isfinite(ys[-1]) else (max(finite) if finite else 1.0)
+        ax.plot([len(r.losses) + 1], [y], "x", color=color, ms=11, mew=2.5)
+    return finite
+
+
 def plot(runs: list[Run], out: Path) -> list[Path]:
-    """Loss curves per method (one figure per model), the std of each layer's output at init
-    per method, and accuracy vs depth."""
+    """Loss curves per method (one figure per model; diverged runs end in a cross), the std of
+    each layer's output at init per method (zeroed layers marked at the bottom), and accuracy vs
+    depth (bars when the suite has one depth)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -652,51 +701,96 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     for r in runs:
         by_model.setdefault((r.suite, r.model, r.lr), []).append(r)
     for (suite, model, lr), rs in by_model.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in rs:
-            if r.losses and r.seed == 0:
-                ax.plot(r.losses, label=r.method + (" (diverged)" if r.diverged else ""))
-        ax.set_title(f"{suite}: {model}, lr {lr:g}")
-        ax.set_xlabel("epoch" if suite != "makemore" else "step / (steps/50)")
-        ax.set_ylabel("training loss")
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for i, r in enumerate(x for x in rs if x.seed == 0):
+            if suite == "makemore":
+                if r.losses:
+                    every = r.extra.get("loss_every", 1)
+                    ax.plot([i * every for i in range(len(r.losses))], r.losses,
+                            label=r.method + (" (diverged)" if r.diverged else ""))  # fmt: skip
+            else:
+                _loss_curve(ax, r, f"C{i % 10}")
+        ax.set_title(f"{suite}: {model}, lr {lr:g} (seed 0)")
+        if suite == "makemore":
+            ax.set_xlabel("training step (loss of one batch of 32)")
+            ax.set_ylabel("training loss (cross-entropy, nats; log scale)")
+        else:
+            ax.set_xlabel("epoch (0: at initialization)")
+            ax.set_ylabel("training loss (cross-entropy, nats; log scale)")
         paths.append(_save_log_plot(fig, ax, out / f"loss_{suite}_{model}_lr{lr:g}.png"))
     by_net: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         if r.extra.get("act_std") and r.seed == 0:
             by_net.setdefault((r.suite, r.model), []).append(r)
     for (suite, model), rs in by_net.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        seen = set()
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        seen: dict[str, list[int]] = {}
+        positive = [v for r in rs for _, v in r.extra["act_std"] if v > 0 and math.isfinite(v)]
+        floor = min(positive) / 4 if positive else 1e-3
         for r in rs:
             if r.method in seen:  # the same init at several lrs: one curve
                 continue
-            seen.add(r.method)
-            stds = [max(v, 1e-12) for _, v in r.extra["act_std"]]
-            ax.plot(range(1, len(stds) + 1), stds, marker=".", label=r.method)
+            color = f"C{len(seen) % 10}"
+            stds = [v for _, v in r.extra["act_std"]]
+            xs = list(range(1, len(stds) + 1))
+            masked = [v if v > 0 and math.isfinite(v) else float("nan") for v in stds]
+            ax.plot(xs, masked, marker=".", color=color, label=r.method)
+            zeros = [x for x, v in zip(xs, stds, strict=True) if v == 0]
+            seen[r.method] = zeros
+            if zeros:  # zeroed layers (ZerO, SkipInit, Fixup): marked, not drawn at 1e-12
+                ax.plot(zeros, [floor] * len(zeros), "v", color=color, ms=6, ls="none",
+                        label=f"{r.method}: output exactly 0 ({len(zeros)} layers)")  # fmt: skip
         ax.set_title(f"{suite}: {model}, output std per layer at init (seed 0)")
         ax.set_xlabel("Linear/conv layer, in call order")
-        ax.set_ylabel("std of the layer's output")
+        ax.set_ylabel("std of the layer's output (log scale)")
         paths.append(_save_log_plot(fig, ax, out / f"act_std_{suite}_{model}.png"))
     depth_runs = [r for r in runs if r.suite == "depth"]
     if depth_runs:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for ax, act in zip(axes, ("tanh", "relu"), strict=True):
-            for method in dict.fromkeys(r.method for r in depth_runs):
-                pts: dict[int, list[float]] = {}
-                for r in depth_runs:
-                    if r.method == method and r.model.endswith(act):
-                        pts.setdefault(int(r.model[3:].split("-")[0]), []).append(
-                            0.0 if r.diverged or math.isnan(r.acc_final) else r.acc_final
-                        )
-                xs = sorted(pts)
-                ax.plot(xs, [statistics.mean(pts[x]) for x in xs], marker="o", label=method)
-            ax.set_title(f"plain MLP, {act}: test accuracy vs depth")
-            ax.set_xlabel("depth")
-            ax.set_ylim(0, 1)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / "accuracy_vs_depth.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_plot_depth(plt, depth_runs, out / "accuracy_vs_depth.png"))
     return paths
+
+
+def _plot_depth(plt: Any, depth_runs: list[Run], path: Path) -> Path:
+    """Test accuracy against depth per method; with one depth, bars per method (a line through
+    one point per method says nothing). Diverged runs count as accuracy 0 and are marked."""
+    depths = sorted({int(r.model[3:].split("-")[0]) for r in depth_runs})
+    methods = list(dict.fromkeys(r.method for r in depth_runs))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, act in zip(axes, ("tanh", "relu"), strict=True):
+        for k, method in enumerate(methods):
+            pts: dict[int, list[float]] = {}
+            bad: dict[int, int] = {}
+            for r in depth_runs:
+                if r.method == method and r.model.endswith(act):
+                    d = int(r.model[3:].split("-")[0])
+                    failed = r.diverged or bool(r.error) or math.isnan(r.acc_final)
+                    pts.setdefault(d, []).append(0.0 if failed else r.acc_final)
+                    bad[d] = bad.get(d, 0) + int(failed)
+            xs = sorted(pts)
+            ys = [statistics.mean(pts[x]) for x in xs]
+            if len(depths) == 1:
+                height = ys[0] if ys else 0.0
+                ax.bar(k, height, color=f"C{k % 10}")
+                ax.text(k, height + 0.01, f"{height:.2f}", ha="center", va="bottom", fontsize=8)
+                if bad.get(depths[0]):
+                    ax.text(k, 0.02, "diverged", rotation=90, ha="center", va="bottom", fontsize=8)
+            else:
+                ax.plot(xs, ys, marker="o", color=f"C{k % 10}", label=method)
+                marks = [x for x in xs if bad.get(x)]
+                if marks:
+                    ax.plot(marks, [statistics.mean(pts[x]) for x in marks], "x", ms=10, mew=2,
+                            color=f"C{k % 10}")  # fmt: skip
+        if len(depths) == 1:
+            ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
+            ax.set_title(f"plain MLP, depth {depths[0]}, {act}: test accuracy")
+            ax.set_xlabel("init method")
+        else:
+            ax.set_title(f"plain MLP, {act}: test accuracy vs depth (x: diverged)")
+            ax.set_xlabel("depth (hidden layers)")
+            ax.legend(fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("test accuracy (fraction)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
