@@ -554,3 +554,46 @@ def test_dtype_mismatches_are_named():
             initlab.InitlabError, match=r"dtype mismatch: the example is torch\.float32"
         ):
             call()
+
+
+def test_diverging_steps_are_a_finding_and_marked_in_the_plots(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3))
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    report = doctor(net, x, y, steps=8, optimizer=lambda p: torch.optim.SGD(p, lr=1e6))
+    f = report.finding("nonfinite")
+    assert f.severity == "fail" and f.message.startswith(
+        "training diverged: NaN/inf at optimizer step"
+    )
+    assert f.cli == "--lr 100000"
+    assert "NaN/inf" in report.text()  # the update:data column says so instead of "1enan"
+    pytest.importorskip("matplotlib")
+    names = {p.name for p in report.plot(tmp_path)}
+    assert {"doctor_update_data.png", "doctor_loss.png"} <= names
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_a_real_browser(tmp_path):
+    """The HTML report as a picture: headless Chromium's screenshot is a full, non-blank page.
+    (Look at it too: README, Development.)"""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed")
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 3))
+    x, y = torch.randn(128, 8), torch.randint(0, 3, (128,))
+    page = doctor(net, x, y, steps=3).save_html(tmp_path / "r.html")
+    shot = tmp_path / "r.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1280,2400", page.resolve().as_uri()],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    im = Image.open(shot).convert("L")
+    assert im.size == (1280, 2400)
+    top = im.crop((0, 0, 1280, 800))
+    assert top.getextrema()[0] < 60  # dark text drawn in the first screen (verdict, details)

@@ -40,7 +40,8 @@ check id                    rule (warn / fail) and its source
                             > 50, or mean sigma^2 outside [1e-4, 1e4] (Pennington et al. 2017:
                             dynamical isometry wants all singular values near 1).
 ``nonfinite``               any NaN/inf in the inputs, the targets, the weights, the loss, an
-                            activation or a gradient: fail (the fix depends on which came first).
+                            activation or a gradient, or during the doctor's optimizer steps:
+                            fail (the fix depends on which came first).
 ==========================  ======================================================================
 
 Findings are raised on the mean over batches; when several batches were measured, a ``warn``
@@ -190,13 +191,33 @@ def _nonfinite(m: dict[str, Any]) -> list[Finding]:
                         f"{fix}", weights[0], float(len(weights)), 0.0, fix,
                         "--scheme kaiming_normal")]  # fmt: skip
     if not bad:
-        return [Finding("nonfinite", "ok",
-                        "no NaN or inf in the data, weights, loss, activations or gradients")]  # fmt: skip
+        return _diverged_steps(m) or [
+            Finding("nonfinite", "ok",
+                    "no NaN or inf in the data, weights, loss, activations or gradients")]  # fmt: skip
     where, what = bad[0]
     fix = ("re-initialize with initlab.init(model, example=...) (a scheme with the right gain); "
            "check the loss for log(0)")  # fmt: skip
     return [Finding("nonfinite", "fail", f"NaN/inf first in {where} ({what}), {len(bad)} places "
                     f"in all; {fix}", where, float(len(bad)), 0.0, fix, "--scheme kaiming_normal")]  # fmt: skip
+
+
+def _diverged_steps(m: dict[str, Any]) -> list[Finding]:
+    """The doctor's own optimizer steps (on a copy) ran into NaN/inf: the learning rate (or the
+    init's scale) is too large for this optimizer."""
+    steps = m.get("steps") or []
+    bad_loss = [s["step"] for s in steps if not math.isfinite(s["loss"])]
+    bad_update = [k for p in m["params"] for k, u in enumerate(p.get("update_to_data") or [])
+                  if u is not None and not math.isfinite(u)]  # fmt: skip
+    first = min(bad_loss + bad_update, default=None)
+    if first is None:
+        return []
+    lr = m.get("lr")
+    fix = (f"lower the learning rate{f' (now {lr:g}; try {lr / 10:g})' if lr else ''} or the "
+           "init's scale (initlab.init(model, example=x))")  # fmt: skip
+    msg = (f"training diverged: NaN/inf at optimizer step {first + 1} of {len(steps)} "
+           f"(the doctor's steps, on a copy); {fix}")  # fmt: skip
+    return [Finding("nonfinite", "fail", msg, "steps", float(first + 1), 0.0, fix,
+                    f"--lr {lr / 10:g}" if lr else "a lower --lr")]  # fmt: skip
 
 
 def _initial_loss(m: dict[str, Any]) -> list[Finding]:
@@ -415,7 +436,7 @@ def _update_ratio(m: dict[str, Any]) -> list[Finding]:
     lw, lf = THRESHOLDS["update_ratio_low"]
     hw, hf = THRESHOLDS["update_ratio_high"]
     for p in m["params"]:
-        ups = [u for u in p.get("update_to_data") or [] if u is not None and u > 0]
+        ups = [u for u in p.get("update_to_data") or [] if u is not None and 0 < u < math.inf]
         if not ups or p.get("role") in ("bias", "norm") or p.get("ndim", 2) < 2:
             continue
         logr = sum(math.log10(u) for u in ups) / len(ups)

@@ -140,8 +140,11 @@ class Report:
               "update:data"]  # fmt: skip
         prows = []
         for p in m["params"]:
-            ups = [u for u in p.get("update_to_data") or [] if u]
+            every = [u for u in p.get("update_to_data") or [] if u is not None]
+            ups = [u for u in every if 0 < u < math.inf]
             up = f"1e{sum(math.log10(u) for u in ups) / len(ups):.2f}" if ups else "-"
+            if any(not math.isfinite(u) for u in every):
+                up = "NaN/inf"
             prows.append([p["name"], "x".join(map(str, p["shape"])), _num(p["data_std"]),
                           _num(p.get("planned_std")), _num(p.get("std_ratio"), ".2f"),
                           _num(p.get("grad_norm")), _num(p.get("grad_to_data")), up])  # fmt: skip
@@ -321,7 +324,8 @@ class Report:
         ax2.set_xticks(range(len(rows)), [p["name"] for p in rows], rotation=60, fontsize=7,
                        ha="right")  # fmt: skip
         ax2.set_xlabel("weight")
-        ax2.set_ylabel("std(grad) / std(weight) (log scale)")
+        ax2.set_ylabel("std(grad) / std(weight), log scale", labelpad=8)
+        _no_minor_labels(ax2)
         ax2.set_title("grad:data ratio per weight")
         return fig
 
@@ -342,12 +346,15 @@ class Report:
                 if u is None or not math.isfinite(u)
             ]
             if bad:  # diverged steps: marked, not dropped
-                ax.plot(bad, [1.0] * len(bad), "x", color=f"C{i % 10}", ms=9, mew=2,
+                ax.plot(bad, [0.96] * len(bad), "x", color=f"C{i % 10}", ms=9, mew=2,
+                        transform=ax.get_xaxis_transform(),  # at the top: no value to place
                         label=f"{p['name']}: NaN/inf at step {bad[0]}")  # fmt: skip
         ax.axhline(1e-3, color="k", ls="--", lw=1, label="1e-3 (healthy)")
         ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("||W_after - W_before|| / ||W_before|| (log scale)")
+        ax.set_ylabel("||W_after - W_before|| / ||W_before||, log scale", labelpad=8)
+        _integer_steps(ax)
+        _no_minor_labels(ax)
         ax.set_title(f"{self.model_name}: update:data ratio")
         _legend(ax)
         return fig
@@ -369,7 +376,10 @@ class Report:
         if finite and min(finite) > 0 and max(finite) / min(finite) > 30:
             ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("loss")
+        kind = self.measurements["initial_loss"].get("kind")
+        ax.set_ylabel({"classification": "loss (cross-entropy, nats)",
+                       "regression": "loss (mean squared error)"}.get(kind, "loss"))  # fmt: skip
+        _integer_steps(ax)
         ax.set_title(f"{self.model_name}: loss over the doctor's steps")
         _legend(ax)
         return fig
@@ -405,6 +415,8 @@ class Report:
             parts.append("<ol class='top'>")
             for f in self.problems:
                 fix = f" <span class='fix'>Fix: {esc(f.fix)}</span>" if f.fix else ""
+                if f.cli:
+                    fix += f" <span class='fix'>Command line: <code>{esc(f.cli)}</code></span>"
                 parts.append(f"<li><span class='badge {f.severity}'>{f.severity.upper()}</span> "
                              f"<code>{esc(f.check)}</code> at <code>{esc(f.layer or 'model')}</code>."
                              f"{fix}</li>")  # fmt: skip
@@ -463,7 +475,7 @@ _CSS = (
     ".verdict.fail{background:#fdecea;border-left:6px solid #c62828}"
     ".verdict.warn{background:#fff4e5;border-left:6px solid #e65100}"
     ".verdict.ok{background:#edf7ed;border-left:6px solid #2e7d32}"
-    "ol.top li{margin:.35em 0}.fix{color:#444}"
+    "ol.top li{margin:.35em 0}.fix{color:#444}.fix code{white-space:nowrap}"
     ".badge{display:inline-block;padding:1px 7px;border-radius:10px;color:#fff;font-size:.8em;"
     "font-weight:600}.badge.fail{background:#c62828}.badge.warn{background:#e65100}"
     ".badge.ok{background:#2e7d32}"
@@ -473,7 +485,7 @@ _CSS = (
     "font-variant-numeric:tabular-nums}"
     "table.grid td:first-child,table.grid th:first-child{text-align:left}"
     "table.grid tbody tr:nth-child(even){background:#f6f8fa}"
-    "table.findings td{text-align:left;vertical-align:top}table.findings td.msg{max-width:420px}"
+    "table.findings td,table.findings th{text-align:left;vertical-align:top}table.findings td.msg{max-width:420px}"
     "table.findings tr.fail td{background:#fdecea}table.findings tr.warn td{background:#fff4e5}"
     "table.kv th{text-align:left;padding:3px 14px 3px 0;color:#555;font-weight:600}"
     "table.kv td{padding:3px 0}"
@@ -516,6 +528,19 @@ def _line(ax: Any, hist: Any, label: str) -> None:
     centers = [lo + step * (i + 0.5) for i in range(n)]
     total = sum(counts) or 1.0
     ax.plot(centers, [c / total / step for c in counts], label=label)
+
+
+def _integer_steps(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _no_minor_labels(ax: Any) -> None:
+    """Log axes label only the decades: minor labels (``6x10^-2``) crowd into the axis title."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _legend(ax: Any) -> None:
