@@ -1,4 +1,4 @@
-"""Tests of the doctor: the seed's makemore story, depth, non-intrusiveness, per-call statistics."""
+"""Tests of the doctor: Karpathy's makemore story, depth, non-intrusiveness, per-call statistics."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from initlab.graph import trace
 models = pytest.importorskip("initlab.bench.models")
 
 
-# --------------------------------------------------------------------------- makemore (seed 003)
+# --------------------------------------------------------------------------- makemore (part 3)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""``initlab bench``: the seeds' experiments on real, offline data, with tables and plots.
+"""``initlab bench``: the papers' experiments (makemore part 3, GradInit's table, deep plain and
+residual nets) on real, offline data, with tables and plots.
 
 Each suite trains the same models on the same data with the same recipe and seeds for every
 method; only the initialization differs. Learning rates follow one rule per suite (written in
@@ -238,7 +239,7 @@ def train_classifier(
         accs.append(accuracy(model, x_test, y_test))
     run.seconds = time.perf_counter() - t0
     if accs:
-        # "+1 epoch" rows report Acc_1 after their extra epoch, as the seed's table does
+        # "+1 epoch" rows report Acc_1 after their extra epoch, as GradInit's table (Zhu et al. 2021) does
         run.acc_1 = accs[recipe.extra_epochs] if len(accs) > recipe.extra_epochs else math.nan
         run.acc_best, run.acc_final = max(accs), accs[-1]
     return run
@@ -249,7 +250,7 @@ def train_classifier(
 
 
 def _makemore(seeds: int, steps: int, progress: Callable[[str], None]) -> list[Run]:
-    """Seed 003: the makemore MLP on US first names; initial loss, saturation, dead units, losses.
+    """Karpathy's makemore (part 3): the MLP on US first names; initial loss, saturation, dead units, losses.
 
     Recipe (the lecture's): batch 32, SGD lr 0.1 for the first half of ``steps`` then 0.01.
     """
@@ -324,7 +325,7 @@ def _depth(seeds: int, depths: list[int], methods: list[str], epochs: int, progr
            device: str = "cpu") -> list[Run]:  # fmt: skip
     """Plain MLPs (width 256, no normalization) on standardized digits; one recipe for every
     method: SGD momentum 0.9, lr 0.01, batch 64 (REFERENCE.md's). Learned methods start from
-    ``initlab.init`` and GradInit is fitted to lr 0.01 (issue 5's depth challenge)."""
+    ``initlab.init`` and GradInit is fitted to lr 0.01 (the depth experiment)."""
     recipe = Recipe(lr=0.01, epochs=epochs)
     runs = []
     for seed in range(seeds):
@@ -369,7 +370,7 @@ def _residual(seeds: int, blocks: list[int], lrs: list[float], methods: list[str
 TABLE_ROWS = (("kaiming", 0, 0), ("kaiming +1 epoch const", 1, 0), ("kaiming +1 epoch warmup", 1, 1),
               ("metainit", 0, 0), ("gradinit", 0, 0), ("lsuv", 0, 0), ("zero", 0, 0),
               ("fixup", 0, 0))  # fmt: skip
-"""The rows of seed 004's table (+ LSUV, ZerO, Fixup): (row name, extra epochs, warmup)."""
+"""The rows of GradInit's CIFAR-10 table (Zhu et al. 2021; + LSUV, ZerO, Fixup): (row name, extra epochs, warmup)."""
 
 GRADINIT_SCALE_LR = {"vgg": 1e-2, "vgg-bn": 1e-1, "resnet": 5e-2, "resnet-bn": 1e-3}
 """GradInit's scale lr per architecture, from the released ``launch/run_gradinit.sh``."""
@@ -377,7 +378,7 @@ GRADINIT_SCALE_LR = {"vgg": 1e-2, "vgg-bn": 1e-1, "resnet": 5e-2, "resnet-bn": 1
 
 def _table(suite: str, ds: bench_data.Dataset, archs: dict[str, Callable[[bool], nn.Module]],
            seed: int, base: Recipe, progress, device: str) -> list[Run]:  # fmt: skip
-    """One seed of the seed-004 table on ``ds``: every architecture with and without BN, every
+    """One seed of GradInit's table on ``ds``: every architecture with and without BN, every
     row, GradInit's recipe (see :func:`_gradinit_table`)."""
     runs = []
     for arch, make in archs.items():
@@ -402,7 +403,7 @@ def _table(suite: str, ds: bench_data.Dataset, archs: dict[str, Callable[[bool],
 
 
 def _gradinit_table(seeds: int, epochs: int, progress, device: str = "cpu") -> list[Run]:
-    """Seed 004's table scaled to CPU: VGG-like and ResNet-like CNNs, with and without
+    """GradInit's table (Zhu et al. 2021) scaled to CPU: VGG-like and ResNet-like CNNs, with and without
     BatchNorm, on digits as 8x8 images.
 
     One recipe for all rows, GradInit's released CIFAR recipe (``train_cifar.py`` and
@@ -438,7 +439,7 @@ CIFAR_ARCHS: dict[str, Callable[[bool], nn.Module]] = {
 
 def _cifar10(seeds: int, path: str | Path, epochs: int, archs: list[str], progress,
              device: str, subset: int | None = None) -> list[Run]:  # fmt: skip
-    """Seed 004's table on CIFAR-10 itself, GradInit's released recipe in full: batch 128, lr 0.1,
+    """GradInit's table (Zhu et al. 2021) on CIFAR-10 itself, GradInit's released recipe in full: batch 128, lr 0.1,
     cosine over ``epochs`` (the paper: 200), weight decay 1e-4, crop + flip + Cutout, gradient
     clip 1 without BN, rows as :func:`_gradinit_table` (GradInit: 390 iterations = one epoch).
     ``subset`` keeps the first N training and test images (for smoke tests)."""

@@ -1,4 +1,4 @@
-"""The makemore demo (Karpathy 2022, "Building makemore Part 3"): the seed's story, diagnosed.
+"""The makemore demo (Karpathy 2022, "Building makemore Part 3"): the lecture's story, diagnosed.
 
 The lecture's MLP (embedding 27x10, block 3, 200 tanh units, 27 logits) on US first names
 (the ``names`` package, offline), initialized twice:
