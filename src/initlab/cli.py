@@ -92,6 +92,10 @@ def _fail_loud(debug: bool) -> Iterator[None]:
         _say_error("aborted")
         raise SystemExit(130) from None
     except click.ClickException as exc:  # usage errors: bad flags and values
+        no_args = getattr(click.exceptions, "NoArgsIsHelpError", None)
+        if no_args is not None and isinstance(exc, no_args) and exc.ctx is not None:
+            click.echo(exc.ctx.get_help())  # a bare `initlab`: the help, not an error
+            raise SystemExit(EXIT_OK) from None
         if debug:
             traceback.print_exc()
         ctx = getattr(exc, "ctx", None)
@@ -564,7 +568,7 @@ def doctor_cmd(factory: str | None, demo: str | None, data_name: str, example_sh
     opt_cls = getattr(torch.optim, OPTIMIZERS[optimizer])
     from .doctor import doctor
 
-    show = not as_json and err_console.is_terminal
+    show = err_console.is_terminal  # on stderr: --json keeps stdout clean
     with _progress_bar("doctor", show) as update:
         report = doctor(model, x, y, data=data, steps=steps, seed=seed, plan=p, setup=setup,
                         optimizer=lambda params: opt_cls(params, lr=lr),
