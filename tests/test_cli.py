@@ -155,11 +155,11 @@ def _bad_cases(f: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("no colon", [*plan, str(f)], "expected FILE.py:FUNC or MODULE:FUNC"),
         ("missing attribute", [*plan, f"{f}:nope"], "has no 'nope'; callables there:"),
         ("class needs arguments", [*plan, f"{f}:NeedsArgs"], "needs arguments (width)"),
-        ("non-callable attribute", [*plan, f"{f}:WIDTH"], "WIDTH is a int, not a function"),
+        ("non-callable attribute", [*plan, f"{f}:WIDTH"], "WIDTH is an int, not a function"),
         (
             "factory returns no module",
             [*plan, f"{f}:not_a_model"],
-            "returned a int, not an nn.Module",
+            "returned an int, not an nn.Module",
         ),
         ("bad shape", ["plan", f"{f}:double", "--example-shape", "abc"], "--example-shape 'abc'"),
         (

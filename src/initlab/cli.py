@@ -200,10 +200,15 @@ def load_factory(spec: str) -> Any:
     factory = getattr(module, attr)
     if not callable(factory):
         raise UsageProblem(
-            f"FACTORY {spec!r}: {attr} is a {type(factory).__name__}, not a function or class; "
+            f"FACTORY {spec!r}: {attr} is {_a(type(factory).__name__)}, not a function or class; "
             "name a function (or nn.Module class) that builds the model"
         )
     return factory
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: ``an int``, ``a str``."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def build_model(spec: str) -> torch.nn.Module:
@@ -236,7 +241,7 @@ def build_model(spec: str) -> torch.nn.Module:
         raise _user_code_error(f"FACTORY {spec!r}", exc) from exc
     if not isinstance(model, torch.nn.Module):
         raise UsageProblem(
-            f"FACTORY {spec!r} returned a {type(model).__name__}, not an nn.Module; it must "
+            f"FACTORY {spec!r} returned {_a(type(model).__name__)}, not an nn.Module; it must "
             "build and return the model"
         )
     return model
