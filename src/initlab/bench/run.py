@@ -693,6 +693,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     each layer's output at init per method (zeroed layers marked at the bottom), and accuracy vs
     depth (bars when the suite has one depth)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -717,6 +718,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
             ax.set_ylabel("training loss (cross-entropy, nats; log scale)")
         else:
             ax.set_xlabel("epoch (0: at initialization)")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_ylabel("training loss (cross-entropy, nats; log scale)")
         paths.append(_save_log_plot(fig, ax, out / f"loss_{suite}_{model}_lr{lr:g}.png"))
     by_net: dict[tuple[str, str], list[Run]] = {}
@@ -772,9 +774,10 @@ def _plot_depth(plt: Any, depth_runs: list[Run], path: Path) -> Path:
             if len(depths) == 1:
                 height = ys[0] if ys else 0.0
                 ax.bar(k, height, color=f"C{k % 10}")
-                ax.text(k, height + 0.01, f"{height:.2f}", ha="center", va="bottom", fontsize=8)
-                if bad.get(depths[0]):
-                    ax.text(k, 0.02, "diverged", rotation=90, ha="center", va="bottom", fontsize=8)
+                n_bad = bad.get(depths[0], 0)
+                text = f"{height:.2f}" + (f" ({n_bad} diverged)" if n_bad else "")
+                ax.text(k, height + 0.01, text, ha="center", va="bottom", fontsize=8,
+                        color="C3" if n_bad else "black")  # fmt: skip
             else:
                 ax.plot(xs, ys, marker="o", color=f"C{k % 10}", label=method)
                 marks = [x for x in xs if bad.get(x)]
