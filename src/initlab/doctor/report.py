@@ -416,7 +416,7 @@ class Report:
             for f in self.problems:
                 fix = f" <span class='fix'>Fix: {esc(f.fix)}</span>" if f.fix else ""
                 if f.cli:
-                    fix += f" <span class='fix'>Command line: <code>{esc(f.cli)}</code></span>"
+                    fix += f"<br><span class='fix'>Command line: <code>{esc(f.cli)}</code></span>"
                 parts.append(f"<li><span class='badge {f.severity}'>{f.severity.upper()}</span> "
                              f"<code>{esc(f.check)}</code> at <code>{esc(f.layer or 'model')}</code>."
                              f"{fix}</li>")  # fmt: skip
@@ -437,7 +437,7 @@ class Report:
             parts.append(f"<tr class='{f.severity}'><td><span class='badge {f.severity}'>"
                          f"{f.severity.upper()}</span></td><td><code>{esc(f.check)}</code></td>"
                          f"<td><code>{esc(f.layer or '-')}</code></td><td class='msg'>"
-                         f"{esc(f.message.split('; ')[0] if f.fix else f.message)}</td>"
+                         f"{esc(_measured(f))}</td>"
                          f"<td class='msg'>{esc(f.fix or '-')}</td>"
                          f"<td><code>{esc(f.cli or '-')}</code></td></tr>")  # fmt: skip
         parts.append("</tbody></table>")
@@ -528,6 +528,15 @@ def _line(ax: Any, hist: Any, label: str) -> None:
     centers = [lo + step * (i + 0.5) for i in range(n)]
     total = sum(counts) or 1.0
     ax.plot(centers, [c / total / step for c in counts], label=label)
+
+
+def _measured(f: Finding) -> str:
+    """A finding's message without its fix (shown in its own column), keeping ``[also ...]``."""
+    if not f.fix:
+        return f.message
+    head = f.message.split("; ")[0]
+    also = f.message.rfind(" [also ")
+    return head + (f.message[also:] if also > len(head) else "")
 
 
 def _integer_steps(ax: Any) -> None:
