@@ -220,6 +220,11 @@ def _diverged_steps(m: dict[str, Any]) -> list[Finding]:
                     f"--lr {lr / 10:g}" if lr else "a lower --lr")]  # fmt: skip
 
 
+def _head_flags(m: dict[str, Any]) -> str:
+    """The flags that shrink the head, keeping the scheme already examined (the plan's)."""
+    return f"--scheme {m.get('plan_scheme') or 'kaiming_normal'} --head-scale 0.01"
+
+
 def _initial_loss(m: dict[str, Any]) -> list[Finding]:
     il = m["initial_loss"]
     obs, exp, kind = il["observed"], il["expected"], il["kind"]
@@ -243,7 +248,7 @@ def _initial_loss(m: dict[str, Any]) -> list[Finding]:
                f"log({il['classes']}) (excess {excess:.0%} > {warn if sev == 'warn' else fail:.0%}); "
                f"{fix}")  # fmt: skip
         return [Finding("initial_loss", sev, msg, head, obs, exp, fix,
-                        "--scheme kaiming_normal --head-scale 0.01")]  # fmt: skip
+                        _head_flags(m))]  # fmt: skip
     warn, fail = THRESHOLDS["initial_loss_mse"]
     ratio = obs / exp if exp > 0 else math.inf
     sev = _grade(ratio, warn, fail)
@@ -253,7 +258,7 @@ def _initial_loss(m: dict[str, Any]) -> list[Finding]:
     if sev != "ok":
         msg = f"outputs too large: {msg} > {warn if sev == 'warn' else fail}; {fix}"
     return [Finding("initial_loss", sev, msg, m.get("head"), obs, exp, fix if sev != "ok" else "",
-                    "--scheme kaiming_normal --head-scale 0.01" if sev != "ok" else "")]  # fmt: skip
+                    _head_flags(m) if sev != "ok" else "")]  # fmt: skip
 
 
 def _acts(m: dict[str, Any]) -> list[dict[str, Any]]:
