@@ -109,7 +109,7 @@ def test_bad_files(tmp_path: Path) -> None:
         load_rules(bad)
     other = tmp_path / "other.json"
     other.write_text('{"a": 1}')
-    with pytest.raises(InitlabError, match="not an initlab init file"):
+    with pytest.raises(InitlabError, match="not an initlab rules file"):
         load_rules(other)
     with pytest.raises(InitlabError, match=r"no nn\.Module class"):
         rules_from_dict({"class_rules": {"torch.nn.Nope": "zeros"}})
@@ -141,3 +141,63 @@ def test_plan_toml_has_no_nulls(tmp_path: Path) -> None:
     p = plan(net(), example=torch.randn(2, 8))
     text = save_plan(p, tmp_path / "p.toml").read_text()
     assert "[[entries]]" in text and "null" not in text
+
+
+HAND_WRITTEN = {
+    ".toml": """
+[rules]
+"*.0.weight" = "xavier_normal"
+bias = "zeros"
+head = ["normal", {std = 0.01}]
+"2.bias" = "keep"
+"1.*" = ["orthogonal"]
+
+[class_rules]
+Conv2d = { scheme = "kaiming_normal_fan_out", gain = 1.5 }
+"torch.nn.Embedding" = ["normal", { std = 0.02 }]
+""",
+    ".json": """
+{"rules": {"*.0.weight": "xavier_normal", "bias": "zeros", "head": ["normal", {"std": 0.01}],
+           "2.bias": "keep", "1.*": ["orthogonal"]},
+ "class_rules": {"Conv2d": {"scheme": "kaiming_normal_fan_out", "gain": 1.5},
+                 "torch.nn.Embedding": ["normal", {"std": 0.02}]}}
+""",
+}
+HAND_WRITTEN_RULES = {
+    "*.0.weight": "xavier_normal",
+    "bias": "zeros",
+    "head": ("normal", {"std": 0.01}),
+    "2.bias": "keep",
+    "1.*": "orthogonal",
+    nn.Conv2d: ("kaiming_normal_fan_out", {"gain": 1.5}),
+    nn.Embedding: ("normal", {"std": 0.02}),
+}
+
+
+@pytest.mark.parametrize("ext", [".toml", ".json"])
+@pytest.mark.filterwarnings("ignore:initlab. rule")
+def test_every_documented_value_form_loads_and_round_trips(tmp_path: Path, ext: str) -> None:
+    """README's rules-file forms: a name, "keep", a table with 'scheme', the (name, kwargs) pair
+    as a 2-item list (and a 1-item list), a bare torch.nn class name or a dotted class path."""
+    path = tmp_path / f"hand{ext}"
+    path.write_text(HAND_WRITTEN[ext])
+    loaded = load_rules(path)
+    assert loaded == HAND_WRITTEN_RULES
+    again = load_rules(save_rules(loaded, tmp_path / f"again{ext}"))
+    assert again == HAND_WRITTEN_RULES
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+    p = plan(model, example=torch.randn(2, 8), rules=loaded)
+    assert p["2.weight"].scheme == "normal" and p["2.bias"].scheme == "keep"
+
+
+def test_bad_rule_values_say_which_forms_exist(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[rules]\nbias = ["normal", {scheme = "x"}]\n')
+    with pytest.raises(InitlabError, match="reserved"):
+        load_rules(bad)
+    bad.write_text("[rules]\nbias = 3\n")
+    with pytest.raises(InitlabError, match=r"\[name, options\] list"):
+        load_rules(bad)
+    bad.write_text('[class_rules]\nNope = "zeros"\n')
+    with pytest.raises(InitlabError, match=r"torch\.nn has no module class"):
+        load_rules(bad)

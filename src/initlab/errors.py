@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["InitlabError", "check_choice", "closest"]
+__all__ = ["ForwardError", "InitlabError", "check_choice", "closest"]
 
 
 class InitlabError(ValueError):
@@ -13,6 +13,20 @@ class InitlabError(ValueError):
 
     It subclasses :class:`ValueError`, so code that already catches ``ValueError`` keeps working.
     """
+
+
+class ForwardError(InitlabError):
+    """The model's forward raised on the example initlab passed it.
+
+    ``str(err)`` is ``cause`` then ``hint``; ``cause`` names the user's exception and where it
+    was raised (module path, file and line); ``hint`` says how to pass a different example in
+    Python, so a command line can show its own flags instead.
+    """
+
+    def __init__(self, cause: str, hint: str) -> None:
+        super().__init__(f"{cause}; {hint}")
+        self.cause = cause
+        self.hint = hint
 
 
 def closest(word: str, choices: Iterable[str]) -> str | None:

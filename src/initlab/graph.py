@@ -493,24 +493,64 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
+def _raised_at(model: nn.Module, exc: BaseException) -> str:
+    """Where in ``model`` ``exc`` was raised: the innermost submodule whose ``forward`` was running
+    (its qualified name and class) and the innermost frame outside torch (``file:line in fn``)."""
+    import os
+    import traceback
+
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    skip = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+    module = frame_at = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names:
+            module = owner
+        code = frame.f_code
+        if not code.co_filename.startswith(skip):
+            frame_at = f"{os.path.basename(code.co_filename)}:{line} in {code.co_name}"
+    parts = []
+    if module is not None:
+        name = names[id(module)]
+        parts.append(
+            f"in module {name!r} ({type(module).__name__})"
+            if name
+            else f"in {type(module).__name__}"
+        )
+    if frame_at:
+        parts.append(f"at {frame_at}")
+    return " ".join(parts)
+
+
 def run_forward(model: nn.Module, example: object) -> object:
     """Call ``model`` on ``example`` (a tensor, a tuple of args, or a dict of kwargs).
 
-    A failure of the kinds a wrong example causes (``TypeError``, ``RuntimeError``, ``ValueError``,
-    ``IndexError``) is re-raised as :class:`InitlabError` that says what initlab passed; anything
-    else (a data loader's own exception, ``KeyboardInterrupt``) propagates unchanged.
+    A failure (any ``Exception``) is re-raised as :class:`~initlab.errors.ForwardError` that
+    names the user's exception, the submodule and source line that raised it, a meta-device,
+    device or dtype mismatch when there is one, and what initlab passed; ``KeyboardInterrupt``
+    propagates unchanged.
     """
+    from .errors import ForwardError
+    from .placement import placement_problem
+
     args, kwargs = _example_args(example)
     try:
         return model(*args, **kwargs)
-    except (TypeError, RuntimeError, ValueError, IndexError) as exc:  # what a misfit raises
+    except (InitlabError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:
         shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
-        raise InitlabError(
-            f"the example did not fit {type(model).__name__}.forward: {type(exc).__name__}: {exc}. "
+        where = _raised_at(model, exc)
+        cause = f"{type(model).__name__}.forward raised {type(exc).__name__}{' ' + where if where else ''}: {exc}"
+        problem = placement_problem(model, example, needs_values=False)
+        if problem:
+            cause = f"{problem} ({cause})"
+        hint = (
             f"initlab called model(*args, **kwargs) with args {shapes} and kwargs {sorted(kwargs)}; "
-            "pass example= as the exact input of one forward call (a tensor, a tuple of "
-            "positional args, or a dict of keyword args)"
-        ) from exc
+            "if the example did not fit, pass example= as the exact input of one forward call "
+            "(a tensor, a tuple of positional args, or a dict of keyword args)"
+        )
+        raise ForwardError(cause, hint) from exc
 
 
 def trace(model: nn.Module, example: object) -> Graph:

@@ -62,6 +62,7 @@ from .connectivity import fans as module_fans
 from .errors import InitlabError
 from .gains import gain as activation_gain
 from .graph import Graph, Layer, trace
+from .placement import check_placement
 from .schemes import SCHEMES, get_scheme
 
 __all__ = ["ROLES", "Plan", "PlanEntry", "init", "plan"]
@@ -441,6 +442,7 @@ def plan(
     [('0.weight', 'weight', 'kaiming_normal', 1.414), ('0.bias', 'bias', 'zeros', 1.0),
      ('2.weight', 'head', 'kaiming_normal', 1.0), ('2.bias', 'bias', 'zeros', 1.0)]
     """
+    check_placement(model, example, who="initlab.plan", needs_values=False)
     default = get_scheme(scheme)
     _check_options(default.name, options)
     parsed = _parse_rules(rules)

@@ -14,8 +14,9 @@ The format is picked from the file extension (``.toml`` or ``.json``). A rule fi
     [class_rules]                 # module classes, as dotted import paths
     "torch.nn.Conv2d" = { scheme = "kaiming_normal_fan_out", gain = 1.4142135623730951 }
 
-A rule's value is a scheme name (or ``"keep"``) or a table with ``scheme`` and the scheme's
-options (``gain`` included). Predicates and callables cannot be written: they are code, and
+A rule's value is a scheme name (or ``"keep"``), a table with ``scheme`` and the scheme's
+options (``gain`` included), or the Python API's ``(name, kwargs)`` pair written as a 2-item list
+(``["normal", {std = 0.02}]`` in TOML, ``["normal", {"std": 0.02}]`` in JSON). Predicates and callables cannot be written: they are code, and
 :func:`save_rules` says which rule is one. A file written by :func:`save_plan` holds every
 parameter's decision; :func:`load_rules` turns it into one exact-name rule per parameter, so the
 same init can be re-planned (with the plan's seed, from :func:`load_init`).
@@ -145,8 +146,11 @@ def _read(path: str | Path) -> dict[str, Any]:
     ) as exc:  # tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors
         raise InitlabError(f"{path}: not valid {ext[1:].upper()}: {exc}") from exc
     if not isinstance(data, dict) or not ({"rules", "class_rules", "entries"} & set(data)):
+        found = ", ".join(sorted(map(str, data))) if isinstance(data, dict) else type(data).__name__
         raise InitlabError(
-            f"{path}: no [rules], [class_rules] or entries: not an initlab init file"
+            f"{path}: not an initlab rules file: it needs a [rules] table (parameter globs and "
+            f"roles), a [class_rules] table (module classes) or a plan's entries; found: "
+            f"{found or 'nothing'} (README: Rules files)"
         )
     return data
 
@@ -177,6 +181,14 @@ def _class_path(cls: type) -> str:
 
 
 def _import_class(path: str) -> type:
+    if "." not in path:  # a bare class name: torch.nn's
+        obj = getattr(nn, path, None)
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            return obj
+        raise InitlabError(
+            f"class rule {path!r}: torch.nn has no module class of that name; write a class of "
+            'your own as its import path ("mypkg.blocks.Attention")'
+        )
     module, _, name = path.rpartition(".")
     try:
         obj: Any = importlib.import_module(module)
@@ -227,13 +239,24 @@ def _value_to_data(label: str, value: Any) -> str | dict[str, Any]:
 
 
 def _value_from_data(label: str, value: Any) -> str | tuple[str, dict[str, Any]]:
+    """A rule's value as the Python API takes it, from any form a file may hold: a scheme name
+    or ``"keep"``; a table ``{scheme = "normal", std = 0.02}``; or the Python pair written as a
+    2-item list ``["normal", {std = 0.02}]`` (a bare ``["normal"]`` is the name alone)."""
     if isinstance(value, str):
         return value
     if isinstance(value, Mapping) and isinstance(value.get("scheme"), str):
         kwargs = {k: v for k, v in value.items() if k != "scheme"}
         return (value["scheme"], kwargs) if kwargs else value["scheme"]
+    if isinstance(value, (list, tuple)) and 1 <= len(value) <= 2 and isinstance(value[0], str):
+        kwargs = value[1] if len(value) == 2 else {}
+        if isinstance(kwargs, Mapping):
+            if "scheme" in kwargs:
+                raise InitlabError(f"rule {label}: option name 'scheme' is reserved")
+            return (value[0], dict(kwargs)) if kwargs else value[0]
     raise InitlabError(
-        f"rule {label}: {value!r} is neither a scheme name nor a table with 'scheme'"
+        f'rule {label}: {value!r} is not a rule value; write a scheme name ("zeros"), "keep", '
+        "a table with 'scheme' ({scheme = \"normal\", std = 0.02}) or a [name, options] list "
+        '(["normal", {std = 0.02}])'
     )
 
 

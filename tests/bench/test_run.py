@@ -50,3 +50,53 @@ def test_outputs_written(ds, tmp_path):
     assert (tmp_path / "act_std_depth_mlp2-tanh.png").exists()
     assert len(runs[0].extra["act_std"]) == 2  # one std per Linear layer
     assert "| model |" in markdown(summarize(runs))
+
+
+# --------------------------------------------------------------------------- progress and plots
+
+
+def test_suite_size_counts_the_runs_of_a_suite():
+    from initlab.bench.run import suite_size
+
+    assert suite_size("quick") == 16  # 6 makemore inits + 2 activations x 3 depth methods + 4
+    assert suite_size("depth", seeds=3) == 3 * suite_size("depth")
+    assert suite_size("cifar10", models=["resnet20"]) == 15  # 8 rows without BN (Fixup), 7 with
+
+
+def _fake_runs() -> list[Run]:
+    ok = Run("residual", "resmlp4", "skipinit", 0, 0.1, init_loss=2.3, losses=[1.0, 0.5])
+    bad = Run("residual", "resmlp4", "torch-default", 0, 0.1, init_loss=2.4, diverged=True)
+    failed = Run("residual", "resmlp4", "fixup", 0, 0.1, error="RuntimeError: boom")
+    ok.extra["act_std"] = [("a", 1.0), ("b", 0.0), ("c", 0.5)]
+    bad.extra["act_std"] = [("a", 1.2), ("b", 0.9), ("c", 0.8)]
+    depth = [Run("depth", f"mlp30-{a}", m, 0, 0.01, acc_final=acc, diverged=acc == 0)
+             for a in ("tanh", "relu") for m, acc in (("kaiming", 0.9), ("torch-default", 0.0))]  # fmt: skip
+    return [ok, bad, failed, *depth]
+
+
+def test_loss_plot_marks_diverged_and_failed_runs():
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from initlab.bench.run import _loss_curve
+
+    ok, bad, failed = _fake_runs()[:3]
+    ax = Figure().subplots()
+    assert _loss_curve(ax, ok, "C0") == [2.3, 1.0, 0.5]
+    _loss_curve(ax, bad, "C1")
+    _loss_curve(ax, failed, "C2")
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["skipinit", "torch-default (diverged in epoch 1)",
+                      "fixup: failed (RuntimeError: boom)"]  # fmt: skip
+    crosses = [ln for ln in ax.get_lines() if ln.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [1]
+
+
+def test_plots_mask_zeroed_layers_and_bar_one_depth(tmp_path):
+    pytest.importorskip("matplotlib")
+    from initlab.bench.run import plot
+
+    paths = {p.name for p in plot(_fake_runs(), tmp_path)}
+    assert {"loss_residual_resmlp4_lr0.1.png", "act_std_residual_resmlp4.png",
+            "accuracy_vs_depth.png"} <= paths  # fmt: skip
+    assert all((tmp_path / p).stat().st_size > 5000 for p in paths)

@@ -1,4 +1,4 @@
-"""Tests of the doctor: the seed's makemore story, depth, non-intrusiveness, per-call statistics."""
+"""Tests of the doctor: Karpathy's makemore story, depth, non-intrusiveness, per-call statistics."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from initlab.graph import trace
 models = pytest.importorskip("initlab.bench.models")
 
 
-# --------------------------------------------------------------------------- makemore (seed 003)
+# --------------------------------------------------------------------------- makemore (part 3)
 
 
 @pytest.fixture(scope="module")
@@ -320,10 +320,11 @@ def test_report_dict_json_text_plots_html(tmp_path):
         "doctor_gradients.png",
         "doctor_grad_data.png",
         "doctor_update_data.png",
+        "doctor_loss.png",
     }
     assert all(p.stat().st_size > 1000 for p in paths)
     page = report.save_html(tmp_path / "r.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    assert page.count("data:image/png;base64,") == 5 and "<table class='grid'>" in page
 
 
 def test_update_ratio_is_the_true_update_with_adam():
@@ -441,3 +442,158 @@ def test_update_ratio_flags_a_huge_learning_rate():
     )
     assert report.severity("update_ratio") == "fail"
     assert "lower the learning rate" in report.finding("update_ratio").message
+
+
+# --------------------------------------------------------------------------- bad data, names, set-up
+
+
+@pytest.mark.parametrize("where", ["input", "target", "weight"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_inputs_targets_and_weights_are_named_not_crashed(where, bad):
+    """NaN/inf in the data or the weights: a ``nonfinite`` finding naming which, with the
+    Jacobian on (its NaN figures used to crash the isometry check's formatting)."""
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(32, 4), torch.randn(32, 3)
+    if where == "input":
+        x[3, 1] = bad
+    elif where == "target":
+        y[5, 0] = bad
+    else:
+        with torch.no_grad():
+            net[2].weight[1, 1] = bad
+    report = doctor(net, x, y, steps=2)
+    f = report.finding("nonfinite")
+    assert f is not None and f.severity == "fail" and not report.ok
+    expected = {"input": "the inputs hold 1", "target": "the targets hold 1",
+                "weight": "the weights hold NaN/inf before any step (2.weight)"}[where]  # fmt: skip
+    assert expected in f.message
+    assert ("re-initialize" in f.message) == (where == "weight")
+    json.loads(report.to_json())  # NaN figures stay JSON-safe
+    assert "verdict: unhealthy" in report.text()
+
+
+def test_activation_modules_are_named_as_the_graph_names_them():
+    """A module computing GELU with a tanh inside (transformers' NewGELUActivation) is one
+    ``gelu_tanh`` activation, not a ``tanh`` that saturates."""
+
+    class NewGELUActivation(nn.Module):  # transformers' code, verbatim
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            c = math.sqrt(2.0 / math.pi)
+            return 0.5 * x * (1.0 + torch.tanh(c * (x + 0.044715 * torch.pow(x, 3.0))))
+
+    net = nn.Sequential(nn.Linear(16, 64), NewGELUActivation(), nn.Linear(64, 4))
+    with torch.no_grad():
+        net[0].weight.mul_(20.0)  # large pre-activations: the inner tanh sits at +-1
+    report = doctor(net, torch.randn(64, 16), torch.randint(0, 4, (64,)), jacobian=False)
+    acts = report.measurements["activations"]
+    assert [r["act"] for r in acts] == ["gelu_tanh"]
+    assert report.severity("saturation") == "ok"
+
+
+def test_gpt2_is_not_reported_saturated():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=97, n_positions=32)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)
+    ids = torch.randint(0, 97, (4, 16), generator=torch.Generator().manual_seed(0))
+    report = doctor(model, {"input_ids": ids}, ids, jacobian=False,
+                    loss_fn=lambda out, y: F.cross_entropy(out.reshape(-1, 97), y.reshape(-1)))  # fmt: skip
+    acts = {r["act"] for r in report.measurements["activations"]}
+    assert "tanh" not in acts and "gelu_tanh" in acts
+    assert report.severity("saturation") == "ok"
+
+
+def test_setup_is_first_in_text_json_and_html():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    report = doctor(net, x, y, steps=2, optimizer=lambda p: torch.optim.AdamW(p, lr=3e-4),
+                    setup={"data": "random"}, seed=5)  # fmt: skip
+    setup = report.to_dict()["setup"]
+    assert setup["optimizer"] == "AdamW(lr=0.0003)" and setup["steps"] == 2
+    assert setup["seed"] == 5 and setup["data"] == "random"
+    assert f"torch {torch.__version__}" in setup["versions"] and "python" in setup["versions"]
+    text = report.text().splitlines()
+    assert text[0] == "initlab doctor: Sequential" and "Sequential (" in text[1]
+    page = report.html("t")
+    assert page.index("Verdict") < page.index("Run details") < page.index("Findings")
+    assert "AdamW(lr=0.0003)" in page
+
+
+def test_progress_counts_every_unit_of_work():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    calls = []
+    doctor(net, x, y, data=[(x, y)] * 3, batches=3, steps=4,
+           progress=lambda desc, done, total: calls.append((done, total)))  # fmt: skip
+    assert [c[0] for c in calls] == list(range(3 + 1 + 4 + 1))
+    assert {c[1] for c in calls} == {3 + 1 + 4}
+
+
+@pytest.mark.parametrize("entry", ["doctor", "lsuv", "gradinit", "metainit"])
+def test_meta_models_are_named_as_such(entry):
+    with torch.device("meta"):
+        net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    call = {
+        "doctor": lambda: doctor(net, x, y),
+        "lsuv": lambda: initlab.lsuv(net, x),
+        "gradinit": lambda: initlab.gradinit(net, F.cross_entropy, [(x, y)], lr=0.1),
+        "metainit": lambda: initlab.metainit(net, F.cross_entropy, data=[(x, y)]),
+    }[entry]
+    with pytest.raises(
+        initlab.InitlabError, match=f"initlab.{entry}: the model is on the meta device"
+    ):
+        call()
+
+
+def test_dtype_mismatches_are_named():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    for call in (lambda: doctor(net, x, y), lambda: initlab.plan(net, example=x)):
+        with pytest.raises(
+            initlab.InitlabError, match=r"dtype mismatch: the example is torch\.float32"
+        ):
+            call()
+
+
+def test_diverging_steps_are_a_finding_and_marked_in_the_plots(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3))
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    report = doctor(net, x, y, steps=8, optimizer=lambda p: torch.optim.SGD(p, lr=1e6))
+    f = report.finding("nonfinite")
+    assert f.severity == "fail" and f.message.startswith(
+        "training diverged: NaN/inf at optimizer step"
+    )
+    assert f.cli == "--lr 100000"
+    assert "NaN/inf" in report.text()  # the update:data column says so instead of "1enan"
+    pytest.importorskip("matplotlib")
+    names = {p.name for p in report.plot(tmp_path)}
+    assert {"doctor_update_data.png", "doctor_loss.png"} <= names
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_a_real_browser(tmp_path):
+    """The HTML report as a picture: headless Chromium's screenshot is a full, non-blank page.
+    (Look at it too: README, Development.)"""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed")
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 3))
+    x, y = torch.randn(128, 8), torch.randint(0, 3, (128,))
+    page = doctor(net, x, y, steps=3).save_html(tmp_path / "r.html")
+    shot = tmp_path / "r.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1280,2400", page.resolve().as_uri()],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    im = Image.open(shot).convert("L")
+    assert im.size == (1280, 2400)
+    top = im.crop((0, 0, 1280, 800))
+    assert top.getextrema()[0] < 60  # dark text drawn in the first screen (verdict, details)

@@ -24,7 +24,7 @@ class Recipe:
     """One training recipe, the same for every method of a comparison.
 
     ``warmup_epochs`` ramps the learning rate linearly from 0; ``extra_epochs`` trains longer
-    (the seed's "+1 epoch" rows, which give the baseline GradInit's extra compute): those epochs
+    (GradInit's table's "+1 epoch" rows, which give the baseline GradInit's extra compute): those epochs
     come first (at constant lr, or warming up), then the ``epochs`` of the usual schedule.
     ``cosine`` anneals the lr to 0 per step over those ``epochs`` (the GradInit CIFAR recipe).
     ``clip`` bounds the gradient's L2 norm per step (0: off; GradInit's scripts clip at 1 for
@@ -79,7 +79,7 @@ def torch_default(model: nn.Module, ctx: Context) -> None:
 
 
 def kaiming(model: nn.Module, ctx: Context) -> None:
-    """The seeds' baseline: ``torch.nn.init.kaiming_normal_`` (fan_in, ReLU gain) on every
+    """The papers' baseline: ``torch.nn.init.kaiming_normal_`` (fan_in, ReLU gain) on every
     conv/linear weight, biases 0, norms 1/0; exactly what a practitioner writes by hand."""
     g = torch.Generator().manual_seed(ctx.seed)
     with torch.no_grad():

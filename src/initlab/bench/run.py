@@ -1,4 +1,5 @@
-"""``initlab bench``: the seeds' experiments on real, offline data, with tables and plots.
+"""``initlab bench``: the papers' experiments (makemore part 3, GradInit's table, deep plain and
+residual nets) on real, offline data, with tables and plots.
 
 Each suite trains the same models on the same data with the same recipe and seeds for every
 method; only the initialization differs. Learning rates follow one rule per suite (written in
@@ -238,7 +239,7 @@ def train_classifier(
         accs.append(accuracy(model, x_test, y_test))
     run.seconds = time.perf_counter() - t0
     if accs:
-        # "+1 epoch" rows report Acc_1 after their extra epoch, as the seed's table does
+        # "+1 epoch" rows report Acc_1 after their extra epoch, as GradInit's table (Zhu et al. 2021) does
         run.acc_1 = accs[recipe.extra_epochs] if len(accs) > recipe.extra_epochs else math.nan
         run.acc_best, run.acc_final = max(accs), accs[-1]
     return run
@@ -249,7 +250,7 @@ def train_classifier(
 
 
 def _makemore(seeds: int, steps: int, progress: Callable[[str], None]) -> list[Run]:
-    """Seed 003: the makemore MLP on US first names; initial loss, saturation, dead units, losses.
+    """Karpathy's makemore (part 3): the MLP on US first names; initial loss, saturation, dead units, losses.
 
     Recipe (the lecture's): batch 32, SGD lr 0.1 for the first half of ``steps`` then 0.01.
     """
@@ -291,6 +292,7 @@ def _makemore(seeds: int, steps: int, progress: Callable[[str], None]) -> list[R
                 opt.step()
                 if step % max(1, steps // 50) == 0:
                     run.losses.append(loss.item())
+            run.extra["loss_every"] = max(1, steps // 50)  # the plots' step axis
             with torch.no_grad():
                 run.extra["train_loss"] = float(F.cross_entropy(model(ds.x_train), ds.y_train))
                 run.extra["val_loss"] = float(F.cross_entropy(model(x_val), y_val))
@@ -323,7 +325,7 @@ def _depth(seeds: int, depths: list[int], methods: list[str], epochs: int, progr
            device: str = "cpu") -> list[Run]:  # fmt: skip
     """Plain MLPs (width 256, no normalization) on standardized digits; one recipe for every
     method: SGD momentum 0.9, lr 0.01, batch 64 (REFERENCE.md's). Learned methods start from
-    ``initlab.init`` and GradInit is fitted to lr 0.01 (issue 5's depth challenge)."""
+    ``initlab.init`` and GradInit is fitted to lr 0.01 (the depth experiment)."""
     recipe = Recipe(lr=0.01, epochs=epochs)
     runs = []
     for seed in range(seeds):
@@ -368,7 +370,7 @@ def _residual(seeds: int, blocks: list[int], lrs: list[float], methods: list[str
 TABLE_ROWS = (("kaiming", 0, 0), ("kaiming +1 epoch const", 1, 0), ("kaiming +1 epoch warmup", 1, 1),
               ("metainit", 0, 0), ("gradinit", 0, 0), ("lsuv", 0, 0), ("zerO", 0, 0),
               ("fixup", 0, 0))  # fmt: skip
-"""The rows of seed 004's table (+ LSUV, ZerO, Fixup): (row name, extra epochs, warmup)."""
+"""The rows of GradInit's CIFAR-10 table (Zhu et al. 2021; + LSUV, ZerO, Fixup): (row name, extra epochs, warmup)."""
 
 GRADINIT_SCALE_LR = {"vgg": 1e-2, "vgg-bn": 1e-1, "resnet": 5e-2, "resnet-bn": 1e-3}
 """GradInit's scale lr per architecture, from the released ``launch/run_gradinit.sh``."""
@@ -376,7 +378,7 @@ GRADINIT_SCALE_LR = {"vgg": 1e-2, "vgg-bn": 1e-1, "resnet": 5e-2, "resnet-bn": 1
 
 def _table(suite: str, ds: bench_data.Dataset, archs: dict[str, Callable[[bool], nn.Module]],
            seed: int, base: Recipe, progress, device: str) -> list[Run]:  # fmt: skip
-    """One seed of the seed-004 table on ``ds``: every architecture with and without BN, every
+    """One seed of GradInit's table on ``ds``: every architecture with and without BN, every
     row, GradInit's recipe (see :func:`_gradinit_table`)."""
     runs = []
     for arch, make in archs.items():
@@ -401,7 +403,7 @@ def _table(suite: str, ds: bench_data.Dataset, archs: dict[str, Callable[[bool],
 
 
 def _gradinit_table(seeds: int, epochs: int, progress, device: str = "cpu") -> list[Run]:
-    """Seed 004's table scaled to CPU: VGG-like and ResNet-like CNNs, with and without
+    """GradInit's table (Zhu et al. 2021) scaled to CPU: VGG-like and ResNet-like CNNs, with and without
     BatchNorm, on digits as 8x8 images.
 
     One recipe for all rows, GradInit's released CIFAR recipe (``train_cifar.py`` and
@@ -437,7 +439,7 @@ CIFAR_ARCHS: dict[str, Callable[[bool], nn.Module]] = {
 
 def _cifar10(seeds: int, path: str | Path, epochs: int, archs: list[str], progress,
              device: str, subset: int | None = None) -> list[Run]:  # fmt: skip
-    """Seed 004's table on CIFAR-10 itself, GradInit's released recipe in full: batch 128, lr 0.1,
+    """GradInit's table (Zhu et al. 2021) on CIFAR-10 itself, GradInit's released recipe in full: batch 128, lr 0.1,
     cosine over ``epochs`` (the paper: 200), weight decay 1e-4, crop + flip + Cutout, gradient
     clip 1 without BN, rows as :func:`_gradinit_table` (GradInit: 390 iterations = one epoch).
     ``subset`` keeps the first N training and test images (for smoke tests)."""
@@ -471,6 +473,34 @@ def _check_device(device: str) -> str:
             f"built with CUDA {torch.version.cuda}); run on a machine with a GPU or use --device cpu"
         )
     return str(dev)
+
+
+def _table_size(families: list[str]) -> int:
+    """Runs of one seed of :func:`_table`: each family with and without BN, every row (Fixup only
+    for the ResNet without BN)."""
+    rows = len(TABLE_ROWS)
+    return sum(2 * rows - (1 if f == "resnet" else 2) for f in families)
+
+
+def suite_size(name: str, seeds: int = 1, models: list[str] | None = None) -> int:
+    """How many training runs :func:`run_suite` will do (for a progress bar with counts and ETA).
+
+    >>> suite_size("quick")
+    16
+    """
+    makemore, depth, residual = 6 * seeds, 2 * 4 * 7 * seeds, 2 * 4 * 7 * seeds
+    table = _table_size(["vgg", "resnet"]) * seeds
+    sizes = {
+        "quick": 6 + 2 * 3 + 4,
+        "makemore": makemore,
+        "depth": depth,
+        "residual": residual,
+        "gradinit-table": table,
+        "all": makemore + depth + residual + table,
+        "cifar10": _table_size([m.rstrip("0123456789") for m in models or ["vgg19", "resnet110"]])
+        * seeds,
+    }
+    return sizes.get(name, 0)
 
 
 def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threads: int = 1,
@@ -632,17 +662,38 @@ def _save_log_plot(fig: Any, ax: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if ax.get_legend_handles_labels()[0]:  # beside the axes: never over a curve or a marker
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+def _loss_curve(ax: Any, r: Run, color: str) -> list[float]:
+    """One run's training loss per epoch from its initial loss (epoch 0); a diverged run ends in
+    a cross at the epoch it diverged, a failed method gets a legend entry. Returns the plotted
+    finite values."""
+    if r.error:
+        ax.plot([], [], color=color, label=f"{r.method}: failed ({r.error[:40]})")
+        return []
+    start = [r.init_loss] if math.isfinite(r.init_loss) else []
+    ys = start + list(r.losses)
+    xs = list(range(0 if start else 1, len(r.losses) + 1))
+    finite = [v for v in ys if math.isfinite(v) and v > 0]
+    label = r.method + (f" (diverged in epoch {len(r.losses) + 1})" if r.diverged else "")
+    ax.plot(xs, ys, color=color, marker=".", label=label)
+    if r.diverged:
+        y = ys[-1] if ys and math.isfinite(ys[-1]) else (max(finite) if finite else 1.0)
+        ax.plot([len(r.losses) + 1], [y], "x", color=color, ms=11, mew=2.5)
+    return finite
+
+
 def plot(runs: list[Run], out: Path) -> list[Path]:
-    """Loss curves per method (one figure per model), the std of each layer's output at init
-    per method, and accuracy vs depth."""
+    """Loss curves per method (one figure per model; diverged runs end in a cross), the std of
+    each layer's output at init per method (zeroed layers marked at the bottom), and accuracy vs
+    depth (bars when the suite has one depth)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -652,51 +703,98 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     for r in runs:
         by_model.setdefault((r.suite, r.model, r.lr), []).append(r)
     for (suite, model, lr), rs in by_model.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in rs:
-            if r.losses and r.seed == 0:
-                ax.plot(r.losses, label=r.method + (" (diverged)" if r.diverged else ""))
-        ax.set_title(f"{suite}: {model}, lr {lr:g}")
-        ax.set_xlabel("epoch" if suite != "makemore" else "step / (steps/50)")
-        ax.set_ylabel("training loss")
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for i, r in enumerate(x for x in rs if x.seed == 0):
+            if suite == "makemore":
+                if r.losses:
+                    every = r.extra.get("loss_every", 1)
+                    ax.plot([i * every for i in range(len(r.losses))], r.losses,
+                            label=r.method + (" (diverged)" if r.diverged else ""))  # fmt: skip
+            else:
+                _loss_curve(ax, r, f"C{i % 10}")
+        ax.set_title(f"{suite}: {model}, lr {lr:g} (seed 0)")
+        if suite == "makemore":
+            ax.set_xlabel("training step (loss of one batch of 32)")
+            ax.set_ylabel("training loss (cross-entropy, nats; log scale)")
+        else:
+            ax.set_xlabel("epoch (0: at initialization)")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.set_ylabel("training loss (cross-entropy, nats; log scale)")
         paths.append(_save_log_plot(fig, ax, out / f"loss_{suite}_{model}_lr{lr:g}.png"))
     by_net: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         if r.extra.get("act_std") and r.seed == 0:
             by_net.setdefault((r.suite, r.model), []).append(r)
     for (suite, model), rs in by_net.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        seen = set()
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        seen: dict[str, list[int]] = {}
+        positive = [v for r in rs for _, v in r.extra["act_std"] if v > 0 and math.isfinite(v)]
+        floor = min(positive) / 4 if positive else 1e-3
         for r in rs:
             if r.method in seen:  # the same init at several lrs: one curve
                 continue
-            seen.add(r.method)
-            stds = [max(v, 1e-12) for _, v in r.extra["act_std"]]
-            ax.plot(range(1, len(stds) + 1), stds, marker=".", label=r.method)
+            color = f"C{len(seen) % 10}"
+            stds = [v for _, v in r.extra["act_std"]]
+            xs = list(range(1, len(stds) + 1))
+            masked = [v if v > 0 and math.isfinite(v) else float("nan") for v in stds]
+            ax.plot(xs, masked, marker=".", color=color, label=r.method)
+            zeros = [x for x, v in zip(xs, stds, strict=True) if v == 0]
+            seen[r.method] = zeros
+            if zeros:  # zeroed layers (ZerO, SkipInit, Fixup): marked, not drawn at 1e-12
+                ax.plot(zeros, [floor] * len(zeros), "v", color=color, ms=6, ls="none",
+                        label=f"{r.method}: output exactly 0 ({len(zeros)} layers)")  # fmt: skip
         ax.set_title(f"{suite}: {model}, output std per layer at init (seed 0)")
         ax.set_xlabel("Linear/conv layer, in call order")
-        ax.set_ylabel("std of the layer's output")
+        ax.set_ylabel("std of the layer's output (log scale)")
         paths.append(_save_log_plot(fig, ax, out / f"act_std_{suite}_{model}.png"))
     depth_runs = [r for r in runs if r.suite == "depth"]
     if depth_runs:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for ax, act in zip(axes, ("tanh", "relu"), strict=True):
-            for method in dict.fromkeys(r.method for r in depth_runs):
-                pts: dict[int, list[float]] = {}
-                for r in depth_runs:
-                    if r.method == method and r.model.endswith(act):
-                        pts.setdefault(int(r.model[3:].split("-")[0]), []).append(
-                            0.0 if r.diverged or math.isnan(r.acc_final) else r.acc_final
-                        )
-                xs = sorted(pts)
-                ax.plot(xs, [statistics.mean(pts[x]) for x in xs], marker="o", label=method)
-            ax.set_title(f"plain MLP, {act}: test accuracy vs depth")
-            ax.set_xlabel("depth")
-            ax.set_ylim(0, 1)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / "accuracy_vs_depth.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_plot_depth(plt, depth_runs, out / "accuracy_vs_depth.png"))
     return paths
+
+
+def _plot_depth(plt: Any, depth_runs: list[Run], path: Path) -> Path:
+    """Test accuracy against depth per method; with one depth, bars per method (a line through
+    one point per method says nothing). Diverged runs count as accuracy 0 and are marked."""
+    depths = sorted({int(r.model[3:].split("-")[0]) for r in depth_runs})
+    methods = list(dict.fromkeys(r.method for r in depth_runs))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, act in zip(axes, ("tanh", "relu"), strict=True):
+        for k, method in enumerate(methods):
+            pts: dict[int, list[float]] = {}
+            bad: dict[int, int] = {}
+            for r in depth_runs:
+                if r.method == method and r.model.endswith(act):
+                    d = int(r.model[3:].split("-")[0])
+                    failed = r.diverged or bool(r.error) or math.isnan(r.acc_final)
+                    pts.setdefault(d, []).append(0.0 if failed else r.acc_final)
+                    bad[d] = bad.get(d, 0) + int(failed)
+            xs = sorted(pts)
+            ys = [statistics.mean(pts[x]) for x in xs]
+            if len(depths) == 1:
+                height = ys[0] if ys else 0.0
+                ax.bar(k, height, color=f"C{k % 10}")
+                n_bad = bad.get(depths[0], 0)
+                text = f"{height:.2f}" + (f" ({n_bad} diverged)" if n_bad else "")
+                ax.text(k, height + 0.01, text, ha="center", va="bottom", fontsize=8,
+                        color="C3" if n_bad else "black")  # fmt: skip
+            else:
+                ax.plot(xs, ys, marker="o", color=f"C{k % 10}", label=method)
+                marks = [x for x in xs if bad.get(x)]
+                if marks:
+                    ax.plot(marks, [statistics.mean(pts[x]) for x in marks], "x", ms=10, mew=2,
+                            color=f"C{k % 10}")  # fmt: skip
+        if len(depths) == 1:
+            ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
+            ax.set_title(f"plain MLP, depth {depths[0]}, {act}: test accuracy")
+            ax.set_xlabel("init method")
+        else:
+            ax.set_title(f"plain MLP, {act}: test accuracy vs depth (x: diverged)")
+            ax.set_xlabel("depth (hidden layers)")
+            ax.legend(fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("test accuracy (fraction)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

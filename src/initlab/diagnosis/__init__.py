@@ -30,7 +30,7 @@ import contextlib
 import copy
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -39,6 +39,7 @@ from torch import nn
 
 from ..errors import InitlabError
 from ..graph import Graph, run_forward, trace
+from ..placement import check_placement
 from ..transaction import snapshot
 from .checks import CHECKS, THRESHOLDS, Finding, run_checks
 from .probes import Probe, unique_names
@@ -61,6 +62,8 @@ def doctor(
     jacobian: bool = True,
     seed: int = 0,
     bins: int = 50,
+    setup: Mapping[str, Any] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Report:
     """Diagnose ``model`` at initialization; the model is left exactly as it was.
 
@@ -86,6 +89,11 @@ def doctor(
         jacobian: estimate the input-output Jacobian's singular values (floating inputs only).
         seed: seeds the random labels, projections and batch order (no global RNG is touched).
         bins: histogram bins.
+        setup: what the caller knows of the run (``{"data": "digits", "init": ...}``): shown
+            first in every output, beside what the doctor records itself (model, batch,
+            batches, steps, optimizer and learning rate, seed, torch/initlab/python versions).
+        progress: called as ``progress(description, done, total)`` before each unit of work
+            (a batch measured, the Jacobian, an optimizer step), for a progress bar.
 
     Returns:
         a :class:`Report`.
@@ -96,32 +104,73 @@ def doctor(
         raise InitlabError(
             f"steps must be >= 0 and batches >= 1, got steps={steps}, batches={batches}"
         )
+    check_placement(model, example, who="initlab.doctor")
+    say = progress or (lambda desc, done, total: None)
     with _working_copy(model) as work, torch.random.fork_rng(devices=_devices(model)):
         graph = trace(work, example)
         planned = _planned_stds(work, example, graph, plan)
         gen = torch.Generator().manual_seed(seed)
         batch_list = [(example, target), *_batches(data, example, batches - 1, gen)]
+        total = len(batch_list) + int(jacobian) + steps
         runs = []
         for i, (x, y) in enumerate(batch_list):
+            say(f"measuring batch {i + 1}/{len(batch_list)}", i, total)
             runs.append(_measure(work, graph, x, y, loss_fn, bins, gen, keep_grads=(i == 0)))
         m = _combine(runs)
+        m["inputs_nonfinite"] = sum(_nonfinite_count(x) for x, _ in batch_list)
+        m["targets_nonfinite"] = sum(_nonfinite_count(y) for _, y in batch_list)
         m["params"] = _param_rows(work, graph, planned, runs[0]["grads"])
         m["plan_scheme"] = getattr(plan, "scheme", None) or "kaiming_normal"
         m["head"] = next((la.name for la in graph.heads), None)
         m["batch_size"] = _batch_size(example)
+        if jacobian:
+            say("input-output Jacobian", len(batch_list), total)
         m["jacobian"] = _jacobian(work, example, gen) if jacobian else None
         m["steps"] = []
+        opt_text = "none (no optimizer steps)"
         if steps:
             step_data = (
                 batch_list
                 if data is None
                 else batch_list + _batches(data, example, max(0, steps - len(batch_list)), gen)
             )
-            m["steps"] = _train(work, step_data, steps, loss_fn, optimizer, gen, m)
+            first = len(batch_list) + int(jacobian)
+            m["steps"], opt_text, m["lr"] = _train(
+                work, step_data, steps, loss_fn, optimizer, gen, m,
+                lambda k: say(f"optimizer step {k + 1}/{steps}", first + k, total),
+            )  # fmt: skip
+        say("checks", total, total)
         m["layers"] = _layer_rows(graph, m)
         m["graph"] = graph.summary()
+    m["setup"] = _setup(model, m, steps, opt_text, seed, setup)
     findings = run_checks(m)
     return Report(m, findings, model_name=type(model).__name__)
+
+
+def _nonfinite_count(x: Any) -> int:
+    """NaN and inf entries over the floating tensors of ``x``."""
+    return sum(int((~torch.isfinite(t)).sum()) for t in _tensors(x) if t.is_floating_point())
+
+
+def _setup(model: nn.Module, m: dict[str, Any], steps: int, optimizer: str, seed: int,
+           given: Mapping[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """The run's set-up, shown first in every output: what ran, on what, with which versions."""
+    import platform
+
+    from .. import __version__
+
+    n_params = sum(p.numel() for p in model.parameters())
+    out: dict[str, Any] = {"model": f"{type(model).__name__} ({n_params:,} parameters)"}
+    out.update(dict(given or {}))
+    out.update({
+        "batch": f"{m.get('batches', 1)} batch(es) of {m.get('batch_size')}",
+        "steps": steps,
+        "optimizer": optimizer,
+        "seed": seed,
+        "versions": f"initlab {__version__}, torch {torch.__version__}, "
+                    f"python {platform.python_version()}",
+    })  # fmt: skip
+    return out
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -432,13 +481,20 @@ def _make_optimizer(optimizer: Any, params: Iterable[nn.Parameter]) -> torch.opt
 
 
 def _train(work: nn.Module, data: list[tuple[Any, Any]], steps: int, loss_fn: Callable | None,
-           optimizer: Any, gen: torch.Generator, m: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
-    """``steps`` optimizer steps; the true update ``||W_after - W_before|| / ||W_before||``."""
+           optimizer: Any, gen: torch.Generator, m: dict[str, Any],
+           tick: Callable[[int], None]) -> tuple[list[dict[str, Any]], str, float | None]:  # fmt: skip
+    """``steps`` optimizer steps; the true update ``||W_after - W_before|| / ||W_before||``.
+
+    Returns the loss history, the optimizer as text (``SGD(lr=0.1)``) and its learning rate."""
     opt = _make_optimizer(optimizer, [p for p in work.parameters() if p.requires_grad])
+    lr = opt.param_groups[0].get("lr") if opt.param_groups else None
+    lr = float(lr) if isinstance(lr, (int, float)) else None
+    text = type(opt).__name__ + (f"(lr={lr:g})" if lr is not None else "")
     rows = {r["name"]: r for r in m["params"]}
     named = [(n, p) for n, p in work.named_parameters() if p.requires_grad]
     history = []
     for step in range(steps):
+        tick(step)
         x, y = data[step % len(data)]
         opt.zero_grad(set_to_none=True)
         out = _output(run_forward(work, x))
@@ -455,7 +511,7 @@ def _train(work: nn.Module, data: list[tuple[Any, Any]], steps: int, loss_fn: Ca
                 rows[n]["update_to_data"].append(r)
         history.append({"step": step, "loss": float(loss.detach())})
     opt.zero_grad(set_to_none=True)
-    return history
+    return history, text, lr
 
 
 def _layer_rows(graph: Graph, m: dict[str, Any]) -> list[dict[str, Any]]:

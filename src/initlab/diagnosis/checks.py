@@ -39,7 +39,9 @@ check id                    rule (warn / fail) and its source
 ``isometry``                (warn only) the input-output Jacobian's sigma_max^2 / mean sigma^2
                             > 50, or mean sigma^2 outside [1e-4, 1e4] (Pennington et al. 2017:
                             dynamical isometry wants all singular values near 1).
-``nonfinite``               any NaN/inf in the loss, an activation or a gradient: fail.
+``nonfinite``               any NaN/inf in the inputs, the targets, the weights, the loss, an
+                            activation or a gradient, or during the doctor's optimizer steps:
+                            fail (the fix depends on which came first).
 ==========================  ======================================================================
 
 Findings are raised on the mean over batches; when several batches were measured, a ``warn``
@@ -93,7 +95,9 @@ class Finding:
         message: what was measured, where, against which threshold, and the fix.
         layer: the layer or parameter concerned (``None`` for the whole model).
         value: the measured figure; ``threshold``: the one crossed (or the nearest).
-        fix: the concrete initlab fix, also part of ``message``.
+        fix: the concrete initlab fix in Python, also part of ``message``.
+        cli: the same fix as ``initlab doctor`` flags (``"--scheme xavier_normal"``), or what
+            to change outside initlab (the data); empty when there is nothing to fix.
     """
 
     check: str
@@ -103,6 +107,7 @@ class Finding:
     value: float | None = None
     threshold: float | None = None
     fix: str = ""
+    cli: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields."""
@@ -151,7 +156,7 @@ def _worst(found: list[Finding]) -> list[Finding]:
         others = ", ".join(f.layer or "?" for f in bad if f is not worst)
         more = f" [also {len(bad) - 1} more: {others[:200]}{'...' if len(others) > 200 else ''}]"
         worst = Finding(worst.check, worst.severity, worst.message + more, worst.layer, worst.value,
-                        worst.threshold, worst.fix)  # fmt: skip
+                        worst.threshold, worst.fix, worst.cli)  # fmt: skip
     return [worst]
 
 
@@ -159,20 +164,65 @@ def _worst(found: list[Finding]) -> list[Finding]:
 
 
 def _nonfinite(m: dict[str, Any]) -> list[Finding]:
+    """NaN/inf, blamed on the first thing that holds them: inputs, targets, weights, then the
+    forward/backward pass (the loss, activations, gradients)."""
+    inputs, targets = m.get("inputs_nonfinite") or 0, m.get("targets_nonfinite") or 0
+    weights = [p["name"] for p in m["params"] if p.get("nonfinite")]
     bad = [(r["name"], what) for r in m["activations"] + m["layer_outputs"]
            for what in ("out", "grad") if r.get(f"{what}_nonfinite")]  # fmt: skip
     bad += [(p["name"], "grad") for p in m["params"] if p.get("grad_nonfinite")]
-    bad += [(p["name"], "value") for p in m["params"] if p.get("nonfinite")]
     loss = m["initial_loss"]["observed"]
     if loss is not None and not math.isfinite(loss):
         bad.insert(0, ("loss", "value"))
+    if inputs or targets:
+        what = " and ".join(f"the {k} hold {n} NaN/inf values" for k, n in
+                            (("inputs", inputs), ("targets", targets)) if n)  # fmt: skip
+        fix = ("the data is broken, not the init: clean it before training (drop or repair "
+               "those rows; torch.isfinite(x).all() should hold)")  # fmt: skip
+        where = "inputs" if inputs else "targets"
+        return [Finding("nonfinite", "fail", f"{what}; {fix}", where, float(inputs + targets), 0.0,
+                        fix, "check the data set (--data): it holds NaN/inf")]  # fmt: skip
+    if weights:
+        shown = ", ".join(weights[:3]) + (
+            f" and {len(weights) - 3} more" if len(weights) > 3 else ""
+        )
+        fix = "re-initialize: initlab.init(model, example=x) draws every weight afresh"
+        return [Finding("nonfinite", "fail", f"the weights hold NaN/inf before any step ({shown}); "
+                        f"{fix}", weights[0], float(len(weights)), 0.0, fix,
+                        "--scheme kaiming_normal")]  # fmt: skip
     if not bad:
-        return [Finding("nonfinite", "ok", "no NaN or inf in the loss, activations or gradients")]
+        return _diverged_steps(m) or [
+            Finding("nonfinite", "ok",
+                    "no NaN or inf in the data, weights, loss, activations or gradients")]  # fmt: skip
     where, what = bad[0]
     fix = ("re-initialize with initlab.init(model, example=...) (a scheme with the right gain); "
-           "check the input for NaN and the loss for log(0)")  # fmt: skip
+           "check the loss for log(0)")  # fmt: skip
     return [Finding("nonfinite", "fail", f"NaN/inf first in {where} ({what}), {len(bad)} places "
-                    f"in all; {fix}", where, float(len(bad)), 0.0, fix)]  # fmt: skip
+                    f"in all; {fix}", where, float(len(bad)), 0.0, fix, "--scheme kaiming_normal")]  # fmt: skip
+
+
+def _diverged_steps(m: dict[str, Any]) -> list[Finding]:
+    """The doctor's own optimizer steps (on a copy) ran into NaN/inf: the learning rate (or the
+    init's scale) is too large for this optimizer."""
+    steps = m.get("steps") or []
+    bad_loss = [s["step"] for s in steps if not math.isfinite(s["loss"])]
+    bad_update = [k for p in m["params"] for k, u in enumerate(p.get("update_to_data") or [])
+                  if u is not None and not math.isfinite(u)]  # fmt: skip
+    first = min(bad_loss + bad_update, default=None)
+    if first is None:
+        return []
+    lr = m.get("lr")
+    fix = (f"lower the learning rate{f' (now {lr:g}; try {lr / 10:g})' if lr else ''} or the "
+           "init's scale (initlab.init(model, example=x))")  # fmt: skip
+    msg = (f"training diverged: NaN/inf at optimizer step {first + 1} of {len(steps)} "
+           f"(the doctor's steps, on a copy); {fix}")  # fmt: skip
+    return [Finding("nonfinite", "fail", msg, "steps", float(first + 1), 0.0, fix,
+                    f"--lr {lr / 10:g}" if lr else "a lower --lr")]  # fmt: skip
+
+
+def _head_flags(m: dict[str, Any]) -> str:
+    """The flags that shrink the head, keeping the scheme already examined (the plan's)."""
+    return f"--scheme {m.get('plan_scheme') or 'kaiming_normal'} --head-scale 0.01"
 
 
 def _initial_loss(m: dict[str, Any]) -> list[Finding]:
@@ -197,7 +247,8 @@ def _initial_loss(m: dict[str, Any]) -> list[Finding]:
         msg = (f"head logits too large: initial loss {obs:.3g}, expected {exp:.3g} = "
                f"log({il['classes']}) (excess {excess:.0%} > {warn if sev == 'warn' else fail:.0%}); "
                f"{fix}")  # fmt: skip
-        return [Finding("initial_loss", sev, msg, head, obs, exp, fix)]
+        return [Finding("initial_loss", sev, msg, head, obs, exp, fix,
+                        _head_flags(m))]  # fmt: skip
     warn, fail = THRESHOLDS["initial_loss_mse"]
     ratio = obs / exp if exp > 0 else math.inf
     sev = _grade(ratio, warn, fail)
@@ -206,7 +257,8 @@ def _initial_loss(m: dict[str, Any]) -> list[Finding]:
            f"ratio {ratio:.3g}")  # fmt: skip
     if sev != "ok":
         msg = f"outputs too large: {msg} > {warn if sev == 'warn' else fail}; {fix}"
-    return [Finding("initial_loss", sev, msg, m.get("head"), obs, exp, fix if sev != "ok" else "")]
+    return [Finding("initial_loss", sev, msg, m.get("head"), obs, exp, fix if sev != "ok" else "",
+                    _head_flags(m) if sev != "ok" else "")]  # fmt: skip
 
 
 def _acts(m: dict[str, Any]) -> list[dict[str, Any]]:
@@ -232,7 +284,16 @@ def _saturation(m: dict[str, Any]) -> list[Finding]:
                 f"< 6% of its value; pre-activation std {r.get('pre_std', float('nan')):.3g}; {fix}"
             )
         out.append(
-            Finding("saturation", sev, msg, r["name"], sat, warn, fix if sev != "ok" else "")
+            Finding(
+                "saturation",
+                sev,
+                msg,
+                r["name"],
+                sat,
+                warn,
+                fix if sev != "ok" else "",
+                "--scheme xavier_normal" if sev != "ok" else "",
+            )
         )
     return out
 
@@ -270,7 +331,20 @@ def _dead_units(m: dict[str, Any]) -> list[Finding]:
         if sev != "ok":
             msg += f" >= {warn if sev == 'warn' else fail:.0%}; {fix}"
         out.append(
-            Finding("dead_units", sev, msg, r["name"], dead, warn, fix if sev != "ok" else "")
+            Finding(
+                "dead_units",
+                sev,
+                msg,
+                r["name"],
+                dead,
+                warn,
+                fix if sev != "ok" else "",
+                ""
+                if sev == "ok"
+                else "--scheme orthogonal"
+                if "orthogonal" in fix
+                else "--scheme kaiming_normal",
+            )
         )
     return out
 
@@ -300,6 +374,7 @@ def _activations(m: dict[str, Any]) -> list[Finding]:
         f"initlab.init(model, '{m.get('suggest_scheme', 'kaiming_normal')}', example=x) "
         "(gain from each layer's activation), or initlab.lsuv"
     )
+    cli = f"--scheme {m.get('suggest_scheme', 'kaiming_normal')}"
     out = []
     vw, vf = THRESHOLDS["vanishing_activations"]
     sev = _grade(ratio, vw, vf, low=True)
@@ -308,7 +383,7 @@ def _activations(m: dict[str, Any]) -> list[Finding]:
     if sev != "ok":
         out.append(Finding("vanishing_activations", sev,
                            f"signal vanishes: {msg} < {vw if sev == 'warn' else vf}"
-                           f"{_deviating(m, True)}; {fix}", last["name"], ratio, vw, fix))  # fmt: skip
+                           f"{_deviating(m, True)}; {fix}", last["name"], ratio, vw, fix, cli))  # fmt: skip
     else:
         out.append(Finding("vanishing_activations", "ok", msg, last["name"], ratio, vw))
     ew, ef = THRESHOLDS["exploding_activations"]
@@ -320,7 +395,7 @@ def _activations(m: dict[str, Any]) -> list[Finding]:
         out.append(Finding("exploding_activations", sev,
                            f"signal explodes: {msg} > {ew if sev == 'warn' else ef} (max RMS "
                            f"{big['rms']:.3g} at {big['name']}){_deviating(m, False)}; {fix}",
-                           big["name"], ratio, ew, fix))  # fmt: skip
+                           big["name"], ratio, ew, fix, cli))  # fmt: skip
     else:
         out.append(Finding("exploding_activations", "ok", msg, big["name"], ratio, ew))
     return out
@@ -336,6 +411,7 @@ def _gradients(m: dict[str, Any]) -> list[Finding]:
         f"initlab.init(model, '{m.get('suggest_scheme', 'kaiming_normal')}', example=x); "
         "for deep plain nets also orthogonal (Saxe et al. 2014) or residual connections"
     )
+    cli = f"--scheme {m.get('suggest_scheme', 'kaiming_normal')}"
     msg = (
         f"gradient RMS w.r.t. activations {last['grad_rms']:.3g} at {last['name']} -> "
         f"{first['grad_rms']:.3g} at {first['name']}: ratio {ratio:.3g}"
@@ -347,14 +423,14 @@ def _gradients(m: dict[str, Any]) -> list[Finding]:
     if sev != "ok":
         out.append(Finding("vanishing_gradients", sev, f"gradients vanish: {msg} < "
                            f"{vw if sev == 'warn' else vf}{_deviating(m, True)}; {fix}",
-                           first["name"], ratio, vw, fix))  # fmt: skip
+                           first["name"], ratio, vw, fix, cli))  # fmt: skip
     else:
         out.append(Finding("vanishing_gradients", "ok", msg, first["name"], ratio, vw))
     sev = _grade(ratio, ew, ef)
     if sev != "ok":
         out.append(Finding("exploding_gradients", sev, f"gradients explode: {msg} > "
                            f"{ew if sev == 'warn' else ef}{_deviating(m, False)}; {fix}",
-                           first["name"], ratio, ew, fix))  # fmt: skip
+                           first["name"], ratio, ew, fix, cli))  # fmt: skip
     else:
         out.append(Finding("exploding_gradients", "ok", msg, first["name"], ratio, ew))
     return out
@@ -365,7 +441,7 @@ def _update_ratio(m: dict[str, Any]) -> list[Finding]:
     lw, lf = THRESHOLDS["update_ratio_low"]
     hw, hf = THRESHOLDS["update_ratio_high"]
     for p in m["params"]:
-        ups = [u for u in p.get("update_to_data") or [] if u is not None and u > 0]
+        ups = [u for u in p.get("update_to_data") or [] if u is not None and 0 < u < math.inf]
         if not ups or p.get("role") in ("bias", "norm") or p.get("ndim", 2) < 2:
             continue
         logr = sum(math.log10(u) for u in ups) / len(ups)
@@ -374,19 +450,24 @@ def _update_ratio(m: dict[str, Any]) -> list[Finding]:
         sev: Severity = "fail" if "fail" in (sev_low, sev_high) else \
             "warn" if "warn" in (sev_low, sev_high) else "ok"  # fmt: skip
         msg = f"{p['name']}: update:data 10^{logr:.2f} per step (healthy ~10^-3)"
-        fix = ""
+        fix = cli = ""
+        lr = m.get("lr")
         if sev_high != "ok":
-            fix = "lower the learning rate, or check that the weight is not initialized too small"
+            fix = (f"lower the learning rate{f' (now {lr:g}; try {lr / 10:g})' if lr else ''}, or "
+                   "check that the weight is not initialized too small")  # fmt: skip
+            cli = f"--lr {lr / 10:g}" if lr else "a lower --lr"
             if p.get("role") == "head" and (p.get("std_ratio") or 1.0) < 0.5:
                 # makemore part 3: a head shrunk on purpose (W2*0.01) moves fast at first
                 msg += " (expected: the head was shrunk on purpose and grows in the first steps)"
-                sev, fix = "ok", ""
+                sev, fix, cli = "ok", "", ""
         elif sev_low != "ok":
-            fix = "raise the learning rate, or check that the weight is not initialized too large"
+            fix = (f"raise the learning rate{f' (now {lr:g}; try {lr * 10:g})' if lr else ''}, or "
+                   "check that the weight is not initialized too large")  # fmt: skip
+            cli = f"--lr {lr * 10:g}" if lr else "a higher --lr"
         if sev != "ok":
             msg += f" outside [{lw:g}, {hw:g}]; {fix}"
         out.append(Finding("update_ratio", sev, msg, p["name"], logr,
-                           hw if sev_high != "ok" else lw, fix))  # fmt: skip
+                           hw if sev_high != "ok" else lw, fix, cli))  # fmt: skip
     return out
 
 
@@ -395,10 +476,12 @@ def _isometry(m: dict[str, Any]) -> list[Finding]:
     if not jac or jac.get("mean_sq") is None:
         return []
     mean_sq, spread = jac["mean_sq"], jac.get("spread")
+    if not math.isfinite(mean_sq) or (spread is not None and not math.isfinite(spread)):
+        return []  # NaN/inf through the Jacobian: the nonfinite check says where
     warn, _ = THRESHOLDS["isometry_spread"]
     msg = (
         f"input-output Jacobian: mean sigma^2 {mean_sq:.3g}, sigma_max {jac['sigma_max']:.3g}, "
-        f"sigma_max^2/mean sigma^2 {spread:.3g}"
+        f"sigma_max^2/mean sigma^2 {'n/a' if spread is None else format(spread, '.3g')}"
     )
     fix = (
         "orthogonal weights (initlab.init(model, 'orthogonal', example=x); Saxe et al. 2014, "
@@ -408,5 +491,6 @@ def _isometry(m: dict[str, Any]) -> list[Finding]:
     if bad:
         note = " (a head shrunk on purpose scales all sigma down; judge the spread)"
         return [Finding("isometry", "warn", f"far from isometry: {msg} (> {warn:g}, or mean "
-                        f"outside [1e-4, 1e4]){note}; {fix}", None, spread, warn, fix)]  # fmt: skip
+                        f"outside [1e-4, 1e4]){note}; {fix}", None, spread, warn, fix,
+                        "--scheme orthogonal")]  # fmt: skip
     return [Finding("isometry", "ok", msg, None, spread, warn)]

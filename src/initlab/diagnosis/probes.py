@@ -33,10 +33,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from ..graph import ACTIVATION_FUNCTIONS, ADD_FUNCTIONS, Graph
+from ..graph import ACTIVATION_FUNCTIONS, ADD_FUNCTIONS, Graph, activation_module_name
 
 __all__ = [
-    "ACTIVATION_MODULES",
     "BOUNDED",
     "RELU_LIKE",
     "SATURATION_THRESHOLD",
@@ -47,16 +46,6 @@ __all__ = [
     "tensor_stats",
 ]
 
-#: activation module classes and their canonical names (as in :mod:`initlab.gains`)
-ACTIVATION_MODULES: dict[type[nn.Module], str] = {
-    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu", nn.PReLU: "leaky_relu",
-    nn.RReLU: "leaky_relu", nn.ELU: "elu", nn.SELU: "selu", nn.CELU: "celu", nn.GELU: "gelu",
-    nn.SiLU: "silu", nn.Mish: "mish", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
-    nn.Hardtanh: "hardtanh", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid",
-    nn.Softplus: "softplus", nn.Softsign: "softsign", nn.LogSigmoid: "logsigmoid",
-    nn.Tanhshrink: "tanhshrink",
-}  # fmt: skip
-
 #: bounded activations whose units saturate; values are their output range ``(lo, hi)``
 BOUNDED: dict[str, tuple[float, float]] = {
     "tanh": (-1.0, 1.0), "hardtanh": (-1.0, 1.0), "softsign": (-1.0, 1.0),
@@ -66,7 +55,7 @@ BOUNDED: dict[str, tuple[float, float]] = {
 #: activations whose units can die (output exactly zero for every example)
 RELU_LIKE = frozenset({"relu", "relu6"})
 
-#: a tanh unit is saturated when ``|t| > 0.97`` (issue 4; the lecture plots ``|h| > 0.99``).
+#: a tanh unit is saturated when ``|t| > 0.97`` (the lecture plots ``|h| > 0.99``).
 #: There ``tanh'(z) = 1 - t^2 < 0.059``: the unit passes under 6% of the gradient. For other
 #: bounded activations the same rule is applied to the distance from the nearest bound,
 #: rescaled to tanh's range: a sigmoid unit is saturated when ``s < 0.015`` or ``s > 0.985``.
@@ -425,10 +414,13 @@ def attention_stats(
 
 
 def _module_activation(module: nn.Module) -> str | None:
-    for cls, name in ACTIVATION_MODULES.items():
-        if type(module) is cls:
-            return name
-    return None
+    """The activation a module computes, named as :mod:`initlab.graph` names it (one table for
+    the whole library: transformers' ``NewGELUActivation`` is ``gelu_tanh``, not the ``tanh``
+    inside it); ``None`` for anything else (``nn.Identity`` included)."""
+    if isinstance(module, nn.PReLU):  # learnable slope: has a parameter, still an activation
+        return "leaky_relu"
+    name = activation_module_name(module)
+    return None if name in (None, "linear") else name
 
 
 def unique_names(records: list[CallRecord]) -> None:

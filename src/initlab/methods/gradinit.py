@@ -34,7 +34,7 @@ Deviations from the official code (each deliberate):
   never changed while optimizing and is written once at the end (the repo rescales ``p.data``).
   Mathematically the same: the repo's scalar gradient ``<dL/dp, p> ||p0|| / ||p||`` equals
   :math:`\partial L/\partial\alpha`.
-* **Norm layers excluded** (``scale_norms=False``), as the issue reads the paper. The official CIFAR
+* **Norm layers excluded** (``scale_norms=False``), as we read the paper. The official CIFAR
   code *does* scale BatchNorm weight and bias (its ``GradInitBatchNorm2d``) and its Transformer code
   scales LayerNorm gains; ``scale_norms=True`` does the same. Norm parameters still count in
   :math:`g`, its norm and the look-ahead step (they are trained parameters).
@@ -65,6 +65,7 @@ from torch.func import functional_call
 
 from ..errors import InitlabError, check_choice
 from ..graph import is_norm
+from ..placement import check_placement
 from ..transaction import transaction
 from ._common import (
     Batches,
@@ -216,6 +217,7 @@ def gradinit(
     if not gamma > 0:
         raise InitlabError(f"gradinit: gamma must be > 0, got {gamma}")
 
+    check_placement(model, who="initlab.gradinit")
     named = dict(model.named_parameters())
     trainable = {n: p for n, p in named.items() if p.requires_grad}
     if not trainable:

@@ -50,6 +50,7 @@ from torch import nn
 
 from ..errors import InitlabError, check_choice
 from ..graph import is_norm, trace
+from ..placement import check_placement
 from ..rng import generator
 from ..schemes import orthogonal_
 from ..transaction import transaction
@@ -188,6 +189,7 @@ def lsuv(
     >>> all(abs(s**2 - 1) <= 0.1 for s in res.stds.values())
     True
     """
+    check_placement(model, example, who="initlab.lsuv")
     check_choice("on_zero", on_zero, ["error", "skip"])
     if target_var <= 0 or not math.isfinite(target_var):
         raise InitlabError(f"lsuv: target_var must be a positive finite number, got {target_var}")

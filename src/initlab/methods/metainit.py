@@ -44,6 +44,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import InitlabError
+from ..placement import check_placement
 from ..rng import generator
 from ..transaction import transaction
 from ._common import Batches, all_reduce_mean_, check_finite, distributed, progress_bar, split_batch
@@ -133,6 +134,7 @@ def metainit(
         raise InitlabError(
             f"metainit: need iters >= 0, lr >= 0, 0 <= momentum < 1, eps > 0 (got {iters}, {lr}, {momentum}, {eps})"
         )
+    check_placement(model, who="initlab.metainit")
     named = dict(model.named_parameters())
     trainable = {n: p for n, p in named.items() if p.requires_grad}
     tuned = [n for n, p in trainable.items() if p.dim() >= 2 and float(p.detach().norm()) > 0]

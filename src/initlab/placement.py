@@ -1,0 +1,97 @@
+"""Where a model's tensors and an example live: the meta device, device and dtype mismatches.
+
+Every public entry point (``plan``/``init``, ``lsuv``, ``gradinit``, ``metainit``, ``doctor``)
+calls :func:`check_placement` first, so these mistakes are named as such instead of surfacing as
+a raw torch error from deep inside a forward pass. A leaf module: it imports only torch and
+:mod:`initlab.errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InitlabError
+
+__all__ = ["check_placement", "placement_problem"]
+
+
+def _example_tensors(example: Any) -> list[torch.Tensor]:
+    from torch.utils._pytree import tree_flatten
+
+    return [t for t in tree_flatten(example)[0] if isinstance(t, torch.Tensor)]
+
+
+def _model_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [*model.named_parameters(), *model.named_buffers()]
+
+
+def placement_problem(
+    model: nn.Module, example: Any = None, *, needs_values: bool = True
+) -> str | None:
+    """What is wrong with where ``model`` and ``example`` live, or ``None``.
+
+    * ``needs_values``: a parameter or buffer on the meta device has a shape but no values;
+    * a tensor of ``example`` on a device that holds none of the model's (real) parameters;
+    * a floating tensor of ``example`` whose dtype differs from the one dtype of all the
+      model's floating parameters (skipped under autocast, which casts on the fly).
+
+    >>> placement_problem(nn.Linear(2, 2).double(), torch.randn(3, 2))
+    "dtype mismatch: the example is torch.float32 but the model's parameters are torch.float64; cast one to the other (example.to(torch.float64) or model.to(torch.float32))"
+    """
+    tensors = _model_tensors(model)
+    meta = [n for n, t in tensors if t.device.type == "meta"]
+    if needs_values and meta:
+        return (
+            f"the model is on the meta device ({len(meta)} of its {len(tensors)} tensors, e.g. "
+            f"{meta[0]!r}, have a shape but no values); materialize it first: "
+            "initlab.init(model, example=...) draws meta parameters onto a real device, or "
+            "model.to_empty(device='cpu') and then an init"
+        )
+    params = [t for _, t in tensors if t.device.type != "meta"]
+    inputs = [t for t in _example_tensors(example) if t.device.type != "meta"]
+    if not params or not inputs:
+        return None
+    model_devices = {t.device for t in params}
+    stray = sorted({str(t.device) for t in inputs if t.device not in model_devices})
+    if stray:
+        where = ", ".join(sorted(map(str, model_devices)))
+        return (
+            f"device mismatch: the example is on {', '.join(stray)} but the model's parameters "
+            f"are on {where}; move one to the other (example.to({where.split(', ')[0]!r}) or "
+            f"model.to({stray[0]!r}))"
+        )
+    float_dtypes = {t.dtype for t in params if t.is_floating_point()}
+    if len(float_dtypes) != 1 or torch.is_autocast_enabled():
+        return None
+    (dtype,) = float_dtypes
+    odd = sorted({str(t.dtype) for t in inputs if t.is_floating_point() and t.dtype != dtype})
+    if odd:
+        return (
+            f"dtype mismatch: the example is {', '.join(odd)} but the model's parameters are "
+            f"{dtype}; cast one to the other (example.to({dtype}) or model.to({odd[0]}))"
+        )
+    return None
+
+
+def check_placement(
+    model: nn.Module, example: Any = None, *, who: str, needs_values: bool = True
+) -> None:
+    """Raise :class:`InitlabError` naming the problem :func:`placement_problem` finds.
+
+    ``who`` names the caller in the message (``"initlab.lsuv"``).
+
+    >>> with torch.device("meta"):
+    ...     net = nn.Linear(2, 2)
+    >>> check_placement(net, who="initlab.lsuv")
+    Traceback (most recent call last):
+    ...
+    initlab.errors.InitlabError: initlab.lsuv: the model is on the meta device (2 of its 2 tensors, e.g. 'weight', have a shape but no values); materialize it first: initlab.init(model, example=...) draws meta parameters onto a real device, or model.to_empty(device='cpu') and then an init
+    """
+    if not isinstance(model, nn.Module):
+        return  # the caller's own type check names that
+    problem = placement_problem(model, example, needs_values=needs_values)
+    if problem:
+        raise InitlabError(f"{who}: {problem}")
