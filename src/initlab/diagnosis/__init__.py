@@ -156,8 +156,12 @@ def _setup(model: nn.Module, m: dict[str, Any], steps: int, optimizer: str, seed
            given: Mapping[str, Any] | None) -> dict[str, Any]:  # fmt: skip
     """The run's set-up, shown first in every output: what ran, on what, with which versions."""
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
-    from .. import __version__
+    try:
+        __version__ = version("initlab")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        __version__ = "unknown"
 
     n_params = sum(p.numel() for p in model.parameters())
     out: dict[str, Any] = {"model": f"{type(model).__name__} ({n_params:,} parameters)"}
