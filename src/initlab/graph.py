@@ -348,24 +348,22 @@ class _Tracer(TorchFunctionMode):
         for i, t in enumerate(tree_flatten(example)[0]):
             self.put(t, _Info({}, _root_path(f"input {i}")))
 
-    def infos(self, args: object) -> list[_Info]:
-        return [i for i in (self.get(t) for t in tree_flatten(args)[0]) if i is not None]
+    def infos(self, args: object, params: bool = False) -> list[_Info]:
+        """The infos of the tensors in ``args``; with ``params``, parameters too.
 
-    def param_infos(self, args: object) -> list[_Info]:
-        """Infos of parameters used as plain tensors (``x + self.pos_embed``): each roots a stream.
-
-        Its embedding source is the layer that owns it, or its qualified name when no layer does.
+        A parameter used as a plain tensor (``x + self.pos_embed``) roots a stream of its own;
+        its embedding source is the layer that owns it, or its qualified name when no layer does.
         """
         out = []
         for t in tree_flatten(args)[0]:
-            if not isinstance(t, nn.Parameter) or self.get(t) is not None:
-                continue
-            name = self.owners.get(id(t)) or self.param_names.get(id(t))
-            if name is None:
-                continue
-            info = _Info({}, _root_path(f"param {name}"), frozenset({name}))
-            self.info[id(t)] = (t, info)
-            out.append(info)
+            info = self.get(t)
+            if info is None and params and isinstance(t, nn.Parameter):
+                name = self.owners.get(id(t)) or self.param_names.get(id(t))
+                if name is not None:
+                    info = _Info({}, _root_path(f"param {name}"), frozenset({name}))
+                    self.info[id(t)] = (t, info)
+            if info is not None:
+                out.append(info)
         return out
 
     # -- layer calls
@@ -461,7 +459,7 @@ class _Tracer(TorchFunctionMode):
                 self.functional.setdefault(owner, []).append(getattr(func, "__name__", str(func)))
                 self.put(out, self.produce(layer, inputs))
                 return out
-        inputs = self.infos((args, kwargs)) + self.param_infos((args, kwargs))
+        inputs = self.infos((args, kwargs), params=True)
         act = ACTIVATION_FUNCTIONS.get(func)
         if act is not None:
             param = None
