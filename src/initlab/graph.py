@@ -11,8 +11,16 @@ and forward hooks, and follows every tensor from the input to the output. It rec
   transparent: in ``conv -> BatchNorm -> ReLU`` the conv is followed by ReLU;
 * **roles**: ``head`` (reaches the output through no other weight layer), ``embedding``, ``norm``,
   and ``residual_out`` (the last layer of a branch whose output is added to a skip path);
-* **residual branches**: every ``a + b`` whose operands took different paths from a common fork:
-  the longer path is the branch, with its layers and its number of weight layers ``m``;
+* **residual branches**: every ``x + f(x)`` on one stream: the operands of ``a + b`` fork from a
+  common tensor, one side holds a weight layer after the fork, and that side's last weight layers
+  are all on it (the sum is the branch's output). The longer side is the branch, with its layers
+  and its number of weight layers ``m``. Not branches: masks and biases added to attention scores
+  (integer and boolean tensors carry no signal, nor do ``x.new_zeros(...)`` and ``zeros_like``),
+  sums of independent streams (two inputs, tokens + positions), recurrences inside one layer
+  (a selective scan's ``y + D x``, where the convolution before the fork still feeds ``y``);
+* **embedding sums**: embedding-like sources whose outputs are added as independent streams
+  (token + position + segment tables, a patch convolution + a position parameter), see
+  :attr:`Graph.embedding_sums`;
 * functional uses of parameters (``F.linear(h, self.wte.weight)`` for a tied head,
   ``x @ self.W``), parameters shared by several modules, and layers the example never reached.
 
