@@ -184,6 +184,27 @@ def test_patch_embedding_plus_position_parameter():
     assert "residual_out" not in g.layers["patch"].roles
 
 
+def test_fixed_sinusoidal_positions_are_a_member_by_their_buffer_name():
+    class SinusoidLM(nn.Module):
+        def __init__(self, vocab: int = 20, d: int = 8) -> None:
+            super().__init__()
+            self.emb, self.fc, self.head = (
+                nn.Embedding(vocab, d),
+                nn.Linear(d, d),
+                nn.Linear(d, vocab),
+            )
+            pos = torch.arange(16.0)[:, None] / 10 ** (torch.arange(0, d, 2) / d)
+            self.register_buffer("pe", torch.cat([pos.sin(), pos.cos()], -1))
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            x = self.emb(ids) * math.sqrt(self.emb.embedding_dim) + self.pe[: ids.shape[1]]
+            return self.head(x + self.fc(F.relu(x)))
+
+    g = trace(SinusoidLM(), torch.randint(0, 20, (2, 5)))
+    assert g.embedding_sums == (("emb", "pe"),)
+    assert _ends(g) == ["fc"]
+
+
 def test_scan_recurrence_inside_one_layer_is_no_branch():
     model = nn.Sequential(ScanMixer(), ScanMixer())
     g = trace(model, torch.randn(2, 5, 8))

@@ -158,7 +158,8 @@ class Graph:
     additions of independent streams, not from names. A member is a layer's qualified module
     name (a key of :attr:`layers`: ``"transformer.wte"``) or, for a parameter the model adds
     directly and no layer owns (a ViT's ``pos_embed``), its qualified parameter name
-    (``"vit.embeddings.position_embeddings"``). Tokens concatenated into the sum (a class token)
+    (``"vit.embeddings.position_embeddings"``); a buffer added the same way (a fixed sinusoidal
+    table, which initlab does not draw) appears by its qualified buffer name. Tokens concatenated into the sum (a class token)
     are members too. A group holds at least one lookup table or parameter; two linear layers on
     two inputs added together are no embedding sum."""
 
@@ -323,7 +324,7 @@ class _Tracer(TorchFunctionMode):
         self.layers = layers
         self.by_module = {id(la.module): la for la in layers.values()}
         self.owners = owners  # id(param) -> layer name
-        self.param_names = dict(param_names or {})  # id(param) -> qualified name
+        self.param_names = dict(param_names or {})  # id(param or buffer) -> qualified name
         self.info: dict[int, tuple[torch.Tensor, _Info]] = {}
         self.depth = 0  # > 0 while inside a leaf layer's forward
         self.counter = 0
@@ -357,15 +358,16 @@ class _Tracer(TorchFunctionMode):
             self.put(t, _Info({}, _root_path(f"input {i}")))
 
     def infos(self, args: object, params: bool = False) -> list[_Info]:
-        """The infos of the tensors in ``args``; with ``params``, parameters too.
+        """The infos of the tensors in ``args``; with ``params``, parameters and buffers too.
 
-        A parameter used as a plain tensor (``x + self.pos_embed``) roots a stream of its own;
-        its embedding source is the layer that owns it, or its qualified name when no layer does.
+        A parameter or floating buffer used as a plain tensor (``x + self.pos_embed``, a fixed
+        sinusoidal table) roots a stream of its own; its embedding source is the layer that owns
+        it, or its qualified name when no layer does.
         """
         out = []
         for t in tree_flatten(args)[0]:
             info = self.get(t)
-            if info is None and params and isinstance(t, nn.Parameter):
+            if info is None and params and isinstance(t, torch.Tensor) and t.is_floating_point():
                 name = self.owners.get(id(t)) or self.param_names.get(id(t))
                 if name is not None:
                     info = _Info({}, _root_path(f"param {name}"), frozenset({name}))
@@ -633,7 +635,8 @@ def trace(model: nn.Module, example: object) -> Graph:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if device.type == "meta":
         example = _to_device(example, device)
-    tracer = _Tracer(model, layers, owners, {id(p): n for n, p in model.named_parameters()})
+    names = {id(t): n for n, t in [*model.named_buffers(), *model.named_parameters()]}
+    tracer = _Tracer(model, layers, owners, names)
     handles = []
     try:
         for module in model.modules():
