@@ -317,22 +317,26 @@ def _merge(infos: list[_Info], embed: frozenset[str] | None = None) -> _Info:
 
 
 class _Tracer(TorchFunctionMode):
-    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str],
-                 param_names: Mapping[int, str] | None = None) -> None:  # fmt: skip
+    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str]) -> None:
         super().__init__()
         self.model = model
         self.layers = layers
         self.by_module = {id(la.module): la for la in layers.values()}
         self.owners = owners  # id(param) -> layer name
-        self.param_names = dict(param_names or {})  # id(param or buffer) -> qualified name
         self.info: dict[int, tuple[torch.Tensor, _Info]] = {}
         self.depth = 0  # > 0 while inside a leaf layer's forward
         self.counter = 0
         self.adds: list[tuple[_Info, _Info]] = []
-        self.sums: list[frozenset[str]] = []  # embedding sums, as they were added up
         self.functional: dict[str, list[str]] = {}
         self.stash: dict[int, list[_Info]] = {}
         self.act_modules: dict[int, str] = {}
+        # id(parameter or buffer) -> qualified name: such a tensor used as a plain operand roots a
+        # stream (a pass on copies of the state must add the copies' ids)
+        self.tensor_names = {
+            id(t): n for n, t in [*model.named_buffers(), *model.named_parameters()]
+        }
+        self.sums: list[frozenset[str]] = []  # embedding sums, as they were added up
+        self.roots = 0  # example tensors rooted so far
 
     # -- tensor bookkeeping
     def get(self, t: object) -> _Info | None:
@@ -346,16 +350,16 @@ class _Tracer(TorchFunctionMode):
         """Attach ``info`` to every floating tensor in ``outputs``.
 
         Integer and boolean tensors (token ids, masks, indices) carry no signal: a mask built
-        from the input and added to attention scores is no path of the stream.
+        from the input and added to attention scores is no path of the stream. ``_EMPTY`` (the
+        example's tensors) roots a stream of its own at each tensor.
         """
         for t in tree_flatten(outputs)[0]:
             if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
-                self.info[id(t)] = (t, info)
-
-    def put_inputs(self, example: object) -> None:
-        """Each floating tensor of the example roots its own stream."""
-        for i, t in enumerate(tree_flatten(example)[0]):
-            self.put(t, _Info({}, _root_path(f"input {i}")))
+                if info is _EMPTY:
+                    self.info[id(t)] = (t, _Info({}, _root_path(f"input {self.roots}")))
+                    self.roots += 1
+                else:
+                    self.info[id(t)] = (t, info)
 
     def infos(self, args: object, params: bool = False) -> list[_Info]:
         """The infos of the tensors in ``args``; with ``params``, parameters and buffers too.
@@ -368,7 +372,7 @@ class _Tracer(TorchFunctionMode):
         for t in tree_flatten(args)[0]:
             info = self.get(t)
             if info is None and params and isinstance(t, torch.Tensor) and t.is_floating_point():
-                name = self.owners.get(id(t)) or self.param_names.get(id(t))
+                name = self.owners.get(id(t)) or self.tensor_names.get(id(t))
                 if name is not None:
                     info = _Info({}, _root_path(f"param {name}"), frozenset({name}))
                     self.info[id(t)] = (t, info)
@@ -635,8 +639,7 @@ def trace(model: nn.Module, example: object) -> Graph:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if device.type == "meta":
         example = _to_device(example, device)
-    names = {id(t): n for n, t in [*model.named_buffers(), *model.named_parameters()]}
-    tracer = _Tracer(model, layers, owners, names)
+    tracer = _Tracer(model, layers, owners)
     handles = []
     try:
         for module in model.modules():
@@ -655,7 +658,7 @@ def trace(model: nn.Module, example: object) -> Graph:
         args, kwargs = _example_args(example)
         with _eval_mode(model), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. the transformer fast-path notice
-            tracer.put_inputs((args, kwargs))
+            tracer.put((args, kwargs), _EMPTY)
             with tracer:
                 output = run_forward(model, example)
     finally:
