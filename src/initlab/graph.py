@@ -156,12 +156,13 @@ class Graph:
     """Groups of embedding-like sources whose outputs the forward adds together (tokens +
     positions + segments; a patch-embedding conv + a position table), found from the traced
     additions of independent streams, not from names. A member is a layer's qualified module
-    name (a key of :attr:`layers`: ``"transformer.wte"``) or, for a parameter the model adds
-    directly and no layer owns (a ViT's ``pos_embed``), its qualified parameter name
-    (``"vit.embeddings.position_embeddings"``); a buffer added the same way (a fixed sinusoidal
-    table, which initlab does not draw) appears by its qualified buffer name. Tokens concatenated into the sum (a class token)
-    are members too. A group holds at least one lookup table or parameter; two linear layers on
-    two inputs added together are no embedding sum."""
+    name (a key of :attr:`layers`: ``"transformer.wte"``, or a weight layer such as a patch
+    convolution), or, for a parameter the model adds directly and no layer owns (a ViT's
+    ``pos_embed``), its qualified parameter name (``"vit.embeddings.position_embeddings"``), or
+    for a floating buffer added the same way (a fixed sinusoidal table, which initlab does not
+    draw) its qualified buffer name. Tokens concatenated into the sum (a class token) are
+    members too. A group holds at least one lookup table, parameter or buffer: two linear layers
+    on two inputs added together are no embedding sum."""
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.order())
@@ -682,8 +683,8 @@ def trace(model: nn.Module, example: object) -> Graph:
             if (direct or tied_head) and "residual_out" not in layer.roles:
                 layer.roles.add("head")
     unreached = [la.name for la in layers.values() if la.calls == 0]
-    return Graph(model, layers, branches, shared, tracer.functional, unreached, loose,
-                 _embedding_groups(tracer.sums, layers, [n for n, _ in model.named_parameters()]))  # fmt: skip
+    sums = _embedding_groups(tracer.sums, layers, [n for n, _ in model.named_parameters()])
+    return Graph(model, layers, branches, shared, tracer.functional, unreached, loose, sums)
 
 
 def _branches(adds: list[tuple[_Info, _Info]], layers: dict[str, Layer]) -> list[Branch]:
