@@ -17,7 +17,9 @@ and forward hooks, and follows every tensor from the input to the output. It rec
   and its number of weight layers ``m``. Not branches: masks and biases added to attention scores
   (integer and boolean tensors carry no signal, nor do ``x.new_zeros(...)`` and ``zeros_like``),
   sums of independent streams (two inputs, tokens + positions), recurrences inside one layer
-  (a selective scan's ``y + D x``, where the convolution before the fork still feeds ``y``);
+  (a selective scan's ``y + D x``, where the convolution before the fork still feeds ``y``).
+  A cross-attention branch counts on the stream it is added to; parallel branches summed
+  before the skip (``x + attn(x) + mlp(x)``) are one branch each;
 * **embedding sums**: embedding-like sources whose outputs are added as independent streams
   (token + position + segment tables, a patch convolution + a position parameter), see
   :attr:`Graph.embedding_sums`;
