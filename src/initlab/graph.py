@@ -357,11 +357,10 @@ class _Tracer(TorchFunctionMode):
         self.functional: dict[str, list[str]] = {}
         self.stash: dict[int, list[_Info]] = {}
         self.act_modules: dict[int, str] = {}
-        # id(parameter or buffer) -> qualified name: such a tensor used as a plain operand roots a
-        # stream (a pass on copies of the state must add the copies' ids)
-        self.tensor_names = {
-            id(t): n for n, t in [*model.named_buffers(), *model.named_parameters()]
-        }
+        # id(parameter or buffer) -> qualified name: such a tensor used as a plain operand roots
+        # a stream. Read at the first operation, so that a pass on copies of the state
+        # (torch.func.functional_call) names the copies it runs on
+        self.tensor_names: dict[int, str] | None = None
         self.sums: list[frozenset[str]] = []  # embedding sums, as they were added up
         self.roots = 0  # example tensors rooted so far
 
@@ -399,13 +398,25 @@ class _Tracer(TorchFunctionMode):
         for t in tree_flatten(args)[0]:
             info = self.get(t)
             if info is None and params and isinstance(t, torch.Tensor) and t.is_floating_point():
-                name = self.owners.get(id(t)) or self.tensor_names.get(id(t))
+                name = self.owners.get(id(t)) or self.state_name(t)
                 if name is not None:
                     info = _rooted(f"param {name}", frozenset({name}))
                     self.info[id(t)] = (t, info)
             if info is not None:
                 out.append(info)
         return out
+
+    def state_name(self, t: torch.Tensor) -> str | None:
+        """The qualified name of a parameter or buffer of the model, ``None`` for other tensors.
+
+        Names are read from the model as it is now: a pass on copies of the state
+        (``torch.func.functional_call``) swaps them in after the mode is entered.
+        """
+        first = next(self.model.parameters(), None)
+        if self.tensor_names is None or (first is not None and id(first) not in self.tensor_names):
+            named = [*self.model.named_buffers(), *self.model.named_parameters()]
+            self.tensor_names = {id(x): n for n, x in named}
+        return self.tensor_names.get(id(t))
 
     # -- layer calls
     def consume(self, layer: Layer, inputs: list[_Info]) -> None:
