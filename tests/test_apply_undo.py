@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from initlab.plan import init, plan
+from initlab.planning import init, plan
 
-plan_module = sys.modules["initlab.plan"]  # `initlab.plan` the attribute is the function
+plan_module = sys.modules["initlab.planning"]
 
 
 def _model() -> nn.Sequential:
@@ -116,7 +116,7 @@ _MEASURE = textwrap.dedent(
     import json, sys, torch
     torch.set_num_threads(1)
     from torch import nn
-    from initlab.plan import init
+    from initlab.planning import init
 
     def status(key):
         with open("/proc/self/status") as f:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initlab.graph import trace
-from initlab.plan import plan
+from initlab.planning import plan
 
 # ---------------------------------------------------------------------------------------------
 # hand-written models

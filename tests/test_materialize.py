@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from initlab.errors import InitlabError
-from initlab.plan import init
+from initlab.planning import init
 from tests.models import cnn_bn
 from tests.test_graph_streams import PatchViT
 
