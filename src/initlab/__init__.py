@@ -26,10 +26,14 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, ``__getatt
     from .errors import InitlabError
     from .gains import gain
     from .graph import Branch, Graph, Layer, trace
+    from .methods._branches import ResidualResult
+    from .methods.fixup import fixup
     from .methods.gradinit import GradInitResult, GradInitStep, gradinit
     from .methods.lsuv import LSUVLayer, LSUVResult, lsuv
     from .methods.metainit import MetaInitResult, metainit
-    from .methods.residual import ResidualResult, fixup, skipinit, tfixup, zerO_init
+    from .methods.skipinit import skipinit
+    from .methods.tfixup import tfixup
+    from .methods.zero import zerO_init
     from .planning import Plan, PlanEntry, init, plan
     from .presets import PRESETS, preset_rules
     from .schemes import (
@@ -70,7 +74,11 @@ _HOME = {
         "methods.gradinit": ("GradInitResult", "GradInitStep", "gradinit"),
         "methods.lsuv": ("LSUVLayer", "LSUVResult", "lsuv"),
         "methods.metainit": ("MetaInitResult", "metainit"),
-        "methods.residual": ("ResidualResult", "fixup", "skipinit", "tfixup", "zerO_init"),
+        "methods._branches": ("ResidualResult",),
+        "methods.fixup": ("fixup",),
+        "methods.skipinit": ("skipinit",),
+        "methods.tfixup": ("tfixup",),
+        "methods.zero": ("zerO_init",),
         "planning": ("Plan", "PlanEntry", "init", "plan"),
         "presets": ("PRESETS", "preset_rules"),
         "schemes": (
