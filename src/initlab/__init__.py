@@ -6,7 +6,8 @@ and imports neither torch nor anything else heavy, so ``initlab --version`` is i
 lives:
 
 * :mod:`initlab.connectivity` (fans), :mod:`initlab.gains`, :mod:`initlab.rng`,
-  :mod:`initlab.errors`, :mod:`initlab.transaction`, :mod:`initlab.nn`: the leaf facts;
+  :mod:`initlab.errors`, :mod:`initlab.transaction` (the one undo), :mod:`initlab.hooks`,
+  :mod:`initlab.nn`: the leaf facts;
 * :mod:`initlab.schemes` (tensor schemes) and :mod:`initlab.graph` (the traced structure);
 * :mod:`initlab.planning` (rules -> one decision per parameter, and drawing it),
   :mod:`initlab.shard`, :mod:`initlab.presets`, :mod:`initlab.serialize`;

@@ -1,27 +1,28 @@
 r"""What the residual methods share: their branches from the graph, their result, their model changes.
 
-Residual-aware initialization: SkipInit / ReZero, Fixup, T-Fixup and ZerO for whole models.
-
-Every method finds the residual branches from one traced forward pass
+Residual-aware initialization (SkipInit / ReZero, Fixup, T-Fixup and ZerO) for whole models. Every
+method finds the residual branches from one traced forward pass
 (:func:`initlab.graph.trace`: each ``skip + branch`` sum, the branch's layers and its last layer),
 so it works on models that were not written for it, and decides the weights through
-:func:`initlab.plan` (fans, per-parameter seeds, transactions from the core).
+:func:`initlab.plan` (fans, per-parameter random streams).
 
-=================  ==========================================================================
-method              what it does
-=================  ==========================================================================
-zero-init            ``initlab.init(model, example=x, rules={"residual_out": "zeros"})``: the
-                     branch's last layer zero (OpenAI's ``zero_module``); when that layer is a
-                     norm, its weight (torchvision's ``zero_init_residual``). No function needed.
-:func:`skipinit`     a learnable scalar ``alpha = 0`` multiplies each branch (De & Smith 2020);
-                     ``variant="rezero"`` shares one alpha per layer (Bachlechner et al. 2020)
-:func:`fixup`        head and branch ends 0, other branch layers He x ``L^(-1/(2m-2))``, scalar
-                     biases and multipliers (Zhang, Dauphin & Ma 2019)
-:func:`tfixup`       Xavier, embeddings ``N(0, d^-1/2) (9N)^(-1/4)``, v/out/fc1/fc2 of each
-                     sub-layer x ``0.67 N_e^(-1/4)`` (encoder) or ``(9 N_d)^(-1/4)`` (decoder),
-                     LayerNorm removed (Huang et al. 2020)
-:func:`zerO_init`    ZerO (Zhao et al. 2022): identity / Hadamard weights, branch ends 0, head 0
-=================  ==========================================================================
+==========================  =======================================================================
+method                      what it does
+==========================  =======================================================================
+zero-init                   ``initlab.init(model, example=x, rules={"residual_out": "zeros"})``:
+                            the branch's last layer zero (OpenAI's ``zero_module``); when that
+                            layer is a norm, its weight (torchvision's ``zero_init_residual``)
+:func:`~initlab.skipinit`   a learnable scalar ``alpha = 0`` multiplies each branch (De & Smith
+                            2020); ``variant="rezero"`` shares one alpha per layer (Bachlechner
+                            et al. 2020)
+:func:`~initlab.fixup`      head and branch ends 0, other branch layers He x ``L^(-1/(2m-2))``,
+                            scalar biases and multipliers (Zhang, Dauphin & Ma 2019)
+:func:`~initlab.tfixup`     Xavier, embeddings ``N(0, d^-1/2) (9N)^(-1/4)``, v/out/fc1/fc2 of each
+                            sub-layer x ``0.67 N_e^(-1/4)`` (encoder) or ``(9 N_d)^(-1/4)``
+                            (decoder), LayerNorm removed (Huang et al. 2020)
+:func:`~initlab.zerO_init`  ZerO (Zhao et al. 2022): identity / Hadamard weights, branch ends 0,
+                            head 0
+==========================  =======================================================================
 
 **Why zero is not a symmetry trap here.** "All weights zero" fails because every unit then
 computes the same thing and gets the same gradient. These methods zero only the *last* layer of
@@ -39,14 +40,14 @@ swaps, norm removal, the plan's draws and the added scalars all come back out if
 
 Model changes (documented transformations, all undone on error):
 
-* :func:`skipinit` replaces the module at each branch end (qualified name ``n``) with
+* :func:`~initlab.skipinit` replaces the module at each branch end (qualified name ``n``) with
   ``initlab.nn.ScalarGate(module, alpha)``: ``n.weight`` becomes ``n.module.weight``, ``n.alpha``
   is new (ReZero: the same parameter under every gate of one layer).
-* :func:`fixup` with ``add_scalars=True`` replaces each branch weight layer, the stem layers and the
+* :func:`~initlab.fixup` with ``add_scalars=True`` replaces each branch weight layer, the stem layers and the
   head with ``initlab.nn.ScalarAffine``: ``n.module.weight`` plus ``n.bias_in``, ``n.bias_out`` and
   (branch ends) ``n.scale``. With ``norms="remove"`` every normalization becomes
   ``initlab.nn.NoNorm`` (its parameters disappear from the state_dict).
-* :func:`tfixup` with ``norms="remove"`` (the paper's setting) replaces every LayerNorm-like layer
+* :func:`~initlab.tfixup` with ``norms="remove"`` (the paper's setting) replaces every LayerNorm-like layer
   with ``initlab.nn.NoNorm``; an ``nn.TransformerEncoder`` then gets ``use_nested_tensor = False``
   (torch's nested-tensor inference path reads the norm weights directly).
 
