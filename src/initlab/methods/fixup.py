@@ -157,7 +157,7 @@ def fixup(
                     e = p[pname]
                     p = p.replace(pname, gain=e.gain * c)
                     factors[pname] = c
-        for name in ends:
+        for name in sorted(ends, key=lambda n: g.layers[n].order):  # a set: fix the order
             for pname in end_params(g.layers[name]):
                 if pname in p.entries:
                     p = p.replace(pname, scheme="zeros", kwargs={}, fn=None)
