@@ -163,7 +163,10 @@ def test_snapshot_is_a_copy():
 def test_replaced_modules_and_recorded_attributes_come_back():
     """A submodule swapped for a wrapper, and plain attributes set through the state, are undone."""
     model = make_model()
-    inner, enc = model[0], nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 1)
+    inner, enc = (
+        model[0],
+        nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 1),
+    )
     model.add_module("enc", enc)
     before = state_of(model)
     nested = enc.use_nested_tensor
