@@ -9,10 +9,10 @@ epochs, for 20 and 50 blocks and learning rates 0.01, 0.03, 0.1, 0.3, under:
 * ``kaiming``   ``initlab.init(model, "kaiming_normal", residual_scale=False)`` (He on every
   layer, branch ends too);
 * ``zero-init`` the same with ``rules={"residual_out": "zeros"}`` (``zero_module``);
-* ``skipinit``  PyTorch's init, then :func:`initlab.methods.residual.skipinit` (alpha = 0);
-* ``fixup``     :func:`~initlab.methods.residual.fixup` with its ``param_groups`` (biases and
+* ``skipinit``  PyTorch's init, then :func:`initlab.skipinit` (alpha = 0);
+* ``fixup``     :func:`initlab.fixup` with its ``param_groups`` (biases and
   scalars trained at lr/10, the official recipe);
-* ``zerO``      :func:`~initlab.methods.residual.zerO_init` (ZerO).
+* ``zerO``      :func:`initlab.zerO_init` (ZerO).
 
 A run "diverged" when its training loss is not finite; its accuracy is printed as ``NaN``.
 
@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initlab import fixup, skipinit, tfixup, zerO_init
 from initlab.bench.data import digits, names
 from initlab.bench.models import char_transformer, residual_mlp
-from initlab.methods.residual import fixup, skipinit, tfixup, zerO_init
 from initlab.planning import init
 
 METHODS = ("default", "kaiming", "zero-init", "skipinit", "fixup", "zerO")

@@ -158,3 +158,31 @@ def test_snapshot_is_a_copy():
         model.weight.zero_()
     state.restore()
     assert torch.equal(model.weight, before)
+
+
+def test_replaced_modules_and_recorded_attributes_come_back():
+    """A submodule swapped for a wrapper, and plain attributes set through the state, are undone."""
+    model = make_model()
+    inner, enc = (
+        model[0],
+        nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 1),
+    )
+    model.add_module("enc", enc)
+    before = state_of(model)
+    nested = enc.use_nested_tensor
+    with pytest.raises(Boom), transaction(model) as state:
+        model._modules["0"] = nn.Sequential(inner, nn.Identity())
+        model.enc.layers._modules["0"] = nn.Identity()
+        state.set_attribute(enc, "use_nested_tensor", not nested)
+        state.set_attribute(enc, "initlab_new_attribute", 1)
+        raise Boom
+    assert model[0] is inner and isinstance(model.enc.layers[0], nn.TransformerEncoderLayer)
+    assert enc.use_nested_tensor == nested and not hasattr(enc, "initlab_new_attribute")
+    assert_same(model, before)
+
+
+def test_recorded_attributes_stay_on_success():
+    model = make_model()
+    with transaction(model) as state:
+        state.set_attribute(model, "initlab_flag", 3)
+    assert model.initlab_flag == 3

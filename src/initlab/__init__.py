@@ -6,7 +6,8 @@ and imports neither torch nor anything else heavy, so ``initlab --version`` is i
 lives:
 
 * :mod:`initlab.connectivity` (fans), :mod:`initlab.gains`, :mod:`initlab.rng`,
-  :mod:`initlab.errors`, :mod:`initlab.transaction`, :mod:`initlab.nn`: the leaf facts;
+  :mod:`initlab.errors`, :mod:`initlab.transaction` (the one undo), :mod:`initlab.hooks`,
+  :mod:`initlab.nn`: the leaf facts;
 * :mod:`initlab.schemes` (tensor schemes) and :mod:`initlab.graph` (the traced structure);
 * :mod:`initlab.planning` (rules -> one decision per parameter, and drawing it),
   :mod:`initlab.shard`, :mod:`initlab.presets`, :mod:`initlab.serialize`;
@@ -26,10 +27,14 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, ``__getatt
     from .errors import InitlabError
     from .gains import gain
     from .graph import Branch, Graph, Layer, trace
+    from .methods._branches import ResidualResult
+    from .methods.fixup import fixup
     from .methods.gradinit import GradInitResult, GradInitStep, gradinit
     from .methods.lsuv import LSUVLayer, LSUVResult, lsuv
     from .methods.metainit import MetaInitResult, metainit
-    from .methods.residual import ResidualResult, fixup, skipinit, tfixup, zerO_init
+    from .methods.skipinit import skipinit
+    from .methods.tfixup import tfixup
+    from .methods.zero import zerO_init
     from .planning import Plan, PlanEntry, init, plan
     from .presets import PRESETS, preset_rules
     from .schemes import (
@@ -70,7 +75,11 @@ _HOME = {
         "methods.gradinit": ("GradInitResult", "GradInitStep", "gradinit"),
         "methods.lsuv": ("LSUVLayer", "LSUVResult", "lsuv"),
         "methods.metainit": ("MetaInitResult", "metainit"),
-        "methods.residual": ("ResidualResult", "fixup", "skipinit", "tfixup", "zerO_init"),
+        "methods._branches": ("ResidualResult",),
+        "methods.fixup": ("fixup",),
+        "methods.skipinit": ("skipinit",),
+        "methods.tfixup": ("tfixup",),
+        "methods.zero": ("zerO_init",),
         "planning": ("Plan", "PlanEntry", "init", "plan"),
         "presets": ("PRESETS", "preset_rules"),
         "schemes": (

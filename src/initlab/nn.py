@@ -1,7 +1,8 @@
 r"""Scalar modules for residual networks: Fixup's biases and multiplier, SkipInit/ReZero's gate.
 
-For people who build the model themselves, and the wrappers that :mod:`initlab.methods.residual`
-puts in place of existing layers (a documented transformation; see each class):
+For people who build the model themselves, and the wrappers that the residual methods
+(:func:`initlab.skipinit`, :func:`initlab.fixup`, :func:`initlab.tfixup`) put in place of existing
+layers (a documented transformation; see each class):
 
 =================  ===================================  ==========================================
 module              forward                              used by

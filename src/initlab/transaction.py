@@ -3,7 +3,13 @@
 A :func:`transaction` snapshots what initlab might touch (parameter and buffer values and
 identities, ``.grad``, ``requires_grad``, train/eval mode of every module, the hook
 dictionaries, and which parameters, buffers and submodules each module holds) and restores all of
-it when the block raises: a parameter, buffer or submodule added inside the block is removed again.
+it when the block raises: a parameter, buffer or submodule added inside the block is removed again,
+and a submodule replaced inside the block (``parent._modules[leaf] = wrapper``, as the residual
+methods do) is put back. Plain attributes the snapshot cannot know about are set through
+:meth:`ModelState.set_attribute`, which records the old value for the undo.
+
+This is initlab's one undo: every method that changes a model runs its whole body in one
+``with transaction(model) as state:``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ _HOOK_DICTS = (
 )  # fmt: skip
 
 
+_ABSENT = object()  # an attribute that did not exist before set_attribute
+
+
 @dataclass
 class ModelState:
     """A restorable copy of everything about a model that initlab may change."""
@@ -36,9 +45,23 @@ class ModelState:
     hooks: dict[tuple[nn.Module, str], dict]
     tensor_hooks: dict[int, object]
     layout: dict[nn.Module, tuple[dict, dict, dict, set]] = field(default_factory=dict)
+    attributes: list[tuple[object, str, object]] = field(default_factory=list)
+
+    def set_attribute(self, obj: object, name: str, value: object) -> None:
+        """``setattr(obj, name, value)``, remembering the old value (or its absence) for :meth:`restore`.
+
+        For plain attributes outside the snapshot, e.g. ``nn.TransformerEncoder.use_nested_tensor``.
+        """
+        self.attributes.append((obj, name, getattr(obj, name, _ABSENT)))
+        setattr(obj, name, value)
 
     def restore(self) -> None:
         """Put every value, attribute and hook back (tensors keep their identity)."""
+        for obj, name, old in reversed(self.attributes):
+            if old is _ABSENT:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, old)
         for module, (params, buffers, children, non_persistent) in self.layout.items():
             for current, saved in ((module._parameters, params), (module._buffers, buffers),
                                    (module._modules, children)):  # fmt: skip

@@ -6,11 +6,21 @@ import json
 import math
 
 import pytest
+import torch
+from torch import nn
 
 from initlab.bench import models
 from initlab.bench.data import digits
 from initlab.bench.methods import Recipe
-from initlab.bench.run import Run, markdown, summarize, train_classifier, write_outputs
+from initlab.bench.run import (
+    Run,
+    accuracy,
+    activation_stds,
+    markdown,
+    summarize,
+    train_classifier,
+    write_outputs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +110,24 @@ def test_plots_mask_zeroed_layers_and_bar_one_depth(tmp_path):
     assert {"loss_residual_resmlp4_lr0.1.png", "act_std_residual_resmlp4.png",
             "accuracy_vs_depth.png"} <= paths  # fmt: skip
     assert all((tmp_path / p).stat().st_size > 5000 for p in paths)
+
+
+def test_activation_stds_and_accuracy_leave_hooks_and_modes_as_they_were() -> None:
+    """The plots' per-layer stds equal the layers' outputs in eval mode; nothing stays attached."""
+    torch.manual_seed(0)  # test fixture only
+    net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.ReLU(), nn.Linear(8, 3))
+    net.train()
+    net[1].eval()  # mixed modes come back as they were
+    modes = [m.training for m in net.modules()]
+    x = torch.randn(32, 4)
+    stds = activation_stds(net, x)
+    h = net[0](x).detach()
+    assert [n for n, _ in stds] == ["0", "3"]
+    assert stds[0][1] == pytest.approx(float(h.std()), rel=1e-6)
+    assert stds[1][1] == pytest.approx(float(net[3](h.relu()).detach().std()), rel=1e-6)
+    y = net.eval()(x).argmax(-1)
+    for m, t in zip(net.modules(), modes, strict=True):
+        m.training = t
+    assert accuracy(net, x, y, batch=5) == 1.0  # eval mode: the same predictions, chunked
+    assert [m.training for m in net.modules()] == modes
+    assert not any(m._forward_hooks for m in net.modules())

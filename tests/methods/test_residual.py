@@ -13,9 +13,13 @@ import initlab.nn as inn
 from initlab import planning
 from initlab.bench.models import char_transformer, residual_mlp, resnet_like
 from initlab.errors import InitlabError
-from initlab.methods import residual as R
+from initlab.methods.fixup import fixup, fixup_scale
+from initlab.methods.skipinit import skipinit
+from initlab.methods.tfixup import tfixup
+from initlab.methods.zero import zerO_init
 from initlab.planning import init
 from initlab.schemes import zero_matrix
+from tests.methods._fault import assert_same_state, dirty, state_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
@@ -126,7 +130,7 @@ def test_residual_out_rule_on_transformer_encoder() -> None:
 def test_skipinit_wraps_branch_ends_and_output_equals_skip_path() -> None:
     net = residual_mlp(8, 3, blocks=4, width=16)
     x = _x(5, 8)
-    r = R.skipinit(net, x)
+    r = skipinit(net, x)
     assert r.branches == 4 and r.layers_per_branch == 2
     assert sorted(r.wrapped) == [f"blocks.{i}.fc2" for i in range(4)]
     keys = set(net.state_dict())
@@ -145,7 +149,7 @@ def test_skipinit_wraps_branch_ends_and_output_equals_skip_path() -> None:
 def test_skipinit_pre_ln_encoder_is_identity_even_on_the_fast_path() -> None:
     enc = _encoder(norm_first=True)
     x = _x(2, 5, 16)
-    R.skipinit(enc, x)
+    skipinit(enc, x)
     enc.eval()
     with torch.no_grad():  # eval + no_grad is where torch would take the fused path
         assert torch.allclose(enc(x), x, atol=0, rtol=0)
@@ -153,7 +157,7 @@ def test_skipinit_pre_ln_encoder_is_identity_even_on_the_fast_path() -> None:
 
 def test_rezero_shares_one_alpha_per_layer() -> None:
     enc = _encoder()
-    r = R.skipinit(enc, _x(2, 5, 16), variant="rezero", alpha=0.0)
+    r = skipinit(enc, _x(2, 5, 16), variant="rezero", alpha=0.0)
     assert r.branches == 4 and len(r.wrapped) == 4
     for layer in enc.layers:
         assert layer.self_attn.alpha is layer.linear2.alpha
@@ -163,13 +167,13 @@ def test_rezero_shares_one_alpha_per_layer() -> None:
 
 def test_skipinit_rejects_model_without_branches_and_double_wrapping() -> None:
     with pytest.raises(InitlabError, match="no residual branch"):
-        R.skipinit(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), _x(2, 4))
+        skipinit(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), _x(2, 4))
     net = residual_mlp(8, 3, blocks=2, width=16)
-    R.skipinit(net, _x(2, 8))
+    skipinit(net, _x(2, 8))
     with pytest.raises(InitlabError, match="already"):
-        R.skipinit(net, _x(2, 8))
+        skipinit(net, _x(2, 8))
     with pytest.raises(InitlabError, match="variant"):
-        R.skipinit(residual_mlp(8, 3, blocks=2, width=16), _x(2, 8), variant="rezer0")  # type: ignore[arg-type]
+        skipinit(residual_mlp(8, 3, blocks=2, width=16), _x(2, 8), variant="rezer0")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- Fixup
@@ -180,10 +184,10 @@ def test_skipinit_rejects_model_without_branches_and_double_wrapping() -> None:
 )
 def test_fixup_scale_is_L_to_minus_one_over_2m_minus_2(block: object, n: int, m: int) -> None:
     net = residual_mlp(8, 3, blocks=n, width=32) if block is residual_mlp else _stack(block, n)  # type: ignore[arg-type]
-    r = R.fixup(net, _x(4, 8), add_scalars=False)
+    r = fixup(net, _x(4, 8), add_scalars=False)
     assert (r.branches, r.layers_per_branch) == (n, m)
     expected = 1.0 if m == 1 else n ** (-1.0 / (2 * m - 2))
-    assert R.fixup_scale(n, m) == pytest.approx(expected)
+    assert fixup_scale(n, m) == pytest.approx(expected)
     if m == 1:
         assert r.factors == {} and any("m=1" in note for note in r.notes)
     else:
@@ -200,7 +204,7 @@ def test_fixup_scale_is_L_to_minus_one_over_2m_minus_2(block: object, n: int, m:
 def test_fixup_zeroes_head_and_branch_ends_and_model_output_equals_skip_path() -> None:
     net = residual_mlp(8, 3, blocks=4, width=32)
     x = _x(6, 8)
-    r = R.fixup(net, x)
+    r = fixup(net, x)
     assert (
         float(net.head.module.weight.abs().sum()) == 0
         and float(net.head.module.bias.abs().sum()) == 0
@@ -239,7 +243,7 @@ def test_fixup_on_resnet_keeps_or_removes_norms(batchnorm: bool) -> None:
     net = resnet_like(1, 10, 2, batchnorm=batchnorm, width=8)
     x = _x(3, 1, 8, 8)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
-    r = R.fixup(net, x, norms="remove")
+    r = fixup(net, x, norms="remove")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
     assert len(r.removed) == n_bn == (15 if batchnorm else 0)
     assert (r.branches, r.layers_per_branch) == (6, 2)
@@ -257,7 +261,7 @@ def test_fixup_on_resnet_keeps_or_removes_norms(batchnorm: bool) -> None:
 def test_fixup_can_be_undone_by_unwrap_with_exact_fold() -> None:
     net = residual_mlp(8, 3, blocks=2, width=16)
     x = _x(4, 8)
-    R.fixup(net, x)
+    fixup(net, x)
     with torch.no_grad():
         for n, p in net.named_parameters():
             if (
@@ -284,7 +288,7 @@ def _uniform_bound_ok(w: torch.Tensor, bound: float) -> bool:
 
 def test_tfixup_encoder_scales_v_out_fc_only() -> None:
     enc = _encoder(layers=4)
-    r = R.tfixup(enc)
+    r = tfixup(enc)
     d, c = 16, 0.67 * 4**-0.25
     assert len(r.removed) == 8 and not any(isinstance(m, nn.LayerNorm) for m in enc.modules())
     for i, layer in enumerate(enc.layers):
@@ -309,7 +313,7 @@ def test_tfixup_encoder_scales_v_out_fc_only() -> None:
 def test_tfixup_decoder_uses_9N() -> None:
     layer = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
     dec = nn.TransformerDecoder(layer, 3)
-    r = R.tfixup(dec, norms="keep")
+    r = tfixup(dec, norms="keep")
     c = (9 * 3) ** -0.25
     assert r.factors["layers.0.multihead_attn.out_proj.weight"] == pytest.approx(c)
     assert r.factors["layers.2.linear1.weight"] == pytest.approx(c)
@@ -320,7 +324,7 @@ def test_tfixup_decoder_uses_9N() -> None:
 def test_tfixup_gpt_style_blocks_and_embeddings() -> None:
     net = char_transformer(vocab=27, block=8, d_model=32, n_head=4, n_layer=3)
     idx = torch.randint(0, 27, (4, 8), generator=torch.Generator().manual_seed(0))
-    r = R.tfixup(net, idx)
+    r = tfixup(net, idx)
     c, ce = 0.67 * 3**-0.25, (9 * 3) ** -0.25
     assert r.factors["blocks.2.mlp.fc2.weight"] == pytest.approx(c)
     assert r.factors["tok.weight"] == pytest.approx(ce) and "pos.weight" not in r.factors
@@ -329,10 +333,10 @@ def test_tfixup_gpt_style_blocks_and_embeddings() -> None:
     w = net.tok.weight.detach()
     assert abs(float(w.std()) / ce - 1) < 5 * math.sqrt(2 / (2 * w.numel()))
     fair = char_transformer(vocab=27, block=8, d_model=32, n_head=4, n_layer=3)
-    r2 = R.tfixup(fair, idx, embed_scale=math.sqrt(32))  # fairseq's x = sqrt(d) * E[idx]
+    r2 = tfixup(fair, idx, embed_scale=math.sqrt(32))  # fairseq's x = sqrt(d) * E[idx]
     assert r2.plan["tok.weight"].std == pytest.approx(32**-0.5 * ce)
     with pytest.raises(InitlabError, match="embed_scale"):
-        R.tfixup(char_transformer(n_layer=1), idx, embed_scale=0.0)
+        tfixup(char_transformer(n_layer=1), idx, embed_scale=0.0)
     assert not any(isinstance(m, nn.LayerNorm) for m in net.modules())
     assert torch.isfinite(net(idx)).all()
 
@@ -342,14 +346,14 @@ def test_tfixup_gpt_style_blocks_and_embeddings() -> None:
 
 def test_zero_init_exact_matrices() -> None:
     net = residual_mlp(8, 3, blocks=2, width=16)
-    r = R.zerO_init(net, _x(4, 8))
+    r = zerO_init(net, _x(4, 8))
     assert torch.equal(net.stem.weight.detach(), zero_matrix(16, 8))  # widening: Hadamard block
     for blk in net.blocks:
         assert torch.equal(blk.fc1.weight.detach(), torch.eye(16))
         assert float(blk.fc2.weight.abs().sum()) == 0
     assert float(net.head.weight.abs().sum()) == 0 and "head.bias" in r.zeroed
     net2 = residual_mlp(8, 3, blocks=2, width=16)
-    R.zerO_init(net2, _x(4, 8), head="ZerO")
+    zerO_init(net2, _x(4, 8), head="ZerO")
     assert torch.equal(net2.head.weight.detach(), torch.eye(3, 16))
 
 
@@ -369,7 +373,7 @@ def test_fixup_is_transactional_on_a_fault(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(inn, "ScalarAffine", flaky)
     with pytest.raises(RuntimeError, match="injected"):
-        R.fixup(net, _x(2, 1, 8, 8), norms="remove")
+        fixup(net, _x(2, 1, 8, 8), norms="remove")
     assert [type(m) for m in net.modules()] == modules
     assert _same(_state(net), before)
 
@@ -387,7 +391,7 @@ def test_skipinit_and_tfixup_are_transactional(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(inn, "ScalarGate", flaky)
     with pytest.raises(RuntimeError, match="injected"):
-        R.skipinit(net, _x(2, 8))
+        skipinit(net, _x(2, 8))
     assert not any(inn.is_wrapper(m) for m in net.modules()) and _same(_state(net), before)
 
     enc = _encoder()
@@ -404,14 +408,70 @@ def test_skipinit_and_tfixup_are_transactional(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(P, "draw", flaky_draw)
     with pytest.raises(RuntimeError, match="injected"):
-        R.tfixup(enc)
+        tfixup(enc)
     assert any(isinstance(m, nn.LayerNorm) for m in enc.modules()) and _same(_state(enc), before)
+
+
+def _fail_on_call(monkeypatch: pytest.MonkeyPatch, owner: object, attr: str, call: int) -> dict:
+    """Make ``owner.attr`` raise on its ``call``-th call (1-based); return the call counter."""
+    real, calls = getattr(owner, attr), {"n": 0}
+
+    def flaky(*a: object, **k: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise RuntimeError("injected fault")
+        return real(*a, **k)
+
+    monkeypatch.setattr(owner, attr, flaky)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["skipinit", "rezero", "fixup", "tfixup", "zerO_init"])
+def test_a_fault_late_in_any_residual_method_leaves_the_model_exactly_as_before(
+    monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """One undo (the transaction): after norms were removed, weights drawn and wrappers placed,
+    a fault at the last step leaves weights, grads, modules, hooks, modes and flags as they were."""
+    if method == "tfixup":
+        net: nn.Module = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True), 2
+        )
+        x = _x(2, 5, 16)
+        nested = net.use_nested_tensor
+    else:
+        net, x, nested = residual_mlp(8, 3, blocks=3, width=16), _x(4, 8), None
+    dirty(net)
+    before, modules = state_of(net), [(n, type(m)) for n, m in net.named_modules()]
+    run = {
+        "skipinit": lambda m: skipinit(m, x),
+        "rezero": lambda m: skipinit(m, x, variant="rezero"),
+        "fixup": lambda m: fixup(m, x, norms="remove"),
+        "tfixup": lambda m: tfixup(m, x),
+        "zerO_init": lambda m: zerO_init(m, x),
+    }[method]
+    # the last step: the last wrapper (SkipInit, Fixup) or the plan's last draw (T-Fixup, ZerO)
+    owner, attr = {"skipinit": (inn, "ScalarGate"), "rezero": (inn, "ScalarGate"),
+                   "fixup": (inn, "ScalarAffine")}.get(method, (planning, "draw"))  # fmt: skip
+    counted = _fail_on_call(monkeypatch, owner, attr, 0)
+    run(copy.deepcopy(net))
+    last = counted["n"]
+    monkeypatch.undo()
+    calls = _fail_on_call(monkeypatch, owner, attr, last)
+    with pytest.raises(RuntimeError, match="injected fault"):
+        run(net)
+    assert calls["n"] == last >= 3  # the fault came late, not at the first step
+    assert [(n, type(m)) for n, m in net.named_modules()] == modules  # no wrapper, no NoNorm left
+    assert_same_state(state_of(net), before)
+    if nested is not None:
+        assert net.use_nested_tensor == nested
+    monkeypatch.undo()
+    assert run(net).branches >= 2  # and the model still takes the method
 
 
 def test_fixup_on_attention_zeroes_out_proj_only_and_encoder_is_identity() -> None:
     enc = _encoder(norm_first=True, layers=3)
     x = _x(2, 5, 16)
-    r = R.fixup(enc, x)
+    r = fixup(enc, x)
     assert (r.branches, r.layers_per_branch) == (6, 2)
     for layer in enc.layers:
         attn = layer.self_attn.module
@@ -443,7 +503,7 @@ def test_fixup_on_user_built_scalars_counts_only_real_layers() -> None:
         for mod in net.modules():
             if isinstance(mod, (inn.Scale, inn.Bias)):
                 next(mod.parameters()).fill_(0.3)
-    r = R.fixup(net, _x(4, 8), add_scalars=False)
+    r = fixup(net, _x(4, 8), add_scalars=False)
     assert (r.branches, r.layers_per_branch) == (9, 2)
     assert r.factors["2.0.fc1.weight"] == pytest.approx(1 / 3)
     blk = net[2][0]
@@ -456,11 +516,11 @@ def test_added_scalars_follow_the_wrapped_layer_dtype() -> None:
 
     net = residual_mlp(8, 3, blocks=2, width=16).double()
     x = torch.randn(4, 8, dtype=torch.float64)
-    R.fixup(net, x)
+    fixup(net, x)
     scalars = [p for n, p in net.named_parameters() if n.endswith(("bias_in", "bias_out", "scale"))]
     assert scalars and all(p.dtype == torch.float64 for p in scalars)
     net2 = residual_mlp(8, 3, blocks=2, width=16).double()
-    R.skipinit(net2, x, variant="rezero")
+    skipinit(net2, x, variant="rezero")
     alphas = [p for n, p in net2.named_parameters() if n.endswith("alpha")]
     assert alphas and all(p.dtype == torch.float64 for p in alphas)
     assert net2(x).dtype == torch.float64
@@ -470,7 +530,7 @@ def test_fixup_keeps_layers_outside_the_branches_as_the_official_code() -> None:
     """Official Fixup re-initializes only the branches and the classifier; the stem is kept."""
     net = residual_mlp(8, 3, blocks=3, width=16)
     stem = {k: v.detach().clone() for k, v in net.stem.named_parameters()}
-    r = R.fixup(net, _x(4, 8))
+    r = fixup(net, _x(4, 8))
     assert torch.equal(net.stem.module.weight, stem["weight"])
     assert torch.equal(net.stem.module.bias, stem["bias"])
     assert set(r.kept) == {"stem.weight", "stem.bias"}
@@ -479,16 +539,16 @@ def test_fixup_keeps_layers_outside_the_branches_as_the_official_code() -> None:
     assert float(net.head.module.weight.abs().sum()) == 0.0
     net2 = residual_mlp(8, 3, blocks=3, width=16)
     before = net2.stem.weight.detach().clone()
-    r2 = R.fixup(net2, _x(4, 8), outside="init")
+    r2 = fixup(net2, _x(4, 8), outside="init")
     assert r2.kept == () and not torch.equal(net2.stem.module.weight, before)
     with pytest.raises(InitlabError, match="outside"):
-        R.fixup(residual_mlp(8, 3, blocks=2, width=16), _x(4, 8), outside="redraw")
+        fixup(residual_mlp(8, 3, blocks=2, width=16), _x(4, 8), outside="redraw")
 
 
 def test_fixup_draws_projection_shortcuts_unscaled_and_keeps_the_stem() -> None:
     net = resnet_like(1, 10, 2, batchnorm=False, width=8)
     stem = net.conv.weight.detach().clone()
-    r = R.fixup(net, _x(3, 1, 8, 8))
+    r = fixup(net, _x(3, 1, 8, 8))
     assert torch.equal(
         net.conv.module.weight if inn.is_wrapper(net.conv) else net.conv.weight, stem
     )
@@ -499,7 +559,7 @@ def test_fixup_draws_projection_shortcuts_unscaled_and_keeps_the_stem() -> None:
 def test_fixup_param_groups_follow_the_official_script() -> None:
     net = residual_mlp(8, 3, blocks=2, width=16)
     net.stem.weight.requires_grad_(False)
-    r = R.fixup(net, _x(4, 8))
+    r = fixup(net, _x(4, 8))
     groups = r.param_groups(0.2, weight_decay=5e-4)
     names = {id(p): n for n, p in net.named_parameters()}
     slow, fast = ({names[id(p)] for p in g["params"]} for g in groups)
@@ -513,7 +573,7 @@ def test_fixup_param_groups_follow_the_official_script() -> None:
     with pytest.raises(InitlabError, match="lr"):
         r.param_groups(0.0)
     with pytest.raises(InitlabError, match="param_groups"):
-        R.skipinit(residual_mlp(8, 3, blocks=2, width=16), _x(4, 8)).param_groups(0.1)
+        skipinit(residual_mlp(8, 3, blocks=2, width=16), _x(4, 8)).param_groups(0.1)
 
 
 def test_fixup_with_its_param_groups_trains_a_deep_unnormalized_residual_mlp() -> None:
@@ -526,7 +586,7 @@ def test_fixup_with_its_param_groups_trains_a_deep_unnormalized_residual_mlp() -
         ds = digits(seed=0)
         torch.manual_seed(0)  # the stem keeps PyTorch's default init, drawn here
         net = residual_mlp(64, 10, blocks=50, width=64)
-        res = R.fixup(net, ds.x_train[:8], seed=0)
+        res = fixup(net, ds.x_train[:8], seed=0)
         opt = torch.optim.SGD(res.param_groups(0.1), momentum=0.9)
         order = torch.randperm(len(ds.x_train), generator=torch.Generator().manual_seed(0))
         for i in range(0, len(order), 64):
@@ -548,8 +608,8 @@ def test_fixup_on_a_meta_model_needs_outside_init() -> None:
     with torch.device("meta"):
         net = residual_mlp(8, 3, blocks=2, width=16)
     with pytest.raises(InitlabError, match="outside='init'"):
-        R.fixup(net, _x(4, 8), add_scalars=False)
+        fixup(net, _x(4, 8), add_scalars=False)
     assert all(p.is_meta for p in net.parameters())  # untouched
-    R.fixup(net, _x(4, 8), add_scalars=False, outside="init")
+    fixup(net, _x(4, 8), add_scalars=False, outside="init")
     assert not any(p.is_meta for p in net.parameters())
     assert float(net.head.weight.abs().sum()) == 0.0

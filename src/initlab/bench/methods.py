@@ -160,21 +160,21 @@ def metainit(model: nn.Module, ctx: Context) -> None:
 
 def zer_o(model: nn.Module, ctx: Context) -> None:
     """ZerO (Zhao et al. 2022) for the whole model."""
-    from ..methods.residual import zerO_init
+    from ..methods.zero import zerO_init
 
     zerO_init(model, ctx.example)
 
 
 def fixup(model: nn.Module, ctx: Context) -> None:
     """Fixup (Zhang et al. 2019)."""
-    from ..methods.residual import fixup as run
+    from ..methods.fixup import fixup as run
 
     run(model, ctx.example, seed=ctx.seed)
 
 
 def skipinit(model: nn.Module, ctx: Context) -> None:
     """initlab.init, then SkipInit (De & Smith 2020): a zero scalar on every residual branch."""
-    from ..methods.residual import skipinit as run
+    from ..methods.skipinit import skipinit as run
 
     initlab_init(model, example=ctx.example, seed=ctx.seed)
     run(model, ctx.example)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InitlabError, check_choice
+from ..hooks import capture_outputs, eval_mode
 from . import data as bench_data
 from . import models as bench_models
 from .methods import METHODS, Context, Recipe
@@ -94,35 +95,25 @@ def augment(x: torch.Tensor, g: torch.Generator, pad: int = 4, cutout: int = 16)
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    """Top-1 accuracy in eval mode (restoring the mode after), in chunks of ``batch``."""
-    was = model.training
-    model.eval()
-    correct = sum(
-        int((model(x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum())
-        for i in range(0, len(x), batch)
-    )
-    model.train(was)
+    """Top-1 accuracy in eval mode (restoring every module's mode after), in chunks of ``batch``."""
+    with eval_mode(model):
+        correct = sum(
+            int((model(x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum())
+            for i in range(0, len(x), batch)
+        )
     return correct / len(x)
 
 
 @torch.no_grad()
 def activation_stds(model: nn.Module, x: torch.Tensor) -> list[tuple[str, float]]:
     """The std of every Linear/conv layer's output on ``x``, in call order (for the plots)."""
-    out: list[tuple[str, float]] = []
-    names = {m: n for n, m in model.named_modules()}
-    hooks = [
-        m.register_forward_hook(lambda mod, _, y: out.append((names[mod], float(y.float().std()))))
-        for m in model.modules()
+    layers = {
+        n: m
+        for n, m in model.named_modules()
         if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
-    ]
-    was = model.training
-    try:
-        model.eval()
+    }
+    with capture_outputs(layers, keep=lambda y: float(y.float().std())) as out, eval_mode(model):
         model(x)
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
     return out
 
 

@@ -39,6 +39,7 @@ from torch import nn
 
 from ..errors import InitlabError
 from ..graph import Graph, run_forward, trace
+from ..hooks import eval_mode
 from ..placement import check_placement
 from ..transaction import snapshot
 from .checks import CHECKS, THRESHOLDS, Finding, run_checks
@@ -422,53 +423,49 @@ def _jacobian(work: nn.Module, example: Any, gen: torch.Generator, probes: int =
     from torch.func import jvp, vjp
 
     x = example[:4].detach()
-    modes = {mod: mod.training for mod in work.modules()}
-    work.eval()
-    try:
+    with eval_mode(work):
+        try:
 
-        def f(inp: torch.Tensor) -> torch.Tensor:
-            return _output(work(inp))
+            def f(inp: torch.Tensor) -> torch.Tensor:
+                return _output(work(inp))
 
-        with torch.no_grad():
-            out = f(x)
-        b = x.shape[0]
-        d_in, d_out = x[0].numel(), out[0].numel()
-        total = norm_v = 0.0
-        for _ in range(probes):
+            with torch.no_grad():
+                out = f(x)
+            b = x.shape[0]
+            d_in, d_out = x[0].numel(), out[0].numel()
+            total = norm_v = 0.0
+            for _ in range(probes):
+                v = torch.randn(x.shape, generator=gen).to(x)
+                _, jv = jvp(f, (x,), (v,))
+                total += float(jv.detach().double().pow(2).sum())
+                norm_v += float(v.double().pow(2).sum())
+            # ratio estimator: exact when J^T J is a multiple of the identity
+            mean_sq = total / norm_v * d_in / min(d_in, d_out)
+            # power iteration, one factor of J per half step so tiny sigmas do not underflow
             v = torch.randn(x.shape, generator=gen).to(x)
-            _, jv = jvp(f, (x,), (v,))
-            total += float(jv.detach().double().pow(2).sum())
-            norm_v += float(v.double().pow(2).sum())
-        # ratio estimator: exact when J^T J is a multiple of the identity
-        mean_sq = total / norm_v * d_in / min(d_in, d_out)
-        # power iteration, one factor of J per half step so tiny sigmas do not underflow
-        v = torch.randn(x.shape, generator=gen).to(x)
-        v = v / v.norm()
-        sigma = 0.0
-        _, pullback = vjp(f, x)
-        for _ in range(iters):
-            _, jv = jvp(f, (x,), (v,))
-            jv = jv.detach()
-            norm = float(jv.norm())
-            if norm == 0 or not math.isfinite(norm):
-                sigma = norm
-                break
-            (w,) = pullback(jv / norm)
-            w = w.detach()
-            sigma = float(w.norm())
-            if sigma == 0 or not math.isfinite(sigma):
-                break
-            v = w / sigma
-        sigma_sq = sigma * sigma
-        sigma_max = sigma
-        spread = sigma_sq / mean_sq if mean_sq > 0 else None
-        return {"mean_sq": mean_sq, "sigma_max": sigma_max, "spread": spread,
-                "examples": b, "d_in": d_in, "d_out": d_out}  # fmt: skip
-    except Exception as exc:  # forward-mode AD is missing for some ops
-        return {"mean_sq": None, "note": f"Jacobian not estimated: {type(exc).__name__}: {exc}"}
-    finally:
-        for mod, training in modes.items():
-            mod.training = training
+            v = v / v.norm()
+            sigma = 0.0
+            _, pullback = vjp(f, x)
+            for _ in range(iters):
+                _, jv = jvp(f, (x,), (v,))
+                jv = jv.detach()
+                norm = float(jv.norm())
+                if norm == 0 or not math.isfinite(norm):
+                    sigma = norm
+                    break
+                (w,) = pullback(jv / norm)
+                w = w.detach()
+                sigma = float(w.norm())
+                if sigma == 0 or not math.isfinite(sigma):
+                    break
+                v = w / sigma
+            sigma_sq = sigma * sigma
+            sigma_max = sigma
+            spread = sigma_sq / mean_sq if mean_sq > 0 else None
+            return {"mean_sq": mean_sq, "sigma_max": sigma_max, "spread": spread,
+                    "examples": b, "d_in": d_in, "d_out": d_out}  # fmt: skip
+        except Exception as exc:  # forward-mode AD is missing for some ops
+            return {"mean_sq": None, "note": f"Jacobian not estimated: {type(exc).__name__}: {exc}"}
 
 
 def _make_optimizer(optimizer: Any, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

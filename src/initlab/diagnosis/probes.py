@@ -22,6 +22,7 @@ modules or parameters.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from ..graph import ACTIVATION_FUNCTIONS, ADD_FUNCTIONS, Graph, activation_module_name
+from ..hooks import forward_hooks
 
 __all__ = [
     "BOUNDED",
@@ -246,7 +248,8 @@ class Probe(TorchFunctionMode):
         self.bins = bins
         self.grads = grads
         self.records: list[CallRecord] = []
-        self._handles: list[Any] = []
+        self._handles: list[Any] = []  # tensor hooks (gradients), removed on exit or by close()
+        self._module_hooks = contextlib.ExitStack()
         self._depth = 0
         self._after: str | None = None
         self._branch_last = {b.last for b in graph.branches}
@@ -255,24 +258,24 @@ class Probe(TorchFunctionMode):
 
     # -- lifecycle
     def __enter__(self) -> Probe:
-        try:
-            for name, module in self.model.named_modules():
-                act = _module_activation(module)
-                layer = self.graph.layers.get(name)
-                if act is None and (layer is None or layer.module is not module):
-                    continue
-                self._handles.append(module.register_forward_pre_hook(self._pre))
-                self._handles.append(module.register_forward_hook(self._post))
+        watched = []
+        for name, module in self.model.named_modules():
+            layer = self.graph.layers.get(name)
+            if _module_activation(module) is not None or (
+                layer is not None and layer.module is module
+            ):
+                watched.append(module)
+        with contextlib.ExitStack() as stack:  # module hooks come off if entering fails
+            stack.enter_context(forward_hooks(watched, self._post, pre=self._pre))
             super().__enter__()
-        except BaseException:
-            self._remove()
-            raise
+            self._module_hooks = stack.pop_all()
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
             super().__exit__(*exc)
         finally:
+            self._module_hooks.close()
             self._remove()
             self._branch_out.clear()
 

@@ -50,6 +50,7 @@ from torch import nn
 
 from ..errors import InitlabError, check_choice
 from ..graph import is_norm, trace
+from ..hooks import eval_mode, forward_hooks
 from ..placement import check_placement
 from ..rng import generator
 from ..schemes import orthogonal_
@@ -246,15 +247,15 @@ def lsuv(
         return max(ss / n - mean * mean, 0.0)
 
     out: list[LSUVLayer] = []
-    with transaction(model):
-        modes = {m: m.training for m in model.modules()}
+    # eval mode for dropout, norms in train mode: batch statistics, as the network will see in
+    # training (their running statistics are put back below)
+    with (
+        transaction(model),
+        forward_hooks((la.module for la in layers), hook),
+        eval_mode(model, train_if=is_norm),
+    ):
         buffers = {id(b): (b, b.detach().clone()) for b in model.buffers()}
-        handles = [la.module.register_forward_hook(hook) for la in layers]
         try:
-            model.eval()
-            for m in model.modules():
-                if is_norm(m):
-                    m.train()  # batch statistics, as the network will see in training
             if orthogonal:
                 with torch.no_grad():
                     for la in layers:
@@ -299,13 +300,9 @@ def lsuv(
                 std = math.sqrt(var) if math.isfinite(var) and var >= 0 else var
                 out.append(LSUVLayer(la.name, before, std, iters, scale, skipped))
         finally:
-            for h in handles:
-                h.remove()
             with torch.no_grad():
                 for b, saved in buffers.values():
                     b.copy_(saved)
-            for m, training in modes.items():
-                m.training = training
     return LSUVResult(tuple(out), float(target_var), float(tol), tuple(frozen))
 
 

@@ -18,6 +18,13 @@ double backward, :math:`\epsilon = 10^{-5}`. For each tensor :math:`W` with ``di
 steps). Inputs are N(0, 1) of ``input_shape`` and random labels in ``[0, num_classes)`` unless
 ``data`` is given; ``model.eval()``. No floor on the norm (as the paper).
 
+**Modes: every module in eval mode, norms included** (:func:`initlab.hooks.eval_mode` without a
+predicate), where GradInit and LSUV keep the norms in train mode. Chosen because the paper's code
+(``diggerdu/MetaInit``, ``metainit``) calls ``model.eval()`` and nothing else, and because its
+inputs are random N(0, 1) batches, not the data: batch statistics of noise would describe nothing
+training sees, while in eval mode a norm is the fixed affine map it is at init. Every module gets
+its own mode back afterwards.
+
 Deviations from the paper's code (each deliberate):
 
 * **Functional**: each tuned tensor is :math:`W = \alpha W_0` applied through
@@ -44,6 +51,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import InitlabError
+from ..hooks import eval_mode
 from ..placement import check_placement
 from ..rng import generator
 from ..transaction import transaction
@@ -162,44 +170,34 @@ def metainit(
         return x, y
 
     history: list[float] = []
-    modes = {m: m.training for m in model.modules()}
-    with transaction(model):
-        try:
-            model.eval()
-            for i in progress_bar(iters, progress, "metainit"):
-                x, y = batch(i)
-                a = alpha.to(p0.dtype).to(p0.device).requires_grad_(True)
-                theta = {n: s * base[n] for n, s in zip(tuned, a.unbind(), strict=True)}
-                theta.update(
-                    {n: trainable[n].detach().clone().requires_grad_(True) for n in others}
+    with transaction(model), eval_mode(model):
+        for i in progress_bar(iters, progress, "metainit"):
+            x, y = batch(i)
+            a = alpha.to(p0.dtype).to(p0.device).requires_grad_(True)
+            theta = {n: s * base[n] for n, s in zip(tuned, a.unbind(), strict=True)}
+            theta.update({n: trainable[n].detach().clone().requires_grad_(True) for n in others})
+            params = {**fixed, **theta}
+            out = functional_call(model, params, x if isinstance(x, tuple) else (x,), strict=False)
+            loss = loss_fn(out, y)
+            gq = gradient_quotient(loss, list(theta.values()), eps)
+            if not math.isfinite(gq.item()):
+                raise InitlabError(
+                    f"metainit: the gradient quotient is {gq.item()} at step {i}; check the model's init and data"
                 )
-                params = {**fixed, **theta}
-                out = functional_call(
-                    model, params, x if isinstance(x, tuple) else (x,), strict=False
-                )
-                loss = loss_fn(out, y)
-                gq = gradient_quotient(loss, list(theta.values()), eps)
-                if not math.isfinite(gq.item()):
-                    raise InitlabError(
-                        f"metainit: the gradient quotient is {gq.item()} at step {i}; check the model's init and data"
-                    )
-                history.append(gq.item())
-                (ga,) = torch.autograd.grad(gq, a)
-                ga = all_reduce_mean_(ga.detach().to(torch.float64).clone())
-                with torch.no_grad():
-                    for j, n in enumerate(tuned):
-                        s = float(alpha[j])
-                        norm = abs(s) * base_norm[n]
-                        # W = a W0: <dGQ/dW, W> = a dGQ/da, so d = sign(a dGQ/da) (torch.sign: 0 -> 0)
-                        d = math.copysign(1.0, float(ga[j]) * s) if float(ga[j]) * s != 0 else 0.0
-                        memory[j] = momentum * memory[j] - lr * d
-                        new_norm = norm + memory[j]
-                        alpha[j] = s * new_norm / norm
+            history.append(gq.item())
+            (ga,) = torch.autograd.grad(gq, a)
+            ga = all_reduce_mean_(ga.detach().to(torch.float64).clone())
             with torch.no_grad():
                 for j, n in enumerate(tuned):
-                    trainable[n].copy_(float(alpha[j]) * base[n])
-        finally:
-            for m, training in modes.items():
-                m.training = training
+                    s = float(alpha[j])
+                    norm = abs(s) * base_norm[n]
+                    # W = a W0: <dGQ/dW, W> = a dGQ/da, so d = sign(a dGQ/da) (torch.sign: 0 -> 0)
+                    d = math.copysign(1.0, float(ga[j]) * s) if float(ga[j]) * s != 0 else 0.0
+                    memory[j] = momentum * memory[j] - lr * d
+                    new_norm = norm + memory[j]
+                    alpha[j] = s * new_norm / norm
+        with torch.no_grad():
+            for j, n in enumerate(tuned):
+                trainable[n].copy_(float(alpha[j]) * base[n])
     norms = {n: abs(float(alpha[j])) * base_norm[n] for j, n in enumerate(tuned)}
     return MetaInitResult(tuple(history), norms, {n: float(alpha[j]) for j, n in enumerate(tuned)})
