@@ -27,15 +27,15 @@ import contextlib
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
-from .errors import InitlabError
+from .errors import InitlabError, check_choice
 
 __all__ = ["ACTIVATION_FUNCTIONS", "ADD_FUNCTIONS", "Branch", "Graph", "Layer", "is_norm", "trace"]
 
@@ -144,6 +144,7 @@ class Graph:
     functional_uses: dict[str, list[str]]
     unreached: list[str]
     loose: list[str]
+    note: str | None = None  # how the pass ran, when it was not on meta as planned
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.order())
@@ -191,6 +192,8 @@ class Graph:
         many = [la.name for la in self.layers.values() if la.calls > 1]
         if many:
             lines.append(f"called several times: {', '.join(many)}")
+        if self.note:
+            lines.append(self.note)
         return "\n".join(lines)
 
 
@@ -265,9 +268,12 @@ def _merge(infos: list[_Info]) -> _Info:
 
 
 class _Tracer(TorchFunctionMode):
-    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str]) -> None:
+    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str],
+                 slopes: Mapping[int, float] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.model = model
+        self.slopes = dict(slopes or {})  # id(PReLU) -> its mean slope, read before a meta pass
+        self.meta = False  # a meta pass: move real operands of an op with meta ones to meta
         self.layers = layers
         self.by_module = {id(la.module): la for la in layers.values()}
         self.owners = owners  # id(param) -> layer name
@@ -325,11 +331,7 @@ class _Tracer(TorchFunctionMode):
             return _Info(base.pending, path)
         if layer.kind == "activation":
             act = "leaky_relu"
-            slope = (
-                float(layer.module.weight.detach().float().mean())
-                if isinstance(layer.module, nn.PReLU) and layer.module.weight.device.type != "meta"
-                else 0.25
-            )
+            slope = self.slopes.get(id(layer.module), 0.25)
             return _Info(self.activate(base, act, slope).pending, base.path)
         return _Info({layer.name: (None, None)}, path)
 
@@ -376,7 +378,8 @@ class _Tracer(TorchFunctionMode):
     # -- functions
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        call_args, call_kwargs = _meta_operands(args, kwargs, func) if self.meta else (args, kwargs)
+        out = func(*call_args, **call_kwargs)
         if self.depth > 0:
             return out
         inputs = self.infos((args, kwargs))
@@ -407,6 +410,32 @@ class _Tracer(TorchFunctionMode):
             if isinstance(t, nn.Parameter) and id(t) in self.owners:
                 return self.owners[id(t)]
         return None
+
+
+def _meta_operands(args: tuple, kwargs: dict, func: Any) -> tuple[tuple, dict]:
+    """``func``'s operands for a meta pass: real tensors meeting meta ones become meta too.
+
+    The example and what ``forward`` builds from it alone (position ids, masks, a padding check)
+    stay real, so value reads on them work; weights and buffers are meta, and an op mixing both
+    runs on meta. In-place ops and ``out=`` are left as they are (a copy would hide the write).
+    """
+    flat = tree_flatten((args, kwargs))[0]
+    tensors = [t for t in flat if isinstance(t, torch.Tensor)]
+    mixed = any(t.device.type == "meta" for t in tensors) and any(
+        t.device.type != "meta" for t in tensors
+    )
+    name = getattr(func, "__name__", "")
+    inplace = "out" in kwargs or (name.endswith("_") and not name.endswith("__"))
+    inplace = inplace or (name.startswith("__i") and name not in ("__init__", "__index__"))
+    if not mixed or inplace:
+        return args, kwargs
+
+    def meta(t: object) -> object:
+        if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            return t.to("meta")
+        return t
+
+    return tree_map(meta, args), tree_map(meta, kwargs)
 
 
 _ACT_WORDS = {"gelu": "gelu", "newgelu": "gelu_tanh", "fastgelu": "gelu_tanh",
@@ -471,17 +500,6 @@ def _example_args(example: object) -> tuple[tuple, dict]:
     return (example,), {}
 
 
-def _to_device(example: object, device: torch.device) -> object:
-    def move(t: object) -> object:
-        return t.to(device) if isinstance(t, torch.Tensor) else t
-
-    if isinstance(example, Mapping):
-        return {k: move(v) for k, v in example.items()}
-    if isinstance(example, (tuple, list)):
-        return type(example)(move(v) for v in example)
-    return move(example)
-
-
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     modes = {m: m.training for m in model.modules()}
@@ -513,8 +531,20 @@ def run_forward(model: nn.Module, example: object) -> object:
         ) from exc
 
 
-def trace(model: nn.Module, example: object) -> Graph:
+TraceMode = Literal["meta", "real"]
+
+
+def trace(model: nn.Module, example: object, *, forward: TraceMode = "meta") -> Graph:
     """Trace one forward pass of ``model`` on ``example`` and return its :class:`Graph`.
+
+    The pass computes nothing: with ``forward="meta"`` (the default) it runs on meta copies of the
+    parameters and buffers and a meta copy of the example (:func:`torch.func.functional_call`), so
+    tracing a ResNet-50 costs about what tracing its meta twin does, whatever the example's size.
+    The graph is the one a real pass records (only shapes and the order of calls matter). A model
+    that needs values (``.item()``, ``nonzero``, Python branches on a tensor, CPU tensors made in
+    ``forward``) fails on meta; it is then traced with a real forward pass, and
+    :attr:`Graph.note` says why. ``forward="real"`` asks for the real pass directly. A model whose
+    parameters are already on meta is always traced on meta.
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     >>> g = trace(net, torch.randn(2, 4))
@@ -523,6 +553,69 @@ def trace(model: nn.Module, example: object) -> Graph:
     """
     if not isinstance(model, nn.Module):
         raise InitlabError(f"expected an nn.Module, got {type(model).__name__}")
+    check_choice("forward", forward, ["meta", "real"])
+    tensors = [*model.parameters(), *model.buffers()]
+    on_meta = bool(tensors) and all(t.device.type == "meta" for t in tensors)
+    if on_meta or forward == "real":
+        return _trace(model, example, meta=on_meta)
+    try:
+        with _restoring_module_state(model):
+            return _trace(model, example, meta=True)
+    except Exception as exc:  # any failure on meta means: it needs values; trace for real
+        graph = _trace(model, example, meta=False)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        graph.note = (
+            f"traced with a real forward pass: the meta pass failed ({type(exc).__name__}: "
+            f"{first[:200]}); the model reads values in forward, so planning costs one forward "
+            "pass at the example's size"
+        )
+        return graph
+
+
+def _meta_copies(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Meta tensors for every parameter and buffer name (shared ones under each of their names)."""
+    copies: dict[int, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) not in copies:
+            meta = torch.empty_like(p, device="meta")
+            copies[id(p)] = nn.Parameter(meta, requires_grad=p.requires_grad)
+        out[name] = copies[id(p)]
+    for name, b in model.named_buffers(remove_duplicate=False):
+        if id(b) not in copies:
+            copies[id(b)] = torch.empty_like(b, device="meta")
+        out[name] = copies[id(b)]
+    return out
+
+
+@contextlib.contextmanager
+def _restoring_module_state(model: nn.Module) -> Iterator[None]:
+    """Put back every module attribute, parameter and buffer slot a (failed) pass reassigned.
+
+    A forward that caches tensors on the module (``self._cos = ...``) would otherwise keep the
+    meta copies of the trace.
+    """
+    saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, attrs, params, buffers in saved:
+            for slot, before in ((m._parameters, params), (m._buffers, buffers)):
+                if slot.keys() != before.keys() or any(slot[k] is not v for k, v in before.items()):
+                    slot.clear()
+                    slot.update(before)
+            for k in [k for k in m.__dict__ if k not in attrs]:
+                del m.__dict__[k]
+            for k, v in attrs.items():
+                if m.__dict__.get(k, _MISSING) is not v:
+                    m.__dict__[k] = v
+
+
+_MISSING = object()
+
+
+def _trace(model: nn.Module, example: object, *, meta: bool) -> Graph:
+    """One traced pass; ``meta``: on meta copies of the state and the example."""
     layers, loose = _find_layers(model)
     owners: dict[int, str] = {}
     shared: dict[str, list[str]] = {}
@@ -534,10 +627,19 @@ def trace(model: nn.Module, example: object) -> Graph:
     for name, layer in layers.items():
         for p in layer.module.parameters():
             owners.setdefault(id(p), name)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    if device.type == "meta":
-        example = _to_device(example, device)
-    tracer = _Tracer(model, layers, owners)
+    state: dict[str, torch.Tensor] = {}
+    slopes = {
+        id(la.module): float(la.module.weight.detach().float().mean())
+        for la in layers.values()
+        if isinstance(la.module, nn.PReLU) and la.module.weight.device.type != "meta"
+    }
+    if meta and any(t.device.type != "meta" for t in [*model.parameters(), *model.buffers()]):
+        state = _meta_copies(model)
+        for pname, p in model.named_parameters(remove_duplicate=False):
+            if id(p) in owners:
+                owners.setdefault(id(state[pname]), owners[id(p)])
+    tracer = _Tracer(model, layers, owners, slopes)
+    tracer.meta = meta
     handles = []
     try:
         for module in model.modules():
@@ -558,7 +660,10 @@ def trace(model: nn.Module, example: object) -> Graph:
             warnings.simplefilter("ignore")  # e.g. the transformer fast-path notice
             tracer.put((args, kwargs), _EMPTY)
             with tracer:
-                output = run_forward(model, example)
+                if state:
+                    output = torch.func.functional_call(model, state, args, kwargs, strict=False)
+                else:
+                    output = run_forward(model, example)
     finally:
         for h in handles:
             h.remove()
