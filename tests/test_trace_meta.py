@@ -161,3 +161,21 @@ def test_transformers_models_trace_on_meta_to_the_real_graph(name):
     meta, real = trace(model, hf.IDS), trace(model, hf.IDS, forward="real")
     assert meta.note is None
     assert signature(meta) == signature(real)
+
+
+def test_meta_calls_replay_the_layout_of_a_repeated_call():
+    from initlab.graph import _MetaCalls
+
+    calls = _MetaCalls()
+    x = torch.empty(4, 6, 5, device="meta", requires_grad=True).transpose(1, 2)
+    w = torch.empty(7, 6, device="meta")
+    first = calls(torch.nn.functional.linear, (x, w), {})
+    again = calls(torch.nn.functional.linear, (x, w), {})
+    assert len(calls.seen) == 1 and again is not first
+    assert (again.shape, again.stride(), again.dtype) == (first.shape, first.stride(), first.dtype)
+    assert again.requires_grad and again.grad_fn is not None  # a non-leaf, like an op's output
+    again.add_(1)  # in-place ops on it work as on the real output
+    y = torch.empty(3, device="meta")
+    assert calls(torch.Tensor.contiguous, (y,), {}) is y  # an op returning its operand
+    assert calls(torch.Tensor.contiguous, (y,), {}) is y
+    assert calls(torch.Tensor.add_, (y, 1.0), {}) is y and len(calls.seen) == 2  # in place: run
