@@ -102,3 +102,17 @@ def test_a_parameter_that_requires_grad_is_filled_in_place():
         _trunc_normal_(p, 0.0, 1.0, -2.0, 2.0, torch.Generator().manual_seed(0))
     assert torch.equal(p.detach().flatten(), loop_reference(64 * 64, 0.0, 1.0, -2.0, 2.0, 0))
     assert p.requires_grad
+
+
+@pytest.mark.parametrize("kind", ["trunc_normal", "normal"])
+def test_blocks_drawn_by_several_threads_give_the_same_values(kind):
+    dist = Distribution(kind, 0.0, 0.02, -0.04, 0.04)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fill_(torch.empty(3 * BLOCK + 5), dist.sample_, 9, "w")
+        torch.set_num_threads(2)
+        two = fill_(torch.empty(3 * BLOCK + 5), dist.sample_, 9, "w")
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
