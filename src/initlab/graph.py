@@ -574,13 +574,16 @@ def _find_layers(model: nn.Module) -> tuple[dict[str, Layer], list[str]]:
     layers: dict[str, Layer] = {}
     loose: list[str] = []
     inside_leaf: set[str] = set()
+    seen: set[int] = set()
     for name, module in model.named_modules(remove_duplicate=False):
-        if any(name.startswith(p + ".") for p in inside_leaf):
+        parts = name.split(".")
+        if any(".".join(parts[:i]) in inside_leaf for i in range(1, len(parts))):
             continue
         own = list(module.named_parameters(recurse=False))
         has_param_children = any(True for c in module.children() for _ in c.parameters())
         if isinstance(module, _LEAF_TYPES) or (own and not has_param_children):
-            if id(module) not in {id(la.module) for la in layers.values()}:
+            if id(module) not in seen:
+                seen.add(id(module))
                 layers[name] = Layer(name, module, _kind(module))
             inside_leaf.add(name)
         elif own:
