@@ -31,6 +31,9 @@ def loop_reference(n: int, mean: float, std: float, low: float, high: float, see
 
 CASES = [  # (n, mean, std, low, high): symmetric, asymmetric, shifted, tiny, one redraw-heavy
     (200_000, 0.0, 0.02, -0.04, 0.04),
+    (2 * 65536 + 5, 0.0, 1.0, -2.0, 2.0),  # a last piece under 16: merged into the one before
+    (65536 + 16, 0.0, 1.0, -2.0, 2.0),
+    (3 * 65536 + 17, 0.0, 1.0, -2.0, 2.0),
     (10_007, 0.1, 0.5, -0.9, 1.1),
     (3_001, 0.0, 1.0, -0.7, 0.9),
     (5, 0.0, 1.0, -0.8, 0.9),
@@ -116,3 +119,8 @@ def test_blocks_drawn_by_several_threads_give_the_same_values(kind):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one, two)
+
+
+def test_an_empty_tensor_is_left_alone():
+    t = torch.empty(0)
+    assert _trunc_normal_(t, 0.0, 1.0, -2.0, 2.0, torch.Generator().manual_seed(0)) is t

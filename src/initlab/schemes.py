@@ -144,7 +144,7 @@ def _masks(n: int) -> tuple[np.ndarray, np.ndarray]:
 def _outside(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Flat indices of the values outside ``[low, high]``, compared in the values' dtype."""
     lo, hi = values.dtype.type(low), values.dtype.type(high)  # as torch casts a scalar operand
-    found = []
+    found = [np.empty(0, dtype=np.intp)]
     for start in range(0, values.size, _CHUNK):
         part = values[start : start + _CHUNK]
         below, above = _masks(part.size)
@@ -152,7 +152,7 @@ def _outside(values: np.ndarray, low: float, high: float) -> np.ndarray:
         np.greater(part, hi, out=above)
         idx = np.flatnonzero(np.logical_or(below, above, out=below))
         found.append(idx + start if start else idx)
-    return found[0] if len(found) == 1 else np.concatenate(found)
+    return found[-1] if len(found) <= 2 else np.concatenate(found)
 
 
 def _redraw_outside_cpu(values: np.ndarray, mean: float, std: float, low: float, high: float,
