@@ -58,9 +58,20 @@ def _reset_peak() -> bool:
         return False
 
 
+def _release() -> None:
+    """Return freed memory to the OS, so that every run starts on fresh pages as the limit does."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[dict[str, float], Any]:
     """Run ``fn``; its wall and process-CPU seconds and the peak RSS growth it caused."""
-    gc.collect()
+    _release()
     exact = _reset_peak()
     rss0 = _status("VmRSS")
     wall, cpu = time.perf_counter(), time.process_time()
@@ -78,12 +89,12 @@ def _best(runs: list[dict[str, float]]) -> dict[str, float]:
 # children
 
 
-def fill_child(layers: int, width: int, repeat: int) -> dict[str, Any]:
+def fill_child(layers: int, width: int, repeat: int, orthogonal: list[int]) -> dict[str, Any]:
     import torch
     from torch import nn
 
     from initlab import schemes
-    from initlab.plan import plan
+    from initlab.plan import init, plan
 
     def meta_model() -> nn.Module:
         with torch.device("meta"):
@@ -120,8 +131,19 @@ def fill_child(layers: int, width: int, repeat: int) -> dict[str, Any]:
                 initlab_run(scheme, kw, rows.setdefault(label, {}))()
             finally:
                 schemes._NUMPY_FLOATS = numpy_floats
-            gc.collect()
-    out: dict[str, Any] = {"params": layers * width * width}
+            _release()
+    out: dict[str, Any] = {"params": layers * width * width, "orthogonal": {}}
+    for size in orthogonal:
+        g = torch.Generator().manual_seed(0)
+        w = torch.empty(size, size)
+        t = time.process_time()
+        nn.init.orthogonal_(w, generator=g)
+        theirs = time.process_time() - t
+        t = time.process_time()
+        init(
+            nn.Sequential(nn.Linear(size, size)), "orthogonal", example=torch.randn(2, size), seed=0
+        )
+        out["orthogonal"][size] = {"torch": theirs, "initlab": time.process_time() - t}
     for label, times in rows.items():
         out[label] = _best(times["apply"])
         if "plan" in times:
@@ -222,6 +244,9 @@ def _print_fill(r: dict[str, Any], threads: int, layers: int, width: int) -> Non
         print(f"  {label:44s} {x['wall']:7.2f} {x['cpu']:7.2f} {lim['wall'] / x['wall']:9.2f} "
               f"{lim['cpu'] / x['cpu']:6.2f} {x['peak_growth'] / (r['params'] * 4):30.3f}")  # fmt: skip
     print(f"  plan of the meta model (trace + decisions): {r['kaiming_normal']['plan']:.2f} s wall")
+    for size, o in r["orthogonal"].items():
+        print(f"  orthogonal {size}x{size}: initlab.init {o['initlab']:.2f} s CPU, "
+              f"nn.init.orthogonal_ {o['torch']:.2f} s ({o['initlab'] / o['torch']:.2f}x)")  # fmt: skip
 
 
 def _print_models(r: dict[str, Any], threads: int) -> None:
@@ -258,6 +283,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=15)
     ap.add_argument("--width", type=int, default=None, help="default 8192 (2048 with --small)")
     ap.add_argument("--models", nargs="*", default=None, help="resnet50 vit_b16 llama")
+    ap.add_argument("--orthogonal", type=int, nargs="*", default=None, help="sizes (4096; 1024)")
     ap.add_argument("--repeat", type=int, default=1, help="fill runs per row (the best is kept)")
     ap.add_argument("--no-real-trace", action="store_true", help="skip the real-forward plan")
     ap.add_argument("--child-threads", type=int, default=None, help=argparse.SUPPRESS)
@@ -267,19 +293,22 @@ def main() -> None:
     models = args.models if args.models is not None else (
         ["resnet50"] if args.small else ["resnet50", "vit_b16", "llama"])  # fmt: skip
     real_trace = not (args.no_real_trace or args.small)
+    if args.orthogonal is None:
+        args.orthogonal = [1024] if args.small else [4096]
     if args.child:
         import torch
 
         torch.set_num_threads(args.child_threads)
         torch.set_num_interop_threads(1)
         if args.child == "fill":
-            print(json.dumps(fill_child(args.layers, width, args.repeat)))
+            print(json.dumps(fill_child(args.layers, width, args.repeat, args.orthogonal)))
         else:
             print(json.dumps(models_child(models, real_trace)))
         return
     print(f"bench_scale: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} (other processes inflate wall times)")  # fmt: skip
-    common = ["--layers", str(args.layers), "--width", str(width), "--repeat", str(args.repeat)]
+    common = ["--layers", str(args.layers), "--width", str(width), "--repeat", str(args.repeat),
+              "--orthogonal", *map(str, args.orthogonal)]  # fmt: skip
     for threads in args.threads:
         _print_fill(_child(["--child", "fill", *common], threads), threads, args.layers, width)
         if models:
