@@ -295,12 +295,12 @@ class _Tracer(TorchFunctionMode):
         return None
 
     def put(self, outputs: object, info: _Info) -> None:
-        for t in tree_flatten(outputs)[0]:
+        for t in _leaves(outputs):
             if isinstance(t, torch.Tensor):
                 self.info[id(t)] = (t, info)
 
     def infos(self, args: object) -> list[_Info]:
-        return [i for i in (self.get(t) for t in tree_flatten(args)[0]) if i is not None]
+        return [i for i in (self.get(t) for t in _leaves(args)) if i is not None]
 
     # -- layer calls
     def consume(self, layer: Layer, inputs: list[_Info]) -> None:
@@ -409,7 +409,7 @@ class _Tracer(TorchFunctionMode):
         return out
 
     def param_owner(self, args: object) -> str | None:
-        for t in tree_flatten(args)[0]:
+        for t in _leaves(args):
             if isinstance(t, nn.Parameter) and id(t) in self.owners:
                 return self.owners[id(t)]
         return None
@@ -422,8 +422,7 @@ def _meta_operands(args: tuple, kwargs: dict, func: Any) -> tuple[tuple, dict]:
     stay real, so value reads on them work; weights and buffers are meta, and an op mixing both
     runs on meta. In-place ops and ``out=`` are left as they are (a copy would hide the write).
     """
-    flat = tree_flatten((args, kwargs))[0]
-    tensors = [t for t in flat if isinstance(t, torch.Tensor)]
+    tensors = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
     mixed = any(t.device.type == "meta" for t in tensors) and any(
         t.device.type != "meta" for t in tensors
     )
@@ -445,6 +444,47 @@ _PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.la
           torch.memory_format, type(Ellipsis))  # fmt: skip
 
 
+def _leaves(obj: object, out: list | None = None) -> list:
+    """The leaves ``tree_flatten`` would give, in its order; fast for what torch calls receive
+    (tensors, numbers, plain tuples, lists and dicts), ``tree_flatten`` for anything else."""
+    out = [] if out is None else out
+    if isinstance(obj, (torch.Tensor, slice, *_PLAIN)):
+        out.append(obj)
+    elif type(obj) is tuple or type(obj) is list:
+        for x in obj:
+            _leaves(x, out)
+    elif type(obj) is dict:
+        for x in obj.values():
+            _leaves(x, out)
+    else:
+        out.extend(tree_flatten(obj)[0])
+    return out
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+def _layout_key(obj: object, tensors: list[torch.Tensor]) -> object:
+    """A hashable key of what a meta op reads from ``obj``; collects its tensors in order."""
+    if isinstance(obj, torch.Tensor):
+        if obj.device.type != "meta" or type(obj) not in (torch.Tensor, nn.Parameter):
+            raise _Uncacheable
+        tensors.append(obj)
+        return (tuple(obj.shape), obj.stride(), obj.storage_offset(), obj.dtype, obj.requires_grad)
+    if type(obj) is tuple or type(obj) is list:
+        return (type(obj), tuple(_layout_key(x, tensors) for x in obj))
+    if type(obj) is dict:
+        return (dict, tuple((k, _layout_key(v, tensors)) for k, v in obj.items()))
+    if type(obj) is torch.Size:
+        return (torch.Size, tuple(obj))
+    if isinstance(obj, slice):
+        return (slice, obj.start, obj.stop, obj.step)
+    if isinstance(obj, _PLAIN):
+        return (type(obj), obj)
+    raise _Uncacheable
+
+
 class _MetaCalls:
     """Calls on meta tensors, remembered by what they read: a repeated call costs ~10 us, not ~1 ms.
 
@@ -460,44 +500,29 @@ class _MetaCalls:
         self.seen: dict[tuple, tuple | None] = {}
 
     def __call__(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        leaves, spec = tree_flatten((args, kwargs))
-        key = self.key(func, leaves, spec)
-        if key is None:
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") or name.startswith("__i") or name == "__setitem__":
+            return func(*args, **kwargs)  # in place: may change the operand's layout; always run
+        tensors: list[torch.Tensor] = []
+        try:
+            key = (func, torch.is_grad_enabled(), _layout_key(args, tensors),
+                   _layout_key(kwargs, tensors))  # fmt: skip
+        except _Uncacheable:
+            return func(*args, **kwargs)
+        if not tensors:
             return func(*args, **kwargs)
         recipe = self.seen.get(key)
         if recipe is not None:
-            return self.replay(recipe, leaves)
+            return self.replay(recipe, tensors)
         out = func(*args, **kwargs)
         if key not in self.seen:
-            self.seen[key] = self.record(out, leaves)
+            self.seen[key] = self.record(out, tensors)
         return out
 
     @staticmethod
-    def key(func: Any, leaves: list, spec: Any) -> tuple | None:
-        name = getattr(func, "__name__", "")
-        if name.endswith("_") or name.startswith("__i") or name == "__setitem__":
-            return None  # in place: may change the operand's layout; always run
-        parts: list[object] = [func, spec, torch.is_grad_enabled()]
-        tensors = 0
-        for leaf in leaves:
-            if isinstance(leaf, torch.Tensor):
-                if leaf.device.type != "meta" or type(leaf) not in (torch.Tensor, nn.Parameter):
-                    return None
-                tensors += 1
-                parts.append((tuple(leaf.shape), leaf.stride(), leaf.storage_offset(), leaf.dtype,
-                              leaf.requires_grad))  # fmt: skip
-            elif isinstance(leaf, slice):
-                parts.append(("slice", leaf.start, leaf.stop, leaf.step))
-            elif isinstance(leaf, _PLAIN):
-                parts.append((type(leaf), leaf))
-            else:
-                return None
-        return tuple(parts) if tensors else None
-
-    @staticmethod
-    def record(out: object, leaves: list) -> tuple | None:
+    def record(out: object, tensors: list[torch.Tensor]) -> tuple | None:
         """How to rebuild ``out``, or ``None`` (never replay) when it is not plain tensors."""
-        outs, spec = tree_flatten(out)
+        outs, spec = ([out], None) if isinstance(out, torch.Tensor) else tree_flatten(out)
         recipe: list[object] = []
         for t in outs:
             if not isinstance(t, torch.Tensor):
@@ -505,7 +530,7 @@ class _MetaCalls:
                     return None
                 recipe.append(("value", t))
                 continue
-            same = [i for i, leaf in enumerate(leaves) if leaf is t]
+            same = [i for i, operand in enumerate(tensors) if operand is t]
             if same:
                 recipe.append(("operand", same[0]))
             elif type(t) is torch.Tensor and t.device.type == "meta":
@@ -518,17 +543,17 @@ class _MetaCalls:
         return spec, tuple(recipe)
 
     @staticmethod
-    def replay(recipe: tuple, leaves: list) -> object:
+    def replay(recipe: tuple, tensors: list[torch.Tensor]) -> object:
         spec, parts = recipe
         outs = []
         for part in parts:
             if part[0] == "value":
                 outs.append(part[1])
             elif part[0] == "operand":
-                outs.append(leaves[part[1]])
+                outs.append(tensors[part[1]])
             else:
                 outs.append(_meta_like(*part[1:]))
-        return tree_unflatten(outs, spec)
+        return outs[0] if spec is None else tree_unflatten(outs, spec)
 
 
 def _meta_like(shape: tuple, stride: tuple, dtype: torch.dtype, grad: bool) -> torch.Tensor:
