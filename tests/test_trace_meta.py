@@ -148,12 +148,10 @@ def test_forward_option_is_checked_and_a_misfit_example_still_explains():
         trace(nn.Linear(4, 2), torch.randn(3, 5))
 
 
-transformers = pytest.importorskip("transformers")
-
-
 @pytest.mark.hf
 @pytest.mark.parametrize("name", ["gpt2", "llama", "bert"])
 def test_transformers_models_trace_on_meta_to_the_real_graph(name):
+    pytest.importorskip("transformers")
     from tests import test_hf_models as hf
 
     torch.manual_seed(0)
