@@ -20,9 +20,10 @@ import torch
 
 from .errors import InitlabError
 
-__all__ = ["BLOCK", "derive_seed", "fill_", "generator"]
+__all__ = ["BLOCK", "MAX_WORKERS", "derive_seed", "fill_", "generator"]
 
 BLOCK = 1 << 20  # elements per independently seeded block
+MAX_WORKERS = 8  # threads drawing one parameter's blocks at most
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -64,7 +65,8 @@ def fill_(
 
     The values depend only on ``(seed, key)``, ``total`` and each element's flat index. With
     ``torch.get_num_threads() > 1``, the blocks of a CPU float32 tensor are drawn by that many
-    threads at once (``normal_`` itself runs on one thread); the values are the same.
+    threads at once, :data:`MAX_WORKERS` at most (``normal_`` itself runs on one thread); the
+    values are the same.
 
     >>> import torch
     >>> full = fill_(torch.empty(6, 4), lambda t, g: t.normal_(generator=g), 0, "w")
@@ -100,7 +102,7 @@ def fill_(
             sample(buffer, g)
             flat[lo - offset : hi - offset].copy_(buffer[lo - start : hi - start])
 
-    workers = min(torch.get_num_threads(), last - first + 1) if direct else 1
+    workers = min(torch.get_num_threads(), MAX_WORKERS, last - first + 1) if direct else 1
     if workers > 1:  # blocks are independent streams writing disjoint slices: draw them at once
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(draw, range(first, last + 1)))
