@@ -17,7 +17,10 @@ and forward hooks, and follows every tensor from the input to the output. It rec
   ``x @ self.W``), parameters shared by several modules, and layers the example never reached.
 
 Tracing observes; it does not change the model: the pass runs in eval mode (no dropout, no
-BatchNorm statistic updates), without touching the global RNG, and every hook comes off.
+BatchNorm statistic updates), without touching the global RNG, and every hook comes off. It
+computes nothing either: it runs on meta copies of the parameters and buffers, so its cost does
+not grow with the model's compute; a model that reads values in ``forward`` is traced with a real
+pass instead (see :func:`trace`).
 Data-dependent Python control flow is fine: only the path the example takes is recorded.
 """
 
