@@ -163,27 +163,27 @@ def models_child(names: list[str], real_trace: bool) -> dict[str, Any]:
     plan(
         torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)),
         example=torch.randn(1, 3, 8, 8),
-    )  # fmt: skip  (one-time imports)
+    )  # one-time imports
     schemes = {
         "resnet50": ("kaiming_normal", {}),
         "vit_b16": ("xavier_uniform", {}),
         "llama": ("normal", {"std": 0.02}),
-    }  # fmt: skip  (the family of the model's own)
+    }  # the family of the model's own init
     out: dict[str, Any] = {}
     for name in names:
         model, x, own = MODELS[name]()
         scheme, kw = schemes[name]
         r: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters()), "scheme": scheme}
-        r["own"] = _best([_timed(lambda m=model, f=own: f(m))[0] for _ in range(2)])
-        for key, transactional in [("apply", True), ("apply_nt", False)]:
-            runs = []
-            for _ in range(2):
+        runs: dict[str, list[dict[str, float]]] = {"own": [], "apply": [], "apply_nt": []}
+        for _ in range(3):  # interleaved, so that a burst of load hits all three alike
+            runs["own"].append(_timed(lambda m=model, f=own: f(m))[0])
+            for key, transactional in [("apply", True), ("apply_nt", False)]:
                 t = time.process_time(), time.perf_counter()
                 p = plan(model, scheme, example=x, seed=0, **kw)
                 planned = {"cpu": time.process_time() - t[0], "wall": time.perf_counter() - t[1]}
                 res, _ = _timed(lambda p=p, tr=transactional: p.apply(transactional=tr))
-                runs.append({"plan_cpu": planned["cpu"], "plan_wall": planned["wall"], **res})
-            r[key] = _best(runs)
+                runs[key].append({"plan_cpu": planned["cpu"], "plan_wall": planned["wall"], **res})
+        r.update({k: _best(v) for k, v in runs.items()})
         g = trace(model, x)
         r["note"] = g.note
         if real_trace:
