@@ -27,7 +27,10 @@ and forward hooks, and follows every tensor from the input to the output. It rec
   ``x @ self.W``), parameters shared by several modules, and layers the example never reached.
 
 Tracing observes; it does not change the model: the pass runs in eval mode (no dropout, no
-BatchNorm statistic updates), without touching the global RNG, and every hook comes off.
+BatchNorm statistic updates), without touching the global RNG, and every hook comes off. It
+computes nothing either: it runs on meta copies of the parameters and buffers, so its cost does
+not grow with the model's compute; a model that reads values in ``forward`` is traced with a real
+pass instead (see :func:`trace`).
 Data-dependent Python control flow is fine: only the path the example takes is recorded.
 """
 
@@ -37,15 +40,15 @@ import contextlib
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from .errors import InitlabError
+from .errors import InitlabError, check_choice
 
 __all__ = ["ACTIVATION_FUNCTIONS", "ADD_FUNCTIONS", "Branch", "Graph", "Layer", "is_norm", "trace"]
 
@@ -165,6 +168,7 @@ class Graph:
     draw) its qualified buffer name. Tokens concatenated into the sum (a class token) are
     members too. A group holds at least one lookup table, parameter or buffer: two linear layers
     on two inputs added together are no embedding sum."""
+    note: str | None = None  # how the pass ran, when it was not on meta as planned
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.order())
@@ -212,6 +216,8 @@ class Graph:
         many = [la.name for la in self.layers.values() if la.calls > 1]
         if many:
             lines.append(f"called several times: {', '.join(many)}")
+        if self.note:
+            lines.append(self.note)
         return "\n".join(lines)
 
 
@@ -343,9 +349,13 @@ def _merge(infos: list[_Info], embed: frozenset[str] | None = None) -> _Info:
 
 
 class _Tracer(TorchFunctionMode):
-    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str]) -> None:
+    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str],
+                 slopes: Mapping[int, float] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.model = model
+        self.slopes = dict(slopes or {})  # id(PReLU) -> its mean slope, read before a meta pass
+        self.meta = False  # a meta pass: move real operands of an op with meta ones to meta
+        self.meta_calls = _MetaCalls()
         self.layers = layers
         self.by_module = {id(la.module): la for la in layers.values()}
         self.owners = owners  # id(param) -> layer name
@@ -379,7 +389,7 @@ class _Tracer(TorchFunctionMode):
         from the input and added to attention scores is no path of the stream. ``_EMPTY`` (the
         example's tensors) roots a stream of its own at each tensor.
         """
-        for t in tree_flatten(outputs)[0]:
+        for t in _leaves(outputs):
             if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
                 if info is _EMPTY:
                     self.info[id(t)] = (t, _rooted(f"input {self.roots}"))
@@ -395,7 +405,7 @@ class _Tracer(TorchFunctionMode):
         it, or its qualified name when no layer does.
         """
         out = []
-        for t in tree_flatten(args)[0]:
+        for t in _leaves(args):
             info = self.get(t)
             if info is None and params and isinstance(t, torch.Tensor) and t.is_floating_point():
                 name = self.owners.get(id(t)) or self.state_name(t)
@@ -450,11 +460,7 @@ class _Tracer(TorchFunctionMode):
             return _Info(base.pending, streams, base.embed)
         if layer.kind == "activation":
             act = "leaky_relu"
-            slope = (
-                float(layer.module.weight.detach().float().mean())
-                if isinstance(layer.module, nn.PReLU) and layer.module.weight.device.type != "meta"
-                else 0.25
-            )
+            slope = self.slopes.get(id(layer.module), 0.25)
             return _Info(self.activate(base, act, slope).pending, base.streams, base.embed)
         out = _Info({layer.name: (None, None)}, streams, frozenset({layer.name}))
         self.outputs[layer.name] = out
@@ -503,7 +509,10 @@ class _Tracer(TorchFunctionMode):
     # -- functions
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        if self.meta:
+            out = self.meta_calls(func, *_meta_operands(args, kwargs, func))
+        else:
+            out = func(*args, **kwargs)
         if self.depth > 0 or func in _VALUE_FREE:
             return out
         if func in _MIXING:
@@ -548,10 +557,157 @@ class _Tracer(TorchFunctionMode):
                    for n in a.embed | b.embed)  # fmt: skip
 
     def param_owner(self, args: object) -> str | None:
-        for t in tree_flatten(args)[0]:
+        for t in _leaves(args):
             if isinstance(t, nn.Parameter) and id(t) in self.owners:
                 return self.owners[id(t)]
         return None
+
+
+def _meta_operands(args: tuple, kwargs: dict, func: Any) -> tuple[tuple, dict]:
+    """``func``'s operands for a meta pass: real tensors meeting meta ones become meta too.
+
+    The example and what ``forward`` builds from it alone (position ids, masks, a padding check)
+    stay real, so value reads on them work; weights and buffers are meta, and an op mixing both
+    runs on meta. In-place ops and ``out=`` are left as they are (a copy would hide the write).
+    """
+    tensors = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    mixed = any(t.device.type == "meta" for t in tensors) and any(
+        t.device.type != "meta" for t in tensors
+    )
+    name = getattr(func, "__name__", "")
+    inplace = "out" in kwargs or (name.endswith("_") and not name.endswith("__"))
+    inplace = inplace or (name.startswith("__i") and name not in ("__init__", "__index__"))
+    if not mixed or inplace:
+        return args, kwargs
+
+    def meta(t: object) -> object:
+        if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            return t.to("meta")
+        return t
+
+    return tree_map(meta, args), tree_map(meta, kwargs)
+
+
+_PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+          torch.memory_format, type(Ellipsis))  # fmt: skip
+
+
+def _leaves(obj: object, out: list | None = None) -> list:
+    """The leaves ``tree_flatten`` would give, in its order; fast for what torch calls receive
+    (tensors, numbers, plain tuples, lists and dicts), ``tree_flatten`` for anything else."""
+    out = [] if out is None else out
+    if isinstance(obj, (torch.Tensor, slice, *_PLAIN)):
+        out.append(obj)
+    elif type(obj) is tuple or type(obj) is list:
+        for x in obj:
+            _leaves(x, out)
+    elif type(obj) is dict:
+        for x in obj.values():
+            _leaves(x, out)
+    else:
+        out.extend(tree_flatten(obj)[0])
+    return out
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+def _layout_key(obj: object, tensors: list[torch.Tensor]) -> object:
+    """A hashable key of what a meta op reads from ``obj``; collects its tensors in order."""
+    if isinstance(obj, torch.Tensor):
+        if obj.device.type != "meta" or type(obj) not in (torch.Tensor, nn.Parameter):
+            raise _Uncacheable
+        tensors.append(obj)
+        return (tuple(obj.shape), obj.stride(), obj.storage_offset(), obj.dtype, obj.requires_grad)
+    if type(obj) is tuple or type(obj) is list:
+        return (type(obj), tuple(_layout_key(x, tensors) for x in obj))
+    if type(obj) is dict:
+        return (dict, tuple((k, _layout_key(v, tensors)) for k, v in obj.items()))
+    if type(obj) is torch.Size:
+        return (torch.Size, tuple(obj))
+    if isinstance(obj, slice):
+        return (slice, obj.start, obj.stop, obj.step)
+    if isinstance(obj, _PLAIN):
+        return (type(obj), obj)
+    raise _Uncacheable
+
+
+class _MetaCalls:
+    """Calls on meta tensors, remembered by what they read: a repeated call costs ~10 us, not ~1 ms.
+
+    Meta kernels of elementwise ops and norms run torch's Python reference code (0.3-1 ms a call
+    in torch 2.13), which made a meta pass of a ResNet-50 cost as much as its init. An op's result
+    on meta is a function of its operands' shapes, strides, dtypes and ``requires_grad``, of its
+    other arguments and of grad mode; a call seen before with the same ones gets fresh tensors of
+    the recorded layout (the same object where the op returned an operand). In-place ops, ``out=``
+    and calls with arguments that are not plain values are always run.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple, tuple | None] = {}
+
+    def __call__(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") or name.startswith("__i") or name == "__setitem__":
+            return func(*args, **kwargs)  # in place: may change the operand's layout; always run
+        tensors: list[torch.Tensor] = []
+        try:
+            key = (func, torch.is_grad_enabled(), _layout_key(args, tensors),
+                   _layout_key(kwargs, tensors))  # fmt: skip
+        except _Uncacheable:
+            return func(*args, **kwargs)
+        if not tensors:
+            return func(*args, **kwargs)
+        recipe = self.seen.get(key)
+        if recipe is not None:
+            return self.replay(recipe, tensors)
+        out = func(*args, **kwargs)
+        if key not in self.seen:
+            self.seen[key] = self.record(out, tensors)
+        return out
+
+    @staticmethod
+    def record(out: object, tensors: list[torch.Tensor]) -> tuple | None:
+        """How to rebuild ``out``, or ``None`` (never replay) when it is not plain tensors."""
+        outs, spec = ([out], None) if isinstance(out, torch.Tensor) else tree_flatten(out)
+        recipe: list[object] = []
+        for t in outs:
+            if not isinstance(t, torch.Tensor):
+                if not isinstance(t, (int, float, bool, type(None))):
+                    return None
+                recipe.append(("value", t))
+                continue
+            same = [i for i, operand in enumerate(tensors) if operand is t]
+            if same:
+                recipe.append(("operand", same[0]))
+            elif type(t) is torch.Tensor and t.device.type == "meta":
+                rebuilt = _meta_like(tuple(t.shape), t.stride(), t.dtype, t.requires_grad)
+                if rebuilt.stride() != t.stride():
+                    return None
+                recipe.append(("new", tuple(t.shape), t.stride(), t.dtype, t.requires_grad))
+            else:
+                return None
+        return spec, tuple(recipe)
+
+    @staticmethod
+    def replay(recipe: tuple, tensors: list[torch.Tensor]) -> object:
+        spec, parts = recipe
+        outs = []
+        for part in parts:
+            if part[0] == "value":
+                outs.append(part[1])
+            elif part[0] == "operand":
+                outs.append(tensors[part[1]])
+            else:
+                outs.append(_meta_like(*part[1:]))
+        return outs[0] if spec is None else tree_unflatten(outs, spec)
+
+
+def _meta_like(shape: tuple, stride: tuple, dtype: torch.dtype, grad: bool) -> torch.Tensor:
+    """A fresh meta tensor of this layout; one that requires grad is a non-leaf, as op outputs are."""
+    t = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+    return t.requires_grad_().clone() if grad else t
 
 
 _ACT_WORDS = {"gelu": "gelu", "newgelu": "gelu_tanh", "fastgelu": "gelu_tanh",
@@ -591,13 +747,16 @@ def _find_layers(model: nn.Module) -> tuple[dict[str, Layer], list[str]]:
     layers: dict[str, Layer] = {}
     loose: list[str] = []
     inside_leaf: set[str] = set()
+    seen: set[int] = set()
     for name, module in model.named_modules(remove_duplicate=False):
-        if any(name.startswith(p + ".") for p in inside_leaf):
+        parts = name.split(".")
+        if any(".".join(parts[:i]) in inside_leaf for i in range(1, len(parts))):
             continue
         own = list(module.named_parameters(recurse=False))
         has_param_children = any(True for c in module.children() for _ in c.parameters())
         if isinstance(module, _LEAF_TYPES) or (own and not has_param_children):
-            if id(module) not in {id(la.module) for la in layers.values()}:
+            if id(module) not in seen:
+                seen.add(id(module))
                 layers[name] = Layer(name, module, _kind(module))
             inside_leaf.add(name)
         elif own:
@@ -614,17 +773,6 @@ def _example_args(example: object) -> tuple[tuple, dict]:
     if isinstance(example, list) and example and all(isinstance(e, torch.Tensor) for e in example):
         return tuple(example), {}
     return (example,), {}
-
-
-def _to_device(example: object, device: torch.device) -> object:
-    def move(t: object) -> object:
-        return t.to(device) if isinstance(t, torch.Tensor) else t
-
-    if isinstance(example, Mapping):
-        return {k: move(v) for k, v in example.items()}
-    if isinstance(example, (tuple, list)):
-        return type(example)(move(v) for v in example)
-    return move(example)
 
 
 @contextlib.contextmanager
@@ -698,8 +846,20 @@ def run_forward(model: nn.Module, example: object) -> object:
         raise ForwardError(cause, hint) from exc
 
 
-def trace(model: nn.Module, example: object) -> Graph:
+TraceMode = Literal["meta", "real"]
+
+
+def trace(model: nn.Module, example: object, *, forward: TraceMode = "meta") -> Graph:
     """Trace one forward pass of ``model`` on ``example`` and return its :class:`Graph`.
+
+    The pass computes nothing: with ``forward="meta"`` (the default) it runs on meta copies of the
+    parameters and buffers and a meta copy of the example (:func:`torch.func.functional_call`), so
+    tracing a ResNet-50 costs about what tracing its meta twin does, whatever the example's size.
+    The graph is the one a real pass records (only shapes and the order of calls matter). A model
+    that needs values (``.item()``, ``nonzero``, Python branches on a tensor, CPU tensors made in
+    ``forward``) fails on meta; it is then traced with a real forward pass, and
+    :attr:`Graph.note` says why. ``forward="real"`` asks for the real pass directly. A model whose
+    parameters are already on meta is always traced on meta.
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     >>> g = trace(net, torch.randn(2, 4))
@@ -708,6 +868,69 @@ def trace(model: nn.Module, example: object) -> Graph:
     """
     if not isinstance(model, nn.Module):
         raise InitlabError(f"expected an nn.Module, got {type(model).__name__}")
+    check_choice("forward", forward, ["meta", "real"])
+    tensors = [*model.parameters(), *model.buffers()]
+    on_meta = bool(tensors) and all(t.device.type == "meta" for t in tensors)
+    if on_meta or forward == "real":
+        return _trace(model, example, meta=on_meta)
+    try:
+        with _restoring_module_state(model):
+            return _trace(model, example, meta=True)
+    except Exception as exc:  # any failure on meta means: it needs values; trace for real
+        graph = _trace(model, example, meta=False)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        graph.note = (
+            f"traced with a real forward pass: the meta pass failed ({type(exc).__name__}: "
+            f"{first[:200]}); the model reads values in forward, so planning costs one forward "
+            "pass at the example's size"
+        )
+        return graph
+
+
+def _meta_copies(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Meta tensors for every parameter and buffer name (shared ones under each of their names)."""
+    copies: dict[int, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) not in copies:
+            meta = torch.empty_like(p, device="meta")
+            copies[id(p)] = nn.Parameter(meta, requires_grad=p.requires_grad)
+        out[name] = copies[id(p)]
+    for name, b in model.named_buffers(remove_duplicate=False):
+        if id(b) not in copies:
+            copies[id(b)] = torch.empty_like(b, device="meta")
+        out[name] = copies[id(b)]
+    return out
+
+
+@contextlib.contextmanager
+def _restoring_module_state(model: nn.Module) -> Iterator[None]:
+    """Put back every module attribute, parameter and buffer slot a (failed) pass reassigned.
+
+    A forward that caches tensors on the module (``self._cos = ...``) would otherwise keep the
+    meta copies of the trace.
+    """
+    saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, attrs, params, buffers in saved:
+            for slot, before in ((m._parameters, params), (m._buffers, buffers)):
+                if slot.keys() != before.keys() or any(slot[k] is not v for k, v in before.items()):
+                    slot.clear()
+                    slot.update(before)
+            for k in [k for k in m.__dict__ if k not in attrs]:
+                del m.__dict__[k]
+            for k, v in attrs.items():
+                if m.__dict__.get(k, _MISSING) is not v:
+                    m.__dict__[k] = v
+
+
+_MISSING = object()
+
+
+def _trace(model: nn.Module, example: object, *, meta: bool) -> Graph:
+    """One traced pass; ``meta``: on meta copies of the state and the example."""
     layers, loose = _find_layers(model)
     owners: dict[int, str] = {}
     shared: dict[str, list[str]] = {}
@@ -719,10 +942,19 @@ def trace(model: nn.Module, example: object) -> Graph:
     for name, layer in layers.items():
         for p in layer.module.parameters():
             owners.setdefault(id(p), name)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    if device.type == "meta":
-        example = _to_device(example, device)
-    tracer = _Tracer(model, layers, owners)
+    state: dict[str, torch.Tensor] = {}
+    slopes = {
+        id(la.module): float(la.module.weight.detach().float().mean())
+        for la in layers.values()
+        if isinstance(la.module, nn.PReLU) and la.module.weight.device.type != "meta"
+    }
+    if meta and any(t.device.type != "meta" for t in [*model.parameters(), *model.buffers()]):
+        state = _meta_copies(model)
+        for pname, p in model.named_parameters(remove_duplicate=False):
+            if id(p) in owners:
+                owners.setdefault(id(state[pname]), owners[id(p)])
+    tracer = _Tracer(model, layers, owners, slopes)
+    tracer.meta = meta
     handles = []
     try:
         for module in model.modules():
@@ -743,7 +975,10 @@ def trace(model: nn.Module, example: object) -> Graph:
             warnings.simplefilter("ignore")  # e.g. the transformer fast-path notice
             tracer.put((args, kwargs), _EMPTY)
             with tracer:
-                output = run_forward(model, example)
+                if state:
+                    output = torch.func.functional_call(model, state, args, kwargs, strict=False)
+                else:
+                    output = run_forward(model, example)
     finally:
         for h in handles:
             h.remove()

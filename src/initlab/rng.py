@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from .errors import InitlabError
 
-__all__ = ["BLOCK", "derive_seed", "fill_", "generator"]
+__all__ = ["BLOCK", "MAX_WORKERS", "derive_seed", "fill_", "generator"]
 
 BLOCK = 1 << 20  # elements per independently seeded block
+MAX_WORKERS = 8  # threads drawing one parameter's blocks at most
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -61,7 +63,10 @@ def fill_(
         offset: flat index of ``tensor``'s first element in the full parameter.
         total: number of elements of the full parameter (default ``offset + numel``).
 
-    The values depend only on ``(seed, key)``, ``total`` and each element's flat index.
+    The values depend only on ``(seed, key)``, ``total`` and each element's flat index. With
+    ``torch.get_num_threads() > 1``, the blocks of a CPU float32 tensor are drawn by that many
+    threads at once, :data:`MAX_WORKERS` at most (``normal_`` itself runs on one thread); the
+    values are the same.
 
     >>> import torch
     >>> full = fill_(torch.empty(6, 4), lambda t, g: t.normal_(generator=g), 0, "w")
@@ -83,16 +88,25 @@ def fill_(
     flat = tensor.view(-1)
     direct = tensor.device.type == "cpu" and tensor.dtype == torch.float32
     first, last = offset // BLOCK, (offset + n - 1) // BLOCK
-    with torch.no_grad():
-        for block in range(first, last + 1):
-            start = block * BLOCK
-            length = min(BLOCK, total - start)  # blocks are drawn whole, whoever holds them
-            lo, hi = max(start, offset), min(start + length, offset + n)
-            g = generator(seed, key, block)
+
+    def draw(block: int) -> None:
+        start = block * BLOCK
+        length = min(BLOCK, total - start)  # blocks are drawn whole, whoever holds them
+        lo, hi = max(start, offset), min(start + length, offset + n)
+        g = generator(seed, key, block)
+        with torch.no_grad():
             if direct and lo == start and hi - lo == length:
                 sample(flat[lo - offset : hi - offset], g)  # straight into the parameter
-                continue
+                return
             buffer = torch.empty(length, dtype=torch.float32)
             sample(buffer, g)
             flat[lo - offset : hi - offset].copy_(buffer[lo - start : hi - start])
+
+    workers = min(torch.get_num_threads(), MAX_WORKERS, last - first + 1) if direct else 1
+    if workers > 1:  # blocks are independent streams writing disjoint slices: draw them at once
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(draw, range(first, last + 1)))
+    else:
+        for block in range(first, last + 1):
+            draw(block)
     return tensor
