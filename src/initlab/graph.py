@@ -49,6 +49,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .errors import InitlabError, check_choice
+from .hooks import eval_mode, forward_hooks
 
 __all__ = ["ACTIVATION_FUNCTIONS", "ADD_FUNCTIONS", "Branch", "Graph", "Layer", "is_norm", "trace"]
 
@@ -775,17 +776,6 @@ def _example_args(example: object) -> tuple[tuple, dict]:
     return (example,), {}
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes.items():
-            m.training = training
-
-
 def _raised_at(model: nn.Module, exc: BaseException) -> str:
     """Where in ``model`` ``exc`` was raised: the innermost submodule whose ``forward`` was running
     (its qualified name and class) and the innermost frame outside torch (``file:line in fn``)."""
@@ -955,33 +945,28 @@ def _trace(model: nn.Module, example: object, *, meta: bool) -> Graph:
                 owners.setdefault(id(state[pname]), owners[id(p)])
     tracer = _Tracer(model, layers, owners, slopes)
     tracer.meta = meta
-    handles = []
-    try:
-        for module in model.modules():
-            act = activation_module_name(module)
-            if act is not None and id(module) not in tracer.by_module:
-                tracer.act_modules[id(module)] = act
-                handles.append(
-                    module.register_forward_pre_hook(tracer.act_pre_hook, with_kwargs=True)
-                )
-                handles.append(module.register_forward_hook(tracer.act_post_hook, with_kwargs=True))
-        for layer in layers.values():
-            handles.append(
-                layer.module.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True)
-            )
-            handles.append(layer.module.register_forward_hook(tracer.post_hook, with_kwargs=True))
-        args, kwargs = _example_args(example)
-        with _eval_mode(model), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. the transformer fast-path notice
-            tracer.put((args, kwargs), _EMPTY)
-            with tracer:
-                if state:
-                    output = torch.func.functional_call(model, state, args, kwargs, strict=False)
-                else:
-                    output = run_forward(model, example)
-    finally:
-        for h in handles:
-            h.remove()
+    act_modules = []
+    for module in model.modules():
+        act = activation_module_name(module)
+        if act is not None and id(module) not in tracer.by_module:
+            tracer.act_modules[id(module)] = act
+            act_modules.append(module)
+    args, kwargs = _example_args(example)
+    with (
+        forward_hooks(act_modules, tracer.act_post_hook, pre=tracer.act_pre_hook, with_kwargs=True),
+        forward_hooks([layer.module for layer in layers.values()], tracer.post_hook,
+                      pre=tracer.pre_hook, with_kwargs=True),
+        eval_mode(model),
+        torch.random.fork_rng(devices=[]),
+        warnings.catch_warnings(),
+    ):  # fmt: skip
+        warnings.simplefilter("ignore")  # e.g. the transformer fast-path notice
+        tracer.put((args, kwargs), _EMPTY)
+        with tracer:
+            if state:
+                output = torch.func.functional_call(model, state, args, kwargs, strict=False)
+            else:
+                output = run_forward(model, example)
     # roles
     for layer in layers.values():
         if layer.kind in ("norm", "embedding"):
