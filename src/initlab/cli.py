@@ -91,7 +91,8 @@ def _plan_options(f: Any) -> Any:
         click.option("--rules", "rules_path", type=click.Path(exists=True, dir_okay=False),
                      help="a TOML or JSON rule file"),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--head-scale", type=float, default=1.0, show_default=True),
+        click.option("--head-scale", type=float, default=None,
+                     help="the head's gain [default: 0.1; a tied embedding table: 0.15]"),
         click.option("--residual-scale/--no-residual-scale", default=True, show_default=True,
                      help="residual branch ends at gain x L^-1/2"),
         click.option("--preset", default=None, help="a model family's recipe (see `initlab presets`)"),
@@ -103,7 +104,7 @@ def _plan_options(f: Any) -> Any:
 
 
 def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
-                rules_path: str | None, seed: int, head_scale: float, preset: str | None,
+                rules_path: str | None, seed: int, head_scale: float | None, preset: str | None,
                 residual_scale: bool = True) -> Any:  # fmt: skip
     """Build FACTORY's model and plan it; a bad input ends the command with its message."""
     from .plan import plan

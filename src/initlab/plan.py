@@ -65,7 +65,16 @@ from .gains import gain as activation_gain
 from .graph import Graph, Layer, trace
 from .schemes import SCHEMES, get_scheme
 
-__all__ = ["ROLES", "Plan", "PlanEntry", "init", "plan"]
+__all__ = [
+    "DEEP_PLAIN_DEPTH",
+    "HEAD_GAIN",
+    "ROLES",
+    "TIED_HEAD_GAIN",
+    "Plan",
+    "PlanEntry",
+    "init",
+    "plan",
+]
 
 ROLES = ("head", "residual_out", "embedding", "bias", "norm", "weight", "other")
 _ROLE_ORDER = {r: i for i, r in enumerate(ROLES)}
@@ -534,7 +543,9 @@ class _Policy:
     head_gain: float
     tied_head_gain: float
     normed: bool
-    branch_ends: Mapping[str, float] = field(default_factory=dict)  # last weight layer -> gain factor
+    branch_ends: Mapping[str, float] = field(
+        default_factory=dict
+    )  # last weight layer -> gain factor
     branch_inner: Mapping[str, float] = field(default_factory=dict)  # other branch layers -> factor
     deep_plain: bool = False
     embedding_std: Mapping[str, float] = field(default_factory=dict)  # layer -> its group's std

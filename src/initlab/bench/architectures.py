@@ -20,7 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "Architecture", "ResNet50", "TimmViT", "logits_and_targets"]
+__all__ = [
+    "ARCHITECTURES",
+    "INITS",
+    "Architecture",
+    "ResNet50",
+    "Task",
+    "TimmViT",
+    "char_blocks",
+    "digit_images",
+    "logits_and_targets",
+    "run_one",
+]
 
 D, LAYERS, HEADS, FF = 64, 2, 4, 128
 
@@ -129,7 +140,9 @@ class TimmViT(nn.Module):
         n = (image // patch) ** 2
         self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 1e-6)
         self.pos_embed = nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
-        self.blocks = nn.Sequential(*[_ViTBlock(d, heads, 4 * d, layer_scale) for _ in range(depth)])
+        self.blocks = nn.Sequential(
+            *[_ViTBlock(d, heads, 4 * d, layer_scale) for _ in range(depth)]
+        )
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, classes)
         for m in self.modules():
@@ -216,7 +229,9 @@ def _logits(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
-def inputs(arch: Architecture, x: torch.Tensor, vocab: int) -> dict[str, torch.Tensor] | torch.Tensor:
+def inputs(
+    arch: Architecture, x: torch.Tensor, vocab: int
+) -> dict[str, torch.Tensor] | torch.Tensor:
     """The model input for a batch: images as they are; token blocks ``(B, 2T)`` split into the
     encoder's context (first half) and the decoder's input (second half, shifted right)."""
     if arch.kind == "vision":
@@ -242,3 +257,128 @@ def logits_and_targets(arch: Architecture, model: nn.Module, x: torch.Tensor,
         return out, y  # type: ignore[return-value]
     target = x[:, 1:] if arch.kind == "lm" else x[:, x.shape[1] // 2 :]
     return out.reshape(-1, out.shape[-1]), target.reshape(-1)
+
+
+# --------------------------------------------------------------------------- the suite
+
+INITS = ("initlab", "own", "kaiming_normal_")
+"""The three starts the suite compares: ``initlab.init``'s default, the model as its authors
+build it, and ``torch.nn.init.kaiming_normal_`` on every Linear/conv weight (biases 0, norms 1/0,
+embeddings as built)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """Training and held-out data for one kind of model: token blocks or images."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None
+    x_val: torch.Tensor
+    y_val: torch.Tensor | None
+    classes: int
+
+
+def char_blocks(length: int, seed: int = 0) -> Task:
+    """US first names as one character stream (``.`` between names, 27 symbols), cut into
+    blocks of ``length``; the last 10% of the names are held out."""
+    from . import data as bench_data
+
+    words = bench_data.names(seed=seed)
+    chars = sorted(set("".join(words)) | {"."})
+    stoi = {c: i for i, c in enumerate(chars)}
+    cut = int(0.9 * len(words))
+
+    def blocks(part: list[str]) -> torch.Tensor:
+        ids = torch.tensor([stoi[c] for c in ".".join(part)])
+        n = len(ids) // length
+        return ids[: n * length].view(n, length)
+
+    return Task(blocks(words[:cut]), None, blocks(words[cut:]), None, len(chars))
+
+
+def digit_images(seed: int = 0) -> Task:
+    """scikit-learn's digits as 32x32 RGB images (each pixel repeated 4x4, gray in 3 channels)."""
+    from . import data as bench_data
+
+    ds = bench_data.digits(seed=seed, image=True)
+
+    def up(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=4).repeat(1, 3, 1, 1)
+
+    return Task(up(ds.x_train), ds.y_train, up(ds.x_test), ds.y_test, ds.num_classes)
+
+
+def start(model: nn.Module, how: str, arch: Architecture, example: torch.Tensor, seed: int,
+          classes: int) -> None:  # fmt: skip
+    """Initialize ``model`` by one of :data:`INITS` (``own``: leave it as built)."""
+    from ..plan import init
+    from .methods import Context, kaiming
+
+    if how == "initlab":
+        init(model, example=inputs(arch, example, classes), seed=seed)
+    elif how == "kaiming_normal_":
+        kaiming(model, Context(example, lambda: iter(()), F.cross_entropy, None, seed))  # type: ignore[arg-type]
+
+
+def _loss(arch: Architecture, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+          classes: int) -> torch.Tensor:  # fmt: skip
+    logits, target = logits_and_targets(arch, model, x, y, classes)
+    return F.cross_entropy(logits.float(), target)
+
+
+@torch.no_grad()
+def layer_stds(model: nn.Module, arch: Architecture, x: torch.Tensor, classes: int) -> list[float]:
+    """The std of every Linear/conv/embedding output, in call order, in train mode."""
+    stds: list[float] = []
+    kinds = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding)
+    hooks = [m.register_forward_hook(lambda _m, _i, y: stds.append(float(y.float().std())))
+             for m in model.modules() if isinstance(m, kinds)]  # fmt: skip
+    try:
+        inp = inputs(arch, x, classes)
+        model(**inp) if isinstance(inp, dict) else model(inp)
+    finally:
+        for h in hooks:
+            h.remove()
+    return stds
+
+
+def run_one(arch: Architecture, how: str, task: Task, seed: int, steps: int, lr: float = 1e-3,
+            batch: int = 32) -> dict[str, Any]:  # fmt: skip
+    """Build ``arch`` (its own init seeded by ``seed``), start it by ``how``, measure the initial
+    loss on random inputs and labels in train mode, then train ``steps`` Adam steps and measure
+    the held-out loss. Returns the figures (``nan`` when training diverged)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = arch.build(task.classes)
+    model.train()
+    example = task.x_train[:batch]
+    start(model, how, arch, example, seed, task.classes)
+    if arch.kind == "vision":
+        xr = torch.randn((batch, *task.x_train.shape[1:]), generator=g)
+        yr = torch.randint(0, task.classes, (batch,), generator=g)
+    else:
+        xr, yr = torch.randint(0, task.classes, (batch, task.x_train.shape[1]), generator=g), None
+    with torch.no_grad():
+        random_loss = float(_loss(arch, model, xr, yr, task.classes))
+        data_loss = float(_loss(arch, model, example, task.y_train[:batch] if task.y_train is not None else None, task.classes))  # fmt: skip
+    stds = layer_stds(model, arch, example, task.classes)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, len(task.x_train), (batch,), generator=g)
+        yb = task.y_train[idx] if task.y_train is not None else None
+        loss = _loss(arch, model, task.x_train[idx], yb, task.classes)
+        if not torch.isfinite(loss):
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    model.eval()
+    with torch.no_grad():
+        n = min(512, len(task.x_val))
+        yv = task.y_val[:n] if task.y_val is not None else None
+        val = float(_loss(arch, model, task.x_val[:n], yv, task.classes))
+    return {"random_loss": random_loss, "data_loss": data_loss, "val_loss": val,
+            "losses": losses, "act_std": stds, "log_classes": math.log(task.classes)}  # fmt: skip

@@ -415,7 +415,7 @@ def fixup(
         branches = _branches(g)
         if not branches:
             raise InitlabError(f"fixup: the trace found no residual branch. {g.summary()}")
-        p = plan(model, scheme, example=example, seed=seed, graph=g)
+        p = plan(model, scheme, example=example, seed=seed, graph=g, residual_scale=False)
         L = len(branches)
         ms = [_m(g, b) for b in branches]
         factors: dict[str, float] = {}
@@ -654,7 +654,7 @@ def tfixup(
         branches = _branches(g)
         if not branches:
             raise InitlabError(f"tfixup: the trace found no residual sub-layer. {g.summary()}")
-        p = plan(model, "xavier_uniform", example=example, seed=seed, graph=g,
+        p = plan(model, "xavier_uniform", example=example, seed=seed, graph=g, residual_scale=False,
                  rules={"weight": ("xavier_uniform", {"gain": 1.0})})  # fmt: skip
         order = {la.name: la.order for la in g.order()}
         reached = sorted((la for la in g.order() if la.order >= 0), key=lambda la: la.order)
@@ -801,7 +801,9 @@ def zero_init(
     def body(undo: list[Callable[[], None]]) -> ResidualResult:
         g = trace(model, example)
         branches = _branches(g)
-        p = plan(model, "ZerO", example=example, seed=seed, graph=g)
+        p = plan(
+            model, "ZerO", example=example, seed=seed, graph=g, residual_scale=False, head_scale=1.0
+        )
         zeroed: list[str] = []
         ends = {_weight_layers(g, b)[-1] for b in branches}
         heads = {la.name for la in g.heads if la.kind == "weight"}
