@@ -276,7 +276,7 @@ def doctor_cmd(factory: str | None, demo: str | None, data_name: str, example_sh
     default="quick",
     show_default=True,
     type=click.Choice(
-        ["quick", "makemore", "gradinit-table", "depth", "residual", "cifar10", "all"]
+        ["quick", "makemore", "gradinit-table", "depth", "residual", "cifar10", "models", "all"]
     ),
 )
 @click.option("--seeds", type=int, default=1, show_default=True, help="seeds 0..N-1")
@@ -293,7 +293,9 @@ def doctor_cmd(factory: str | None, demo: str | None, data_name: str, example_sh
 @click.option(
     "--models",
     default=None,
-    help="cifar10: comma-separated models (vgg19, resnet110, resnet56, resnet20)",
+    help="cifar10: comma-separated models (vgg19, resnet110, resnet56, resnet20); models: "
+    "architectures (gpt2, bert, llama, qwen2, mamba, t5, bart, whisper, vit, swin, convnext, "
+    "resnet50, vit-timm)",
 )
 def bench(suite: str, seeds: int, device: str, threads: int, out: str, data: str | None,
           epochs: int | None, models: str | None) -> None:  # fmt: skip

@@ -756,7 +756,7 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
         return ""
     v = p.detach()
     leaf = local.rsplit(".", 1)[-1]
-    is_bias = "bias" in leaf or p.dim() < 2
+    is_bias = "bias" in roles or "bias" in leaf
     if "norm" in roles:
         default: float | None = 0.0 if is_bias else 1.0
     else:

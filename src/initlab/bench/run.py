@@ -261,7 +261,7 @@ def _makemore(seeds: int, steps: int, progress: Callable[[str], None]) -> list[R
         "W2*0.01, b2*0": lambda m, s: bench_models.makemore_fixed_init_(m, _g(s), fix_tanh=False),
         "+ W1*0.2, b1*0.01": lambda m, s: bench_models.makemore_fixed_init_(m, _g(s)),
         "+ W1*(5/3)/sqrt(30)": _kaiming_makemore,
-        "initlab.init": lambda m, s: _initlab_init(m, ds, s, 1.0),
+        "initlab.init": lambda m, s: _initlab_init(m, ds, s, None),
         "initlab.init head_scale=0.01": lambda m, s: _initlab_init(m, ds, s, 0.01),
     }
     runs = []
@@ -313,7 +313,8 @@ def _kaiming_makemore(model: nn.Module, seed: int) -> None:
     model.W2.bias.zero_()
 
 
-def _initlab_init(model: nn.Module, ds: bench_data.Dataset, seed: int, head_scale: float) -> None:
+def _initlab_init(model: nn.Module, ds: bench_data.Dataset, seed: int,
+                  head_scale: float | None) -> None:  # fmt: skip
     from ..plan import init
 
     init(model, example=ds.x_train[:32], seed=seed, head_scale=head_scale)
@@ -455,7 +456,46 @@ def _cifar10(seeds: int, path: str | Path, epochs: int, archs: list[str], progre
     return runs
 
 
-SUITES = ("quick", "makemore", "gradinit-table", "depth", "residual", "cifar10", "all")
+def _models(seeds: int, steps: int, progress, names: list[str] | None = None) -> list[Run]:
+    """Real architectures against their authors' own init (:mod:`initlab.bench.architectures`):
+    per model and start (``initlab.init``'s default, the model's own init, ``kaiming_normal_``
+    everywhere), the initial loss on random inputs and labels in train mode, each layer's output
+    std, and the held-out loss after ``steps`` Adam steps (lr 1e-3, batch 32) on US first names
+    (language models, next character) or digits (vision, 32x32). Models that need transformers
+    are reported as unavailable when it is missing."""
+    from . import architectures as A
+
+    chosen = names or list(A.ARCHITECTURES)
+    for n in chosen:
+        check_choice("architecture", n, A.ARCHITECTURES)
+    tasks: dict[str, A.Task] = {}
+    runs = []
+    for name in chosen:
+        arch = A.ARCHITECTURES[name]
+        for seed in range(seeds):
+            for how in A.INITS:
+                progress(f"models {name} {how} seed {seed}")
+                run = Run("models", name, how, seed, 1e-3)
+                try:
+                    if arch.kind not in tasks:
+                        tasks[arch.kind] = (A.digit_images() if arch.kind == "vision"
+                                            else A.char_blocks(17 if arch.kind == "lm" else 32))  # fmt: skip
+                    t0 = time.perf_counter()
+                    out = A.run_one(arch, how, tasks[arch.kind], seed, steps)
+                    run.seconds = time.perf_counter() - t0
+                except ImportError as exc:
+                    run.error = f"unavailable: {exc}"
+                    runs.append(run)
+                    continue
+                run.init_loss, run.losses = out["random_loss"], out["losses"]
+                run.diverged = len(out["losses"]) < steps or not math.isfinite(out["val_loss"])
+                run.extra.update({k: out[k] for k in ("data_loss", "val_loss", "log_classes")})
+                run.extra["act_std"] = [(str(i), v) for i, v in enumerate(out["act_std"])]
+                runs.append(run)
+    return runs
+
+
+SUITES = ("quick", "makemore", "gradinit-table", "depth", "residual", "cifar10", "models", "all")
 
 
 def _check_device(device: str) -> str:
@@ -487,7 +527,7 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
     check_choice("suite", name, SUITES)
     device = _check_device(device)
     unused = [opt for opt, value, suites in (
-        ("data", data, ("cifar10",)), ("models", models, ("cifar10",)),
+        ("data", data, ("cifar10",)), ("models", models, ("cifar10", "models")),
         ("epochs", epochs, ("depth", "residual", "gradinit-table", "cifar10", "all")),
     ) if value is not None and name not in suites]  # fmt: skip
     if unused:
@@ -505,12 +545,11 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
     say = progress or (lambda s: None)
     runs: list[Run] = []
     if name == "quick":
-        runs += _makemore(1, 2000, say)
-        runs += _depth(1, [30], ["torch-default", "kaiming", "initlab"], 3, say, device)
-        runs += _residual(
-            1, [20], [0.1], ["torch-default", "initlab", "initlab-zero-residual", "skipinit"], 3,
-            say, device,
-        )  # fmt: skip
+        runs += _makemore(seeds, 2000, say)
+        runs += _depth(seeds, [30], ["torch-default", "kaiming", "initlab"], 3, say, device)
+        runs += _residual(seeds, [20], [0.1],
+                          ["torch-default", "kaiming", "initlab", "initlab-zero-residual", "skipinit"],
+                          3, say, device)  # fmt: skip
     if name in ("makemore", "all"):
         runs += _makemore(seeds, 20000, say)
     if name in ("depth", "all"):
@@ -523,6 +562,8 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
                           device)  # fmt: skip
     if name in ("gradinit-table", "all"):
         runs += _gradinit_table(seeds, epochs or 8, say, device)
+    if name == "models":
+        runs += _models(seeds, 200, say, models)
     if name == "cifar10":
         runs += _cifar10(seeds, data, epochs or 200, models or ["vgg19", "resnet110"], say,  # type: ignore[arg-type]
                          device, subset)  # fmt: skip
@@ -563,6 +604,13 @@ def summarize(runs: list[Run]) -> list[dict[str, str]]:
         if suite == "makemore":
             for key in ("saturated_frac", "dead_units_frac", "train_loss", "val_loss"):
                 row[key.replace("_", " ")] = _mean_se([r.extra.get(key, math.nan) for r in rs])
+        elif suite == "models":
+            row["init loss"] = _mean_se([r.init_loss for r in rs])
+            row["log classes"] = f"{rs[0].extra.get('log_classes', math.nan):.3f}"
+            row["held-out loss, 200 steps"] = _mean_se(
+                [r.extra.get("val_loss", math.nan) for r in rs]
+            )
+            row["diverged"] = f"{sum(r.diverged for r in rs)}/{len(rs)}"
         else:
             row["Acc_1"] = _mean_se([r.acc_1 for r in rs])
             row["Acc_best"] = _mean_se([r.acc_best for r in rs])
