@@ -6,6 +6,9 @@ Each measurement runs in its own subprocess (so the peak RSS, ``VmHWM``, is that
   same model (same shapes, all kept alive), i.e. what an RNG-bound init must do at least;
 * ``initlab <scheme>``: ``initlab.plan.init(meta_model, scheme)`` (trace + plan + materialize +
   draw), reported against the baseline's fill rate and against the parameters' bytes;
+* ``initlab.init on the model in memory``: the same model allocated and filled first, then
+  ``init`` with the default ``transactional=True`` (undo on error): its peak RSS against the
+  weights' bytes says what undo costs (the peak is reset after the model is built);
 * ``torch trunc_normal_``: ``nn.init.trunc_normal_`` over the same tensors (initlab's
   trunc_normal sampler), and a rejection-sampling prototype (normal_, redraw outside [a, b]);
 * orthogonal: ``initlab.init`` of a one-layer meta model with ``orthogonal`` against
@@ -115,6 +118,20 @@ def child(mode: str, layers: int, width: int, threads: int) -> dict[str, float]:
         out["seconds"] = time.perf_counter() - t
         assert all(p.device.type == "cpu" for p in model.parameters())
         n = sum(p.numel() for p in model.parameters())
+    elif mode.startswith("inmemory:"):  # the model already allocated: init with undo (default)
+        scheme = mode.split(":", 1)[1]
+        init(_model(1, 8), example=torch.randn(2, 8))  # one-time imports, outside the measure
+        model = _model(layers, width).to_empty(device="cpu")
+        with torch.no_grad():
+            for w in model.parameters():
+                w.normal_(0.0, 0.02, generator=gen)  # values to protect, memory touched
+        rss0 = _rss_bytes()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # peak RSS := current RSS (the weights and the interpreter)
+        t = time.perf_counter()
+        init(model, scheme, example=torch.randn(2, width), seed=0)
+        out["seconds"] = time.perf_counter() - t
+        n = sum(p.numel() for p in model.parameters())
     elif mode.startswith("orth:"):
         size = int(mode.split(":", 1)[1])
         reps = 3 if size <= 2048 else 1
@@ -182,6 +199,11 @@ def main() -> None:
             f"  (+ trace and plan {r['plan_seconds']:.2f} s; torch's one-time meta-kernel imports "
             f"{r['warmup_seconds']:.2f} s; init total {r['seconds'] + r['plan_seconds']:.2f} s)"
         )
+    for scheme in args.schemes[:1]:
+        r = run(f"inmemory:{scheme}", args)
+        row(f"initlab.init, in memory, {scheme}", r)
+        print(f"  (transactional=True; RSS before init {r['start_rss'] / 2**30:.2f}G, peak - before "
+              f"= {(r['peak_rss'] - r['start_rss']) / 2**20:.0f} MiB)")  # fmt: skip
     if not args.skip_trunc_baselines:
         row("torch empty+nn.init.trunc_normal_", run("trunc", args))
         row("empty+normal_+redraw outside 2std", run("trunc_reject", args))

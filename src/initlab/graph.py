@@ -11,8 +11,16 @@ and forward hooks, and follows every tensor from the input to the output. It rec
   transparent: in ``conv -> BatchNorm -> ReLU`` the conv is followed by ReLU;
 * **roles**: ``head`` (reaches the output through no other weight layer), ``embedding``, ``norm``,
   and ``residual_out`` (the last layer of a branch whose output is added to a skip path);
-* **residual branches**: every ``a + b`` whose operands took different paths from a common fork:
-  the longer path is the branch, with its layers and its number of weight layers ``m``;
+* **residual branches**: every ``x + f(x)`` on one stream: the operands of ``a + b`` fork from a
+  common tensor, one side holds a weight layer after the fork, and that side's last weight layers
+  are all on it (the sum is the branch's output). The longer side is the branch, with its layers
+  and its number of weight layers ``m``. Not branches: masks and biases added to attention scores
+  (integer and boolean tensors carry no signal, nor do ``x.new_zeros(...)`` and ``zeros_like``),
+  sums of independent streams (two inputs, tokens + positions), recurrences inside one layer
+  (a selective scan's ``y + D x``, where the convolution before the fork still feeds ``y``);
+* **embedding sums**: embedding-like sources whose outputs are added as independent streams
+  (token + position + segment tables, a patch convolution + a position parameter), see
+  :attr:`Graph.embedding_sums`;
 * functional uses of parameters (``F.linear(h, self.wte.weight)`` for a tied head,
   ``x @ self.W``), parameters shared by several modules, and layers the example never reached.
 
@@ -144,6 +152,16 @@ class Graph:
     functional_uses: dict[str, list[str]]
     unreached: list[str]
     loose: list[str]
+    embedding_sums: tuple[tuple[str, ...], ...] = ()
+    """Groups of embedding-like sources whose outputs the forward adds together (tokens +
+    positions + segments; a patch-embedding conv + a position table), found from the traced
+    additions of independent streams, not from names. A member is a layer's qualified module
+    name (a key of :attr:`layers`: ``"transformer.wte"``) or, for a parameter the model adds
+    directly and no layer owns (a ViT's ``pos_embed``), its qualified parameter name
+    (``"vit.embeddings.position_embeddings"``); a buffer added the same way (a fixed sinusoidal
+    table, which initlab does not draw) appears by its qualified buffer name. Tokens concatenated into the sum (a class token)
+    are members too. A group holds at least one lookup table or parameter; two linear layers on
+    two inputs added together are no embedding sum."""
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.order())
@@ -212,6 +230,13 @@ for _fn, _name in [
     (F.prelu, "leaky_relu"), (F.rrelu, "leaky_relu"),
 ]:  # fmt: skip
     ACTIVATION_FUNCTIONS[_fn] = _name
+_CONCAT = {torch.cat, torch.concat, torch.concatenate, torch.stack}
+# functions whose result does not depend on their input's values (shape-only creation): a mask
+# built with ``x.new_zeros(...)`` or ``torch.zeros_like(x)`` carries none of ``x``'s signal
+_VALUE_FREE = {torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_full,
+               torch.Tensor.new_empty, torch.Tensor.new_tensor, torch.zeros_like, torch.ones_like,
+               torch.full_like, torch.empty_like, torch.rand_like, torch.randn_like,
+               torch.randint_like}  # fmt: skip
 ADD_FUNCTIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__,
          torch.Tensor.__radd__, torch.Tensor.__iadd__}  # fmt: skip
 _MIXING = {F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
@@ -235,25 +260,52 @@ class _Path:
         return out[::-1]
 
 
+_ROOT = "\x00"  # marks a path's root that is no layer: an example input or a parameter
+
+
+def _root_path(label: str) -> _Path:
+    return _Path(_ROOT + label, 0, None)
+
+
 @dataclass(frozen=True)
 class _Info:
-    """What flows with a tensor: the last weight layers feeding it and their first activation."""
+    """What flows with a tensor: the last weight layers feeding it and their first activation.
+
+    ``path`` starts at the tensor's root: an example input (``"\x00input 0"``), a parameter used
+    as a tensor (``"\x00param pos_embed"``), or the first layer of a stream no input feeds (an
+    embedding's lookup). ``embed`` names the embedding-like sources this tensor is a plain sum
+    (or concatenation) of, when it is one: the layer that produced it, a parameter, or several of
+    them after an embedding sum; empty once two streams are mixed any other way.
+    """
 
     pending: Mapping[str, tuple[str | None, float | None]]  # layer -> (activation, its param)
     path: _Path | None
+    embed: frozenset[str] = frozenset()
 
     @property
     def depth(self) -> int:
         return self.path.weight if self.path else 0
 
+    @property
+    def root(self) -> str | None:
+        node = self.path
+        while node is not None and node.prev is not None:
+            node = node.prev
+        return node.layer if node is not None else None
+
 
 _EMPTY = _Info({}, None)
 
 
-def _merge(infos: list[_Info]) -> _Info:
+def _merge(infos: list[_Info], embed: frozenset[str] | None = None) -> _Info:
+    """One tensor's info from its operands': pending layers united, the longest path kept.
+
+    ``embed`` sets the result's embedding sources (default: kept from a single operand, dropped
+    when several are mixed).
+    """
     if not infos:
-        return _EMPTY
-    if len(infos) == 1:
+        return _EMPTY if embed is None else _Info({}, None, embed)
+    if len(infos) == 1 and embed is None:
         return infos[0]
     pending: dict[str, tuple[str | None, float | None]] = {}
     for info in infos:
@@ -261,20 +313,23 @@ def _merge(infos: list[_Info]) -> _Info:
             if pending.get(k, (None, None))[0] is None:
                 pending[k] = v  # an activation seen on any operand beats none
     path = max((i.path for i in infos), key=lambda p: p.weight if p else -1)
-    return _Info(pending, path)
+    return _Info(pending, path, embed if embed is not None else frozenset())
 
 
 class _Tracer(TorchFunctionMode):
-    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str]) -> None:
+    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str],
+                 param_names: Mapping[int, str] | None = None) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.layers = layers
         self.by_module = {id(la.module): la for la in layers.values()}
         self.owners = owners  # id(param) -> layer name
+        self.param_names = dict(param_names or {})  # id(param or buffer) -> qualified name
         self.info: dict[int, tuple[torch.Tensor, _Info]] = {}
         self.depth = 0  # > 0 while inside a leaf layer's forward
         self.counter = 0
         self.adds: list[tuple[_Info, _Info]] = []
+        self.sums: list[frozenset[str]] = []  # embedding sums, as they were added up
         self.functional: dict[str, list[str]] = {}
         self.stash: dict[int, list[_Info]] = {}
         self.act_modules: dict[int, str] = {}
@@ -288,12 +343,38 @@ class _Tracer(TorchFunctionMode):
         return None
 
     def put(self, outputs: object, info: _Info) -> None:
+        """Attach ``info`` to every floating tensor in ``outputs``.
+
+        Integer and boolean tensors (token ids, masks, indices) carry no signal: a mask built
+        from the input and added to attention scores is no path of the stream.
+        """
         for t in tree_flatten(outputs)[0]:
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
                 self.info[id(t)] = (t, info)
 
-    def infos(self, args: object) -> list[_Info]:
-        return [i for i in (self.get(t) for t in tree_flatten(args)[0]) if i is not None]
+    def put_inputs(self, example: object) -> None:
+        """Each floating tensor of the example roots its own stream."""
+        for i, t in enumerate(tree_flatten(example)[0]):
+            self.put(t, _Info({}, _root_path(f"input {i}")))
+
+    def infos(self, args: object, params: bool = False) -> list[_Info]:
+        """The infos of the tensors in ``args``; with ``params``, parameters and buffers too.
+
+        A parameter or floating buffer used as a plain tensor (``x + self.pos_embed``, a fixed
+        sinusoidal table) roots a stream of its own; its embedding source is the layer that owns
+        it, or its qualified name when no layer does.
+        """
+        out = []
+        for t in tree_flatten(args)[0]:
+            info = self.get(t)
+            if info is None and params and isinstance(t, torch.Tensor) and t.is_floating_point():
+                name = self.owners.get(id(t)) or self.param_names.get(id(t))
+                if name is not None:
+                    info = _Info({}, _root_path(f"param {name}"), frozenset({name}))
+                    self.info[id(t)] = (t, info)
+            if info is not None:
+                out.append(info)
+        return out
 
     # -- layer calls
     def consume(self, layer: Layer, inputs: list[_Info]) -> None:
@@ -322,7 +403,7 @@ class _Tracer(TorchFunctionMode):
             return base
         path = _Path(layer.name, base.depth + layer.weight_depth, base.path)
         if layer.kind == "norm":  # transparent for activations
-            return _Info(base.pending, path)
+            return _Info(base.pending, path, base.embed)
         if layer.kind == "activation":
             act = "leaky_relu"
             slope = (
@@ -330,15 +411,15 @@ class _Tracer(TorchFunctionMode):
                 if isinstance(layer.module, nn.PReLU) and layer.module.weight.device.type != "meta"
                 else 0.25
             )
-            return _Info(self.activate(base, act, slope).pending, base.path)
-        return _Info({layer.name: (None, None)}, path)
+            return _Info(self.activate(base, act, slope).pending, base.path, base.embed)
+        return _Info({layer.name: (None, None)}, path, frozenset({layer.name}))
 
     @staticmethod
     def activate(info: _Info, act: str, param: float | None) -> _Info:
         if act == "linear":  # nn.Identity (e.g. a removed norm): no activation, nothing settles
             return info
         pending = {k: (v if v[0] is not None else (act, param)) for k, v in info.pending.items()}
-        return _Info(pending, info.path)
+        return _Info(pending, info.path, info.embed)
 
     # -- module hooks
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -377,9 +458,18 @@ class _Tracer(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.depth > 0:
+        if self.depth > 0 or func in _VALUE_FREE:
             return out
-        inputs = self.infos((args, kwargs))
+        if func in _MIXING:
+            owner = self.param_owner((args, kwargs))
+            if owner is not None:
+                inputs = self.infos((args, kwargs))
+                layer = self.layers[owner]
+                self.consume(layer, inputs)
+                self.functional.setdefault(owner, []).append(getattr(func, "__name__", str(func)))
+                self.put(out, self.produce(layer, inputs))
+                return out
+        inputs = self.infos((args, kwargs), params=True)
         act = ACTIVATION_FUNCTIONS.get(func)
         if act is not None:
             param = None
@@ -389,18 +479,26 @@ class _Tracer(TorchFunctionMode):
             self.put(out, self.activate(_merge(inputs), act, param))
             return out
         if func in ADD_FUNCTIONS and len(inputs) == 2:
-            self.adds.append((inputs[0], inputs[1]))
-        if func in _MIXING:
-            owner = self.param_owner((args, kwargs))
-            if owner is not None:
-                layer = self.layers[owner]
-                self.consume(layer, inputs)
-                self.functional.setdefault(owner, []).append(getattr(func, "__name__", str(func)))
-                self.put(out, self.produce(layer, inputs))
+            a, b = inputs
+            if self.is_embedding_sum(a, b):
+                self.sums.append(a.embed | b.embed)
+                self.put(out, _merge(inputs, a.embed | b.embed))
                 return out
+            self.adds.append((a, b))
+        if func in _CONCAT and inputs and all(i.embed for i in inputs):
+            self.put(out, _merge(inputs, frozenset().union(*(i.embed for i in inputs))))
+            return out
         if inputs:
             self.put(out, _merge(inputs))
         return out
+
+    def is_embedding_sum(self, a: _Info, b: _Info) -> bool:
+        """``a + b`` adds two independent streams, each a plain embedding-like source, one at
+        least a lookup table or a parameter: tokens + positions, patches + position parameter."""
+        if not (a.embed and b.embed) or a.root == b.root:
+            return False
+        return any(n not in self.layers or self.layers[n].kind == "embedding"
+                   for n in a.embed | b.embed)  # fmt: skip
 
     def param_owner(self, args: object) -> str | None:
         for t in tree_flatten(args)[0]:
@@ -537,7 +635,8 @@ def trace(model: nn.Module, example: object) -> Graph:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if device.type == "meta":
         example = _to_device(example, device)
-    tracer = _Tracer(model, layers, owners)
+    names = {id(t): n for n, t in [*model.named_buffers(), *model.named_parameters()]}
+    tracer = _Tracer(model, layers, owners, names)
     handles = []
     try:
         for module in model.modules():
@@ -556,7 +655,7 @@ def trace(model: nn.Module, example: object) -> Graph:
         args, kwargs = _example_args(example)
         with _eval_mode(model), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. the transformer fast-path notice
-            tracer.put((args, kwargs), _EMPTY)
+            tracer.put_inputs((args, kwargs))
             with tracer:
                 output = run_forward(model, example)
     finally:
@@ -580,22 +679,38 @@ def trace(model: nn.Module, example: object) -> Graph:
             if (direct or tied_head) and "residual_out" not in layer.roles:
                 layer.roles.add("head")
     unreached = [la.name for la in layers.values() if la.calls == 0]
-    return Graph(model, layers, branches, shared, tracer.functional, unreached, loose)
+    return Graph(model, layers, branches, shared, tracer.functional, unreached, loose,
+                 _embedding_groups(tracer.sums, layers, [n for n, _ in model.named_parameters()]))  # fmt: skip
 
 
 def _branches(adds: list[tuple[_Info, _Info]], layers: dict[str, Layer]) -> list[Branch]:
+    """The residual additions among the traced ``a + b``: ``x + f(x)`` on one stream.
+
+    Both operands must come from one fork (their paths share a root and a prefix), the branch
+    side must hold a weight layer after the fork, and the branch must *end* in its layers: every
+    weight layer still feeding the branch operand lies on the branch. That leaves out sums of
+    independent streams (embeddings, masks built from ids), and recurrences inside one layer that
+    mix the fork's own output back in (a selective scan's ``y + D x``, whose ``y`` is also fed
+    directly by the convolution before the fork).
+    """
     found: dict[tuple[str, ...], Branch] = {}
     for a, b in adds:
         pa, pb = (a.path.names() if a.path else []), (b.path.names() if b.path else [])
         common = 0
         while common < min(len(pa), len(pb)) and pa[common] == pb[common]:
             common += 1
+        if common == 0:
+            continue  # independent streams: no fork, no skip connection
         sa, sb = pa[common:], pb[common:]
         wa = [n for n in sa if layers[n].kind == "weight"]
         wb = [n for n in sb if layers[n].kind == "weight"]
         if not wa and not wb:
             continue
-        branch, skip = (sa, sb) if (len(wa), len(sa)) > (len(wb), len(sb)) else (sb, sa)
+        a_is_branch = (len(wa), len(sa)) > (len(wb), len(sb))
+        branch, skip = (sa, sb) if a_is_branch else (sb, sa)
+        feeding = (a if a_is_branch else b).pending
+        if not set(feeding) <= set(branch):
+            continue  # the sum is not the branch's output: the fork's own layers still feed it
         weights = [n for n in branch if layers[n].kind == "weight"]
         weight_units: list[str] = []
         for n in weights:
@@ -605,3 +720,21 @@ def _branches(adds: list[tuple[_Info, _Info]], layers: dict[str, Layer]) -> list
             found[key] = Branch(key, tuple(weight_units), branch[-1], weights[-1] if weights else None,
                                 tuple(skip))  # fmt: skip
     return list(found.values())
+
+
+def _embedding_groups(sums: list[frozenset[str]], layers: dict[str, Layer],
+                      params: list[str]) -> tuple[tuple[str, ...], ...]:  # fmt: skip
+    """Merge the traced embedding sums into maximal groups (``(a + b) + c`` is one group).
+
+    Members are ordered as they ran (layers), then parameters in the model's order.
+    """
+    groups: list[set[str]] = []
+    for members in sums:
+        merged = set(members)
+        for g in [g for g in groups if g & merged]:
+            merged |= g
+            groups.remove(g)
+        groups.append(merged)
+    rank = {n: (0, la.order) for n, la in layers.items()}
+    rank.update({n: (1, i) for i, n in enumerate(params) if n not in rank})
+    return tuple(tuple(sorted(g, key=lambda n: rank.get(n, (2, 0)))) for g in groups)

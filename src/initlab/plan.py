@@ -43,12 +43,15 @@ A rule that matches no parameter warns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import inspect
 import json
 import math
 import re
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -57,12 +60,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import rng, shard
+from . import materialize, rng, shard
 from .errors import InitlabError
 from .fans import Fans
 from .fans import fans as module_fans
 from .gains import gain as activation_gain
 from .graph import Graph, Layer, trace
+from .materialize import MetaState
 from .schemes import SCHEMES, get_scheme
 
 __all__ = [
@@ -229,16 +233,22 @@ class Plan:
 
     __repr__ = __str__
 
-    def apply(self, *, transactional: bool = True) -> Plan:
+    def apply(self, *, transactional: bool = True, meta_state: MetaState | None = None) -> Plan:
         """Draw every parameter in place (materializing meta tensors); transactional.
 
-        On any error, every parameter written so far is put back (and materialized parameters
-        are returned to the meta device), then the error is raised. Undo keeps a copy of each
-        already-allocated parameter it overwrites; for a model too large for that (allocated
-        by ``to_empty``, whose values are garbage anyway) pass ``transactional=False``. Meta
-        parameters never need a copy. DTensor parameters (FSDP2) draw only their local shard.
+        Everything that can fail runs before a weight changes, so on any error the model is as
+        it was, without a copy of its weights: the extra memory is a scratch copy of each
+        parameter whose draw runs more than an elementwise fill (a rule callable, orthogonal,
+        identity...), none for elementwise schemes. ``transactional=False`` skips those copies
+        and draws such parameters in place (an error may then leave them half-written).
+
+        On a meta-device model, buffers and the parameters the plan keeps get the values the
+        model built on ``device`` would have (:mod:`initlab.materialize`: the model's own init
+        code, torch's resets, or ``meta_state``, a state dict or ``fn(name, meta_tensor)``);
+        what has no source is named in an error raised before anything is allocated.
+        DTensor parameters (FSDP2) draw only their local shard.
         """
-        _apply(self, transactional)
+        _apply(self, transactional, meta_state)
         return self
 
 
@@ -807,45 +817,107 @@ def _rule_decision(rule: _Rule, p: torch.Tensor, activation: str | None, role: s
 # applying
 
 
-def _materialize(
-    model: nn.Module, name: str, device: torch.device
-) -> tuple[torch.Tensor, Callable[[], None]]:
-    """Swap a meta parameter for an empty one on ``device`` in every module that holds it."""
-    old = model.get_parameter(name)
-    new = nn.Parameter(
-        torch.empty(old.shape, dtype=old.dtype, device=device), requires_grad=old.requires_grad
-    )
-    holders = [(m, k) for m in model.modules() for k, v in m._parameters.items() if v is old]
-    for m, k in holders:
-        m._parameters[k] = new
+def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = None) -> None:
+    """Draw the plan in two phases, so that undo never needs a copy of the model.
 
-    def undo() -> None:
-        for m, k in holders:
-            m._parameters[k] = old
+    1. *Prepare*: everything that can fail runs before a weight changes: the values of a meta
+       model's buffers and kept parameters (:func:`initlab.materialize.resolve`), each
+       elementwise scheme's options (its distribution is built), and every draw that runs code
+       beyond an elementwise fill (rule callables and structured schemes such as orthogonal), on
+       a scratch copy of its parameter that is kept until it is written.
+    2. *Write*: elementwise fills straight into the parameters, the prepared values copied in,
+       meta tensors swapped for their values. Nothing here allocates more than a block of the
+       random stream; an interrupt (Ctrl-C) arriving meanwhile is held until the writing ends
+       and delivered then, with the model fully initialized.
 
-    return new, undo
-
-
-def _apply(p: Plan, transactional: bool = True) -> None:
+    The extra memory is the scratch copies of step 1 (none for elementwise schemes) and one
+    block of random numbers. With ``transactional=False`` step 1 prepares only the meta values
+    and draws everything in place (structured schemes too).
+    """
     model = p.model
+    device = p.device or torch.device("cpu")
+    drawn = {e.name for e in p if e.scheme != "keep"}
+    leftovers = materialize.meta_leftovers(model, drawn)
+    values = materialize.resolve(model, leftovers, device, p.seed, meta_state) if leftovers else {}
+    ready: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for entry in p:
+            if entry.scheme == "keep":
+                continue
+            tensor = model.get_parameter(entry.name)
+            if shard.is_dtensor(tensor):
+                continue
+            elementwise = entry.fn is None and SCHEMES[entry.scheme].distribution is not None
+            if elementwise and (tensor.is_contiguous() or tensor.device.type == "meta"):
+                kw = {k: v for k, v in entry.kwargs.items() if k != "gain"}
+                SCHEMES[entry.scheme].distribution(entry.fans, entry.gain, **kw)  # checks options
+                continue
+            if tensor.device.type == "meta":
+                work = torch.empty(tensor.shape, dtype=tensor.dtype, device=device)
+            elif transactional:
+                work = tensor.detach().clone()  # a rule callable may read the current values
+            else:
+                continue
+            ready[entry.name] = draw(entry, work, p.seed)
     undo: list[Callable[[], None]] = []
+    with _held_interrupts() as held:
+        try:
+            with torch.no_grad():
+                for entry in p:
+                    if entry.scheme == "keep":
+                        continue
+                    tensor = model.get_parameter(entry.name)
+                    value = ready.pop(entry.name, None)
+                    if tensor.device.type == "meta":
+                        fresh = value is None
+                        if fresh:
+                            value = torch.empty(tensor.shape, dtype=tensor.dtype, device=device)
+                        undo.append(materialize.install(model, entry.name, value))
+                        if fresh:
+                            draw(entry, model.get_parameter(entry.name).detach(), p.seed)
+                    elif value is not None:
+                        tensor.detach().copy_(value)
+                    else:
+                        if transactional and shard.is_dtensor(tensor):
+                            saved = tensor.detach().clone()
+                            undo.append(lambda t=tensor, s=saved: t.detach().copy_(s))
+                        draw(entry, tensor.detach(), p.seed)
+                for name, value in values.items():
+                    undo.append(materialize.install(model, name, value))
+        except BaseException:
+            for back in reversed(undo):
+                back()
+            raise
+    if held:
+        held[0](signal.SIGINT, None)  # the interrupt that came while writing, now
+
+
+@contextlib.contextmanager
+def _held_interrupts() -> Iterator[list[Callable[..., Any]]]:
+    """Hold SIGINT inside the block; yields a list that then holds the handler to call after it.
+
+    Only the main thread receives signals; elsewhere (or where signals cannot be set) this does
+    nothing.
+    """
+    held: list[Callable[..., Any]] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def hold(signum: int, frame: object) -> None:
+        if callable(previous) and not held:
+            held.append(previous)
+
     try:
-        with torch.no_grad():
-            for entry in p:
-                if entry.scheme == "keep":
-                    continue
-                tensor = model.get_parameter(entry.name)
-                if tensor.device.type == "meta":
-                    tensor, back = _materialize(model, entry.name, p.device or torch.device("cpu"))
-                    undo.append(back)
-                elif transactional:
-                    saved = tensor.detach().clone()
-                    undo.append(lambda t=tensor, s=saved: t.detach().copy_(s))
-                draw(entry, tensor.detach(), p.seed)
-    except BaseException:
-        for back in reversed(undo):
-            back()
-        raise
+        signal.signal(signal.SIGINT, hold)
+    except (ValueError, OSError):
+        yield held
+        return
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def draw(entry: PlanEntry, tensor: torch.Tensor, seed: int) -> torch.Tensor:
@@ -875,15 +947,18 @@ def draw(entry: PlanEntry, tensor: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def init(model: nn.Module, scheme: str = "kaiming_normal", *, example: Any,
-         transactional: bool = True, **kwargs: Any) -> Plan:  # fmt: skip
+         transactional: bool = True, meta_state: MetaState | None = None,
+         **kwargs: Any) -> Plan:  # fmt: skip
     """Plan (see :func:`plan`, same arguments) and apply; return the applied :class:`Plan`.
 
     The model is left exactly as it was if anything fails (see :meth:`Plan.apply` for
-    ``transactional``).
+    ``transactional`` and ``meta_state``).
 
     >>> net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
     >>> p = init(net, example=torch.randn(8, 64), seed=0)
     >>> round(p["0.weight"].std, 4)  # (5/3) / sqrt(64)
     0.2083
     """
-    return plan(model, scheme, example=example, **kwargs).apply(transactional=transactional)
+    return plan(model, scheme, example=example, **kwargs).apply(
+        transactional=transactional, meta_state=meta_state
+    )

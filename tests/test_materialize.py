@@ -1,0 +1,152 @@
+"""A meta-device model runs after init: buffers and kept parameters get their values, or an error
+names each one before anything is allocated."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from initlab.errors import InitlabError
+from initlab.plan import init
+from tests.models import cnn_bn
+from tests.test_graph_streams import PatchViT
+
+
+def _on_meta(t: torch.Tensor) -> bool:
+    return t.device.type == "meta"
+
+
+def test_batchnorm_cnn_built_on_meta_runs_like_the_one_built_on_cpu():
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    ref = cnn_bn()
+    init(ref, example=x, seed=3)
+    with torch.device("meta"):
+        model = cnn_bn()
+    init(model, example=x, seed=3, device="cpu")
+    assert not any(_on_meta(t) for t in [*model.parameters(), *model.buffers()])
+    for (name, a), (_, b) in zip(ref.state_dict().items(), model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name  # weights drawn alike; running stats 0 / 1, counter 0
+    assert torch.equal(model(x), ref(x))  # train mode: batch statistics, then updated stats
+    assert torch.equal(model[1].running_mean, ref[1].running_mean)
+    model.eval(), ref.eval()
+    assert torch.equal(model(x), ref(x))
+
+
+def test_kept_parameters_without_a_source_are_named_before_anything_is_allocated():
+    x = torch.randn(2, 3, 8, 8)
+    with torch.device("meta"):
+        model = PatchViT()
+    with pytest.raises(
+        InitlabError, match=r"cls_token.*pos_embed.*Nothing was allocated.*meta_state"
+    ):
+        init(model, example=x, device="cpu")
+    assert all(_on_meta(p) for p in model.parameters())  # nothing allocated, nothing swapped
+
+    pos = torch.randn(1, 5, 16, generator=torch.Generator().manual_seed(0)) * 0.02
+    init(
+        model,
+        example=x,
+        device="cpu",
+        meta_state={"pos_embed": pos, "cls_token": torch.zeros(1, 1, 16)},
+    )
+    assert torch.equal(model.pos_embed, pos) and not model.cls_token.any()
+    assert model(x).shape == (2, 3)
+
+
+def test_meta_state_callable_and_rules_are_sources_too():
+    x = torch.randn(2, 3, 8, 8)
+    with torch.device("meta"):
+        model = PatchViT()
+
+    def fill(name: str, meta: torch.Tensor) -> torch.Tensor | None:
+        return torch.full(meta.shape, 0.5) if name == "cls_token" else None
+
+    init(
+        model,
+        example=x,
+        device="cpu",
+        meta_state=fill,
+        rules={"pos_embed": ("normal", {"std": 0.02})},
+    )
+    assert torch.equal(model.cls_token, torch.full((1, 1, 16), 0.5))
+    with pytest.raises(InitlabError, match=r"shape \(1, 1, 16\)"):
+        with torch.device("meta"):
+            other = PatchViT()
+        init(
+            other,
+            example=x,
+            device="cpu",
+            meta_state={"cls_token": torch.zeros(3), "pos_embed": torch.zeros(1, 5, 16)},
+        )
+
+
+def test_torch_modules_reset_their_kept_parameters():
+    """A frozen Linear (kept) gets its constructor's init from torch's own reset_parameters."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    model[0].requires_grad_(False)
+    init(model, example=torch.randn(2, 64), device="cpu")
+    w = model[0].weight
+    assert not _on_meta(w) and not w.requires_grad
+    bound = 1 / 64**0.5  # kaiming_uniform_(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+
+
+transformers = pytest.importorskip("transformers")
+SMALL = dict(vocab_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+IDS = {"input_ids": torch.randint(3, 64, (2, 8), generator=torch.Generator().manual_seed(0))}
+
+
+def _llama():
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2,
+                                   max_position_embeddings=16, **SMALL)  # fmt: skip
+    return transformers.LlamaForCausalLM(cfg)
+
+
+@pytest.mark.hf
+def test_llama_built_on_meta_equals_the_one_built_on_cpu():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ref = _llama()
+    init(ref, example=IDS, seed=5)
+    with torch.device("meta"):
+        model = _llama()
+    rng_before = torch.get_rng_state()
+    init(model, example=IDS, seed=5, device="cpu")
+    assert torch.equal(rng_before, torch.get_rng_state())
+    assert not any(_on_meta(t) for t in [*model.parameters(), *model.buffers()])
+    inv = dict(model.named_buffers())["model.rotary_emb.inv_freq"]
+    assert torch.equal(inv, dict(ref.named_buffers())["model.rotary_emb.inv_freq"])
+    ref.eval(), model.eval()
+    assert torch.equal(model(**IDS).logits, ref(**IDS).logits)
+
+
+@pytest.mark.hf
+def test_kept_parameters_get_the_models_own_init_reproducibly():
+    """Mamba's A_log and D (constants) equal the CPU-built model's; a ViT's class token and
+    position table come from its own init code, the same for the same seed."""
+    cfg = transformers.MambaConfig(hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
+                                   conv_kernel=3, **SMALL)  # fmt: skip
+    ref = transformers.MambaForCausalLM(cfg)
+    with torch.device("meta"):
+        model = transformers.MambaForCausalLM(cfg)
+    init(model, example=IDS, device="cpu")
+    for name in ("backbone.layers.0.mixer.A_log", "backbone.layers.1.mixer.D"):
+        assert torch.equal(model.get_parameter(name), ref.get_parameter(name)), name
+    assert model(**IDS).logits.isfinite().all()
+
+    vcfg = transformers.ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, image_size=16, patch_size=4, num_labels=3)  # fmt: skip
+    px = {"pixel_values": torch.randn(2, 3, 16, 16)}
+    kept = []
+    for _ in range(2):
+        with torch.device("meta"):
+            vit = transformers.ViTForImageClassification(vcfg)
+        init(vit, example=px, device="cpu", seed=1)
+        kept.append(vit.vit.embeddings.position_embeddings.detach().clone())
+        assert vit(**px).logits.isfinite().all()
+    assert torch.equal(kept[0], kept[1])
+    n = kept[0].numel()  # its init: N(0, 0.02) (truncated at +-2, i.e. never): std within 5 sigma
+    assert abs(kept[0].std().item() / 0.02 - 1) <= 5 * (2 / (4 * n)) ** 0.5
