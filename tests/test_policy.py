@@ -63,7 +63,7 @@ def _init_like_suite(arch_name: str, model: nn.Module, classes: int) -> initlab.
 
 
 def test_untied_head_starts_near_log_classes() -> None:
-    net = plain_mlp(64, 10, 4, 256, "relu")
+    net = plain_mlp(64, 10, 4, 256, "relu")  # shallow: Kaiming with traced gains, small head
     p = initlab.init(net, example=torch.randn(8, 64), seed=0)
     assert p["6.weight"].role == "head" and p["6.weight"].gain == HEAD_GAIN
     g = _gen(3)
@@ -98,7 +98,8 @@ def test_deep_plain_chains_are_isometric_shallow_ones_keep_kaiming(act: str) -> 
     deep = initlab.plan(plain_mlp(64, 10, DEEP_PLAIN_DEPTH, 128, act), example=torch.randn(4, 64))
     assert deep["0.weight"].scheme == "orthogonal"  # widens 64 -> 128: random isometry
     assert deep["2.weight"].scheme == "ZerO" and deep["2.weight"].gain == 1.0
-    assert deep[f"{2 * (DEEP_PLAIN_DEPTH - 1)}.weight"].role == "head"
+    head = deep[f"{2 * (DEEP_PLAIN_DEPTH - 1)}.weight"]
+    assert head.role == "head" and head.gain == 1.0
     shallow = initlab.plan(
         plain_mlp(64, 10, DEEP_PLAIN_DEPTH - 1, 128, act), example=torch.randn(4, 64)
     )
