@@ -5,22 +5,33 @@ fans, gain and target std, without touching a weight. :meth:`Plan.apply` draws e
 from its own random stream keyed by ``(seed, parameter name)`` (:mod:`initlab.rng`), so the
 weights do not depend on module creation order, device, dtype or sharding.
 
-Defaults (what a practitioner would write by hand):
+Defaults (the policy; each entry says what decided it in ``source`` and ``note``):
 
 =================  =========================================================================
 parameter           default
 =================  =========================================================================
 weight of a layer   the chosen scheme, gain from the traced activation that follows the layer
                     (``initlab.gain``), fans from the module (per chunk for Q/K/V and gates)
-head weight         the chosen scheme with gain 1, times ``head_scale`` (e.g. 0.01: logits
-                    start near zero and the loss near ``log(classes)``, as in makemore)
-residual branch     its last weight layer: the traced gain times :math:`L^{-1/2}` (``L``
-end                 branches), so ``L`` summed branches keep the variance bounded
-                    (``residual_scale=False``: the plain gain)
+head weight         the chosen scheme at gain ``HEAD_GAIN`` = 0.1 (``head_scale`` sets it): the
+                    initial loss starts within ~0.01 of ``log(classes)``
+tied head           a table that is also the input embedding: N(0, (0.15 / sqrt(d))^2)
+                    (``TIED_HEAD_GAIN``; ``head_scale`` replaces 0.15)
+summed embeddings   tables whose outputs the model adds (tokens, positions, segments; from
+                    ``Graph.embedding_sums``) share one std: the tied table's, else 1
+residual branch     with normalization layers: the last weight layer at gain x :math:`L^{-1/2}`
+                    (``L`` branches); without any: the last weight layer 0 and the branch's
+                    other weight layers x :math:`L^{-1/(2m-2)}` (Fixup's rule, no scalars);
+                    ``residual_scale=False``: the plain gain
+deep plain chain    ``DEEP_PLAIN_DEPTH`` = 10 or more weight layers, no norm, no branch: ZerO
+                    (semi-orthogonal where a layer widens), head at gain 1
 recurrent weight    ``weight_hh_*``: orthogonal per gate (Saxe et al. 2014; Keras' default)
 bias                0
 norm weight / bias  1 / 0
-embedding           N(0, 1) (torch's default); N(0, 1/d) when the table is also the output head
+embedding           N(0, 1) (torch's default)
+deliberate values   kept: a parameter flagged ``_no_reinit`` or ``_is_hf_initialized``; a head,
+                    branch end, norm or bias the model built as a constant other than its
+                    module type's default (a zero classifier, a zero last BN gamma); a bias
+                    entirely outside the default's range (Mamba's ``dt_proj.bias``)
 other parameters    kept as they are (``keep``): scalars and tokens owned by containers
 frozen              kept, unless ``include_frozen=True``
 =================  =========================================================================
@@ -229,6 +240,11 @@ class Plan:
         if scaled:
             foot.append(f"{len(scaled)} residual branch ends at gain x L^-1/2 = {L**-0.5:.4g} "
                         "(residual_scale=False for the plain gain)")  # fmt: skip
+        zeroed = [e for e in self if e.source == RESIDUAL_ZEROED]
+        if zeroed:
+            foot.append(f"no normalization: {len(zeroed)} residual branch ends at 0, the branches' "
+                        "other weight layers x L^-1/(2m-2), Fixup's rule (residual_scale=False "
+                        "for the plain gain)")  # fmt: skip
         return "\n".join(lines + foot + (["notes:", *notes] if notes else []))
 
     __repr__ = __str__
