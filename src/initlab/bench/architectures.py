@@ -328,11 +328,13 @@ def _loss(arch: Architecture, model: nn.Module, x: torch.Tensor, y: torch.Tensor
 
 @torch.no_grad()
 def layer_stds(model: nn.Module, arch: Architecture, x: torch.Tensor, classes: int) -> list[float]:
-    """The std of every Linear/conv/embedding output, in call order, in train mode."""
+    """The std of every Linear/conv/embedding output (transformers' ``Conv1D`` included), in call
+    order, in train mode."""
     stds: list[float] = []
     kinds = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding)
     hooks = [m.register_forward_hook(lambda _m, _i, y: stds.append(float(y.float().std())))
-             for m in model.modules() if isinstance(m, kinds)]  # fmt: skip
+             for m in model.modules()
+             if isinstance(m, kinds) or type(m).__name__ == "Conv1D"]  # fmt: skip
     try:
         inp = inputs(arch, x, classes)
         model(**inp) if isinstance(inp, dict) else model(inp)

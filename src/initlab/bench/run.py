@@ -725,6 +725,9 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
         ax.set_xlabel("Linear/conv layer, in call order")
         ax.set_ylabel("std of the layer's output")
         paths.append(_save_log_plot(fig, ax, out / f"act_std_{suite}_{model}.png"))
+    model_runs = [r for r in runs if r.suite == "models" and r.seed == 0 and r.extra.get("act_std")]
+    if model_runs:
+        paths.append(_models_plot(model_runs, out))
     depth_runs = [r for r in runs if r.suite == "depth"]
     if depth_runs:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -748,3 +751,31 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def _models_plot(runs: list[Run], out: Path) -> Path:
+    """The models suite in one figure: per architecture, each layer's output std at init
+    (seed 0) for every start, in call order, log scale."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r.model for r in runs))
+    cols = 4
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for r in runs:
+            if r.model == name:
+                stds = [max(v, 1e-12) for _, v in r.extra["act_std"]]
+                ax.plot(range(1, len(stds) + 1), stds, marker=".", markersize=3, label=r.method)
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("output std of each Linear/conv/embedding at init, in call order (seed 0)")
+    fig.tight_layout()
+    path = out / "models_act_std.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
