@@ -157,12 +157,17 @@ def test_flags_and_out_of_range_biases_are_kept_meta_is_not_read() -> None:
 # --------------------------------------------------------------------------- real architectures
 
 
-transformers = pytest.importorskip("transformers")
+def _needs_hf(name: str = "gpt2") -> None:
+    if ARCHITECTURES[name].needs_hf:
+        pytest.importorskip(
+            "transformers", reason="needs the optional extra: pip install transformers"
+        )
 
 
 @pytest.mark.hf
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_tiny_lms_start_at_least_as_well_as_their_own_init(name: str) -> None:
+    _needs_hf(name)
     own = _built(ARCHITECTURES[name].build, 500)
     ours = _built(ARCHITECTURES[name].build, 500)
     _init_like_suite(name, ours, 500)
@@ -172,6 +177,7 @@ def test_tiny_lms_start_at_least_as_well_as_their_own_init(name: str) -> None:
 
 @pytest.mark.hf
 def test_tied_table_and_summed_embeddings_share_one_scale() -> None:
+    _needs_hf()
     model = _built(ARCHITECTURES["gpt2"].build, 500)
     p = _init_like_suite("gpt2", model, 500)
     d = model.config.n_embd
@@ -193,8 +199,31 @@ def test_tied_table_and_summed_embeddings_share_one_scale() -> None:
 
 @pytest.mark.hf
 def test_mamba_time_step_bias_is_kept() -> None:
+    _needs_hf()
     model = _built(ARCHITECTURES["mamba"].build, 500)
     bias = model.backbone.layers[0].mixer.dt_proj.bias.detach().clone()
     p = _init_like_suite("mamba", model, 500)
     assert p["backbone.layers.0.mixer.dt_proj.bias"].scheme == "keep"
     assert torch.equal(model.backbone.layers[0].mixer.dt_proj.bias, bias)
+
+
+@pytest.mark.hf
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_every_architecture_starts_no_worse_than_its_own_init(name: str) -> None:
+    _needs_hf(name)
+    classes = 10 if ARCHITECTURES[name].kind == "vision" else 500
+    own = _built(ARCHITECTURES[name].build, classes)
+    ours = _built(ARCHITECTURES[name].build, classes)
+    _init_like_suite(name, ours, classes)
+    own_loss, our_loss = _random_loss(name, own, classes), _random_loss(name, ours, classes)
+    assert our_loss <= own_loss + 0.02 and our_loss < math.log(classes) + 0.05
+
+
+def test_models_suite_smoke() -> None:
+    from initlab.bench.run import _models, summarize
+
+    runs = _models(1, 2, lambda s: None, ["vit-timm"])
+    assert [r.method for r in runs] == ["initlab", "own", "kaiming_normal_"]
+    assert all(math.isfinite(r.extra["val_loss"]) and r.extra["act_std"] for r in runs)
+    rows = summarize(runs)
+    assert rows[0]["log classes"] == f"{math.log(10):.3f}" and "held-out loss, 200 steps" in rows[0]

@@ -376,7 +376,7 @@ def run_one(arch: Architecture, how: str, task: Task, seed: int, steps: int, lr:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     with torch.no_grad():
         n = min(512, len(task.x_val))
