@@ -481,7 +481,7 @@ def plan(
     >>> p = plan(net, example=torch.randn(2, 4))
     >>> [(e.name, e.role, e.scheme, round(e.gain, 3)) for e in p]  # doctest: +NORMALIZE_WHITESPACE
     [('0.weight', 'weight', 'kaiming_normal', 1.414), ('0.bias', 'bias', 'zeros', 1.0),
-     ('2.weight', 'head', 'kaiming_normal', 1.0), ('2.bias', 'bias', 'zeros', 1.0)]
+     ('2.weight', 'head', 'kaiming_normal', 0.1), ('2.bias', 'bias', 'zeros', 1.0)]
     """
     default = get_scheme(scheme)
     _check_options(default.name, options)
