@@ -228,6 +228,53 @@ def test_two_inputs_added_are_no_branch_but_a_stream_from_a_parameter_has_one():
     assert g.embedding_sums == ()
 
 
+def test_parallel_branches_summed_before_the_skip_are_one_branch_each():
+    """GPT-J / Falcon / GPT-NeoX: ``x + attn(ln(x)) + mlp(ln(x))``: two branches, no shortcut."""
+
+    class Parallel(nn.Module):
+        def __init__(self, d: int = 8) -> None:
+            super().__init__()
+            self.ln, self.attn, self.fc1, self.fc2 = (
+                nn.LayerNorm(d),
+                nn.Linear(d, d),
+                nn.Linear(d, 2 * d),
+                nn.Linear(2 * d, d),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.ln(x)
+            return self.fc2(F.gelu(self.fc1(h))) + self.attn(h) + x  # the MLP first, as in NeoX
+
+    g = trace(nn.Sequential(Parallel(), Parallel()), torch.randn(2, 8))
+    assert sorted(_ends(g)) == ["0.attn", "0.fc2", "1.attn", "1.fc2"]
+    assert all(b.skip_layers == () for b in g.branches)
+    assert sorted(b.m for b in g.branches) == [1, 1, 2, 2]
+
+
+def test_cross_attention_counts_on_the_stream_it_is_added_to():
+    """A decoder's first cross-attention: its keys and values come through the whole encoder,
+    its queries from the decoder's stream, to which it is added."""
+
+    class EncDec(nn.Module):
+        def __init__(self, d: int = 8) -> None:
+            super().__init__()
+            self.enc = nn.ModuleList(nn.Linear(d, d) for _ in range(3))
+            self.emb = nn.Embedding(10, d)
+            self.q, self.kv, self.o = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
+
+        def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+            for fc in self.enc:
+                x = x + fc(torch.tanh(x))
+            y = self.emb(ids)
+            k, v = self.kv(x).chunk(2, -1)
+            a = (self.q(y) @ k.transpose(-2, -1)).softmax(-1) @ v
+            return y + self.o(a)
+
+    g = trace(EncDec(), (torch.randn(2, 5, 8), torch.randint(0, 10, (2, 3))))
+    assert _ends(g) == ["enc.0", "enc.1", "enc.2", "o"]
+    assert g.branches[-1].layers == ("q", "o") and g.branches[-1].skip_layers == ()
+
+
 def test_residual_on_the_input_itself():
     class Res(nn.Module):
         def __init__(self) -> None:
@@ -255,7 +302,9 @@ def _hf_cases():
     px = {"pixel_values": torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))}
     d = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
     eager = {"attn_implementation": "eager"}
-    # (name, model, example, residual additions by the source, embedding groups' members)
+    # (name, model, example, residual branches by the source, embedding groups' members): T5's
+    # decoder has three per layer (self-, cross-attention, MLP); GPT-J adds attention and MLP
+    # to the stream in one sum (two branches per layer)
     return [
         ("gpt2", lambda: tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=16, n_head=2,
          n_positions=16, **SMALL, **eager)), text, 2 * 2,
@@ -280,12 +329,17 @@ def _hf_cases():
          embed_dim=8, depths=[2, 2], num_heads=[1, 1], window_size=4, num_labels=5,
          use_absolute_embeddings=True)), {"pixel_values": torch.randn(2, 3, 32, 32)}, 2 * 2 * 2,
          [{"swin.embeddings.patch_embeddings.projection", "swin.embeddings.position_embeddings"}]),
+        ("t5", lambda: tf.T5ForConditionalGeneration(tf.T5Config(d_model=16, d_kv=8, d_ff=32,
+         num_layers=2, num_decoder_layers=2, num_heads=2, decoder_start_token_id=0, **SMALL)),
+         {**text, "decoder_input_ids": ids}, 2 * 2 + 2 * 3, []),
+        ("gptj", lambda: tf.GPTJForCausalLM(tf.GPTJConfig(n_embd=16, n_layer=2, n_head=2,
+         rotary_dim=4, n_positions=16, **SMALL, **eager)), text, 2 * 2, []),
         ("mamba", lambda: tf.MambaForCausalLM(tf.MambaConfig(hidden_size=16, state_size=4,
          num_hidden_layers=2, expand=2, conv_kernel=3, **SMALL)), {"input_ids": ids}, 2, []),
     ]  # fmt: skip
 
 
-HF_NAMES = ["gpt2", "bert", "llama", "vit", "clip", "whisper", "swin", "mamba"]
+HF_NAMES = ["gpt2", "bert", "llama", "vit", "clip", "whisper", "swin", "t5", "gptj", "mamba"]
 
 
 @pytest.mark.hf

@@ -54,6 +54,24 @@ def test_kept_parameters_without_a_source_are_named_before_anything_is_allocated
     assert model(x).shape == (2, 3)
 
 
+def test_empty_kept_tensors_need_no_source():
+    class WithEmpty(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.nothing = nn.Parameter(torch.empty(0))
+            self.register_buffer("none_yet", torch.empty(0, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) + self.nothing.sum()
+
+    with torch.device("meta"):
+        model = WithEmpty()
+    init(model, example=torch.randn(2, 4), device="cpu")
+    assert model.nothing.device.type == "cpu" and model.none_yet.shape == (0, 4)
+    assert model(torch.randn(2, 4)).isfinite().all()
+
+
 def test_meta_state_callable_and_rules_are_sources_too():
     x = torch.randn(2, 3, 8, 8)
     with torch.device("meta"):

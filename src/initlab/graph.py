@@ -17,7 +17,9 @@ and forward hooks, and follows every tensor from the input to the output. It rec
   and its number of weight layers ``m``. Not branches: masks and biases added to attention scores
   (integer and boolean tensors carry no signal, nor do ``x.new_zeros(...)`` and ``zeros_like``),
   sums of independent streams (two inputs, tokens + positions), recurrences inside one layer
-  (a selective scan's ``y + D x``, where the convolution before the fork still feeds ``y``);
+  (a selective scan's ``y + D x``, where the convolution before the fork still feeds ``y``).
+  A cross-attention branch counts on the stream it is added to; parallel branches summed
+  before the skip (``x + attn(x) + mlp(x)``) are one branch each;
 * **embedding sums**: embedding-like sources whose outputs are added as independent streams
   (token + position + segment tables, a patch convolution + a position parameter), see
   :attr:`Graph.embedding_sums`;
@@ -156,12 +158,13 @@ class Graph:
     """Groups of embedding-like sources whose outputs the forward adds together (tokens +
     positions + segments; a patch-embedding conv + a position table), found from the traced
     additions of independent streams, not from names. A member is a layer's qualified module
-    name (a key of :attr:`layers`: ``"transformer.wte"``) or, for a parameter the model adds
-    directly and no layer owns (a ViT's ``pos_embed``), its qualified parameter name
-    (``"vit.embeddings.position_embeddings"``); a buffer added the same way (a fixed sinusoidal
-    table, which initlab does not draw) appears by its qualified buffer name. Tokens concatenated into the sum (a class token)
-    are members too. A group holds at least one lookup table or parameter; two linear layers on
-    two inputs added together are no embedding sum."""
+    name (a key of :attr:`layers`: ``"transformer.wte"``, or a weight layer such as a patch
+    convolution), or, for a parameter the model adds directly and no layer owns (a ViT's
+    ``pos_embed``), its qualified parameter name (``"vit.embeddings.position_embeddings"``), or
+    for a floating buffer added the same way (a fixed sinusoidal table, which initlab does not
+    draw) its qualified buffer name. Tokens concatenated into the sum (a class token) are
+    members too. A group holds at least one lookup table, parameter or buffer: two linear layers
+    on two inputs added together are no embedding sum."""
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.order())
@@ -261,50 +264,74 @@ class _Path:
 
 
 _ROOT = "\x00"  # marks a path's root that is no layer: an example input or a parameter
+_STATE_ROOT = _ROOT + "param "  # a parameter or buffer used as a plain tensor
 
 
 def _root_path(label: str) -> _Path:
     return _Path(_ROOT + label, 0, None)
 
 
+Streams = Mapping[str, _Path]
+
+
 @dataclass(frozen=True)
 class _Info:
     """What flows with a tensor: the last weight layers feeding it and their first activation.
 
-    ``path`` starts at the tensor's root: an example input (``"\x00input 0"``), a parameter used
-    as a tensor (``"\x00param pos_embed"``), or the first layer of a stream no input feeds (an
-    embedding's lookup). ``embed`` names the embedding-like sources this tensor is a plain sum
-    (or concatenation) of, when it is one: the layer that produced it, a parameter, or several of
+    ``streams`` maps each root the tensor depends on to the longest path of layers from it:
+    an example input (``"\x00input 0"``), a parameter or buffer used as a plain tensor
+    (``"\x00param pos_embed"``, kept only while no other root is mixed in), or the first layer of
+    a stream no input feeds (an embedding's lookup of integer ids). ``path`` is the longest of
+    them. ``embed`` names the embedding-like sources this tensor is a plain sum (or
+    concatenation) of, when it is one: the layer that produced it, a parameter, or several of
     them after an embedding sum; empty once two streams are mixed any other way.
     """
 
     pending: Mapping[str, tuple[str | None, float | None]]  # layer -> (activation, its param)
-    path: _Path | None
+    streams: Streams
     embed: frozenset[str] = frozenset()
 
     @property
-    def depth(self) -> int:
-        return self.path.weight if self.path else 0
+    def path(self) -> _Path | None:
+        return max(self.streams.values(), key=_path_key) if self.streams else None
 
     @property
-    def root(self) -> str | None:
-        node = self.path
-        while node is not None and node.prev is not None:
-            node = node.prev
-        return node.layer if node is not None else None
+    def depth(self) -> int:
+        path = self.path
+        return path.weight if path else 0
 
 
-_EMPTY = _Info({}, None)
+def _path_key(p: _Path) -> int:
+    return p.weight
+
+
+def _rooted(label: str, embed: frozenset[str] = frozenset()) -> _Info:
+    path = _root_path(label)
+    return _Info({}, {path.layer: path}, embed)
+
+
+_EMPTY = _Info({}, {})
+
+
+def _merge_streams(infos: list[_Info]) -> Streams:
+    streams: dict[str, _Path] = {}
+    for info in infos:
+        for root, path in info.streams.items():
+            if root not in streams or _path_key(path) > _path_key(streams[root]):
+                streams[root] = path
+    if any(not r.startswith(_STATE_ROOT) for r in streams):  # x * gamma, x + bias: x's streams
+        streams = {r: p for r, p in streams.items() if not r.startswith(_STATE_ROOT)}
+    return streams
 
 
 def _merge(infos: list[_Info], embed: frozenset[str] | None = None) -> _Info:
-    """One tensor's info from its operands': pending layers united, the longest path kept.
+    """One tensor's info from its operands': pending layers and streams united.
 
     ``embed`` sets the result's embedding sources (default: kept from a single operand, dropped
     when several are mixed).
     """
     if not infos:
-        return _EMPTY if embed is None else _Info({}, None, embed)
+        return _EMPTY if embed is None else _Info({}, {}, embed)
     if len(infos) == 1 and embed is None:
         return infos[0]
     pending: dict[str, tuple[str | None, float | None]] = {}
@@ -312,27 +339,30 @@ def _merge(infos: list[_Info], embed: frozenset[str] | None = None) -> _Info:
         for k, v in info.pending.items():
             if pending.get(k, (None, None))[0] is None:
                 pending[k] = v  # an activation seen on any operand beats none
-    path = max((i.path for i in infos), key=lambda p: p.weight if p else -1)
-    return _Info(pending, path, embed if embed is not None else frozenset())
+    return _Info(pending, _merge_streams(infos), embed if embed is not None else frozenset())
 
 
 class _Tracer(TorchFunctionMode):
-    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str],
-                 param_names: Mapping[int, str] | None = None) -> None:  # fmt: skip
+    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str]) -> None:
         super().__init__()
         self.model = model
         self.layers = layers
         self.by_module = {id(la.module): la for la in layers.values()}
         self.owners = owners  # id(param) -> layer name
-        self.param_names = dict(param_names or {})  # id(param or buffer) -> qualified name
         self.info: dict[int, tuple[torch.Tensor, _Info]] = {}
         self.depth = 0  # > 0 while inside a leaf layer's forward
         self.counter = 0
-        self.adds: list[tuple[_Info, _Info]] = []
-        self.sums: list[frozenset[str]] = []  # embedding sums, as they were added up
+        self.adds: list[tuple[_Info, _Info, dict[str, _Info]]] = []  # with each source's output
+        self.outputs: dict[str, _Info] = {}  # each weight layer's latest output
         self.functional: dict[str, list[str]] = {}
         self.stash: dict[int, list[_Info]] = {}
         self.act_modules: dict[int, str] = {}
+        # id(parameter or buffer) -> qualified name: such a tensor used as a plain operand roots
+        # a stream. Read at the first operation, so that a pass on copies of the state
+        # (torch.func.functional_call) names the copies it runs on
+        self.tensor_names: dict[int, str] | None = None
+        self.sums: list[frozenset[str]] = []  # embedding sums, as they were added up
+        self.roots = 0  # example tensors rooted so far
 
     # -- tensor bookkeeping
     def get(self, t: object) -> _Info | None:
@@ -346,16 +376,16 @@ class _Tracer(TorchFunctionMode):
         """Attach ``info`` to every floating tensor in ``outputs``.
 
         Integer and boolean tensors (token ids, masks, indices) carry no signal: a mask built
-        from the input and added to attention scores is no path of the stream.
+        from the input and added to attention scores is no path of the stream. ``_EMPTY`` (the
+        example's tensors) roots a stream of its own at each tensor.
         """
         for t in tree_flatten(outputs)[0]:
             if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
-                self.info[id(t)] = (t, info)
-
-    def put_inputs(self, example: object) -> None:
-        """Each floating tensor of the example roots its own stream."""
-        for i, t in enumerate(tree_flatten(example)[0]):
-            self.put(t, _Info({}, _root_path(f"input {i}")))
+                if info is _EMPTY:
+                    self.info[id(t)] = (t, _rooted(f"input {self.roots}"))
+                    self.roots += 1
+                else:
+                    self.info[id(t)] = (t, info)
 
     def infos(self, args: object, params: bool = False) -> list[_Info]:
         """The infos of the tensors in ``args``; with ``params``, parameters and buffers too.
@@ -368,13 +398,25 @@ class _Tracer(TorchFunctionMode):
         for t in tree_flatten(args)[0]:
             info = self.get(t)
             if info is None and params and isinstance(t, torch.Tensor) and t.is_floating_point():
-                name = self.owners.get(id(t)) or self.param_names.get(id(t))
+                name = self.owners.get(id(t)) or self.state_name(t)
                 if name is not None:
-                    info = _Info({}, _root_path(f"param {name}"), frozenset({name}))
+                    info = _rooted(f"param {name}", frozenset({name}))
                     self.info[id(t)] = (t, info)
             if info is not None:
                 out.append(info)
         return out
+
+    def state_name(self, t: torch.Tensor) -> str | None:
+        """The qualified name of a parameter or buffer of the model, ``None`` for other tensors.
+
+        Names are read from the model as it is now: a pass on copies of the state
+        (``torch.func.functional_call``) swaps them in after the mode is entered.
+        """
+        first = next(self.model.parameters(), None)
+        if self.tensor_names is None or (first is not None and id(first) not in self.tensor_names):
+            named = [*self.model.named_buffers(), *self.model.named_parameters()]
+            self.tensor_names = {id(x): n for n, x in named}
+        return self.tensor_names.get(id(t))
 
     # -- layer calls
     def consume(self, layer: Layer, inputs: list[_Info]) -> None:
@@ -401,9 +443,11 @@ class _Tracer(TorchFunctionMode):
         base = _merge(inputs)
         if layer.kind == "scalar":
             return base
-        path = _Path(layer.name, base.depth + layer.weight_depth, base.path)
+        streams = {r: _Path(layer.name, p.weight + layer.weight_depth, p)
+                   for r, p in base.streams.items()} or {
+            layer.name: _Path(layer.name, layer.weight_depth, None)}  # fmt: skip
         if layer.kind == "norm":  # transparent for activations
-            return _Info(base.pending, path, base.embed)
+            return _Info(base.pending, streams, base.embed)
         if layer.kind == "activation":
             act = "leaky_relu"
             slope = (
@@ -411,15 +455,17 @@ class _Tracer(TorchFunctionMode):
                 if isinstance(layer.module, nn.PReLU) and layer.module.weight.device.type != "meta"
                 else 0.25
             )
-            return _Info(self.activate(base, act, slope).pending, base.path, base.embed)
-        return _Info({layer.name: (None, None)}, path, frozenset({layer.name}))
+            return _Info(self.activate(base, act, slope).pending, base.streams, base.embed)
+        out = _Info({layer.name: (None, None)}, streams, frozenset({layer.name}))
+        self.outputs[layer.name] = out
+        return out
 
     @staticmethod
     def activate(info: _Info, act: str, param: float | None) -> _Info:
         if act == "linear":  # nn.Identity (e.g. a removed norm): no activation, nothing settles
             return info
         pending = {k: (v if v[0] is not None else (act, param)) for k, v in info.pending.items()}
-        return _Info(pending, info.path, info.embed)
+        return _Info(pending, info.streams, info.embed)
 
     # -- module hooks
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -484,7 +530,8 @@ class _Tracer(TorchFunctionMode):
                 self.sums.append(a.embed | b.embed)
                 self.put(out, _merge(inputs, a.embed | b.embed))
                 return out
-            self.adds.append((a, b))
+            feeds = {k: self.outputs[k] for k in (*a.pending, *b.pending) if k in self.outputs}
+            self.adds.append((a, b, feeds))
         if func in _CONCAT and inputs and all(i.embed for i in inputs):
             self.put(out, _merge(inputs, frozenset().union(*(i.embed for i in inputs))))
             return out
@@ -495,7 +542,7 @@ class _Tracer(TorchFunctionMode):
     def is_embedding_sum(self, a: _Info, b: _Info) -> bool:
         """``a + b`` adds two independent streams, each a plain embedding-like source, one at
         least a lookup table or a parameter: tokens + positions, patches + position parameter."""
-        if not (a.embed and b.embed) or a.root == b.root:
+        if not (a.embed and b.embed) or a.streams.keys() & b.streams.keys():
             return False
         return any(n not in self.layers or self.layers[n].kind == "embedding"
                    for n in a.embed | b.embed)  # fmt: skip
@@ -635,8 +682,7 @@ def trace(model: nn.Module, example: object) -> Graph:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if device.type == "meta":
         example = _to_device(example, device)
-    names = {id(t): n for n, t in [*model.named_buffers(), *model.named_parameters()]}
-    tracer = _Tracer(model, layers, owners, names)
+    tracer = _Tracer(model, layers, owners)
     handles = []
     try:
         for module in model.modules():
@@ -655,7 +701,7 @@ def trace(model: nn.Module, example: object) -> Graph:
         args, kwargs = _example_args(example)
         with _eval_mode(model), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. the transformer fast-path notice
-            tracer.put_inputs((args, kwargs))
+            tracer.put((args, kwargs), _EMPTY)
             with tracer:
                 output = run_forward(model, example)
     finally:
@@ -679,47 +725,73 @@ def trace(model: nn.Module, example: object) -> Graph:
             if (direct or tied_head) and "residual_out" not in layer.roles:
                 layer.roles.add("head")
     unreached = [la.name for la in layers.values() if la.calls == 0]
-    return Graph(model, layers, branches, shared, tracer.functional, unreached, loose,
-                 _embedding_groups(tracer.sums, layers, [n for n, _ in model.named_parameters()]))  # fmt: skip
+    sums = _embedding_groups(tracer.sums, layers, [n for n, _ in model.named_parameters()])
+    return Graph(model, layers, branches, shared, tracer.functional, unreached, loose, sums)
 
 
-def _branches(adds: list[tuple[_Info, _Info]], layers: dict[str, Layer]) -> list[Branch]:
+def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
+              layers: dict[str, Layer]) -> list[Branch]:  # fmt: skip
     """The residual additions among the traced ``a + b``: ``x + f(x)`` on one stream.
 
-    Both operands must come from one fork (their paths share a root and a prefix), the branch
-    side must hold a weight layer after the fork, and the branch must *end* in its layers: every
-    weight layer still feeding the branch operand lies on the branch. That leaves out sums of
-    independent streams (embeddings, masks built from ids), and recurrences inside one layer that
-    mix the fork's own output back in (a selective scan's ``y + D x``, whose ``y`` is also fed
-    directly by the convolution before the fork).
+    Both operands must depend on one stream (a common root; the fork is where their longest
+    paths from it part), the branch side must hold a weight layer after the fork, and the
+    branch must *end* in its layers: no weight layer at or before the fork still feeds the
+    branch operand. That leaves out sums of independent streams (embeddings, masks built from
+    ids), and recurrences inside one layer that mix the fork's own output back in (a selective
+    scan's ``y + D x``, whose ``y`` is also fed directly by the convolution before the fork).
+    A cross-attention branch counts on the stream it is added to, whatever its keys and values
+    come from. Parallel branches summed before the skip (``x + attn(x) + mlp(x)``) are one
+    branch each.
     """
     found: dict[tuple[str, ...], Branch] = {}
-    for a, b in adds:
-        pa, pb = (a.path.names() if a.path else []), (b.path.names() if b.path else [])
-        common = 0
-        while common < min(len(pa), len(pb)) and pa[common] == pb[common]:
-            common += 1
-        if common == 0:
+    for a, b, feeds in adds:
+        shared = a.streams.keys() & b.streams.keys()
+        if not shared:
             continue  # independent streams: no fork, no skip connection
+        root = max(shared, key=lambda r: a.streams[r].weight + b.streams[r].weight)
+        pa, pb = a.streams[root].names(), b.streams[root].names()
+        common = _common(pa, pb)
         sa, sb = pa[common:], pb[common:]
         wa = [n for n in sa if layers[n].kind == "weight"]
         wb = [n for n in sb if layers[n].kind == "weight"]
         if not wa and not wb:
             continue
         a_is_branch = (len(wa), len(sa)) > (len(wb), len(sb))
-        branch, skip = (sa, sb) if a_is_branch else (sb, sa)
-        feeding = (a if a_is_branch else b).pending
-        if not set(feeding) <= set(branch):
+        branch, skip, skip_path = (sa, sb, pb) if a_is_branch else (sb, sa, pa)
+        feeding = set((a if a_is_branch else b).pending)
+        if feeding & set(pa[:common]):
             continue  # the sum is not the branch's output: the fork's own layers still feed it
-        weights = [n for n in branch if layers[n].kind == "weight"]
-        weight_units: list[str] = []
-        for n in weights:
-            weight_units.extend([n] * layers[n].weight_depth)
-        key = tuple(branch)
-        if key and key not in found:
-            found[key] = Branch(key, tuple(weight_units), branch[-1], weights[-1] if weights else None,
-                                tuple(skip))  # fmt: skip
+        if len(feeding) > 1 and not (wb if a_is_branch else wa):
+            for key in [k for k, br in found.items() if _joins(br, feeding, layers)]:
+                del found[key]  # the join of parallel branches, first taken for a shortcut
+            ends = [feeds[n].streams.get(root) for n in sorted(feeding) if n in feeds]
+            for path in [p for p in ends if p is not None]:
+                names = path.names()
+                _record(found, names[_common(names, skip_path) :], (), layers)
+        elif feeding <= set(branch):
+            _record(found, branch, skip, layers)
     return list(found.values())
+
+
+def _common(pa: list[str], pb: list[str]) -> int:
+    n = 0
+    while n < min(len(pa), len(pb)) and pa[n] == pb[n]:
+        n += 1
+    return n
+
+
+def _record(found: dict[tuple[str, ...], Branch], branch: list[str], skip: list[str],
+            layers: dict[str, Layer]) -> None:  # fmt: skip
+    weights = [n for n in branch if layers[n].kind == "weight"]
+    if not weights or tuple(branch) in found:
+        return
+    units = [n for n in weights for _ in range(layers[n].weight_depth)]
+    found[tuple(branch)] = Branch(tuple(branch), tuple(units), branch[-1], weights[-1], tuple(skip))
+
+
+def _joins(br: Branch, feeding: set[str], layers: dict[str, Layer]) -> bool:
+    skip_weights = [n for n in br.skip_layers if layers[n].kind == "weight"]
+    return br.last_weight in feeding and bool(skip_weights) and skip_weights[-1] in feeding
 
 
 def _embedding_groups(sums: list[frozenset[str]], layers: dict[str, Layer],

@@ -178,6 +178,8 @@ def resolve(model: nn.Module, names: list[str], device: torch.device, seed: int 
             given = _from_state(meta_state, name, meta, device) if meta_state is not None else None
             if given is not None:
                 out[name] = given
+            elif meta.numel() == 0:  # no values to know
+                out[name] = torch.empty(meta.shape, dtype=meta.dtype, device=device)
             else:
                 todo[name.rpartition(".")[2]] = meta
         params = any(isinstance(m, nn.Parameter) for m in todo.values())

@@ -924,6 +924,9 @@ def _held_interrupts() -> Iterator[list[Callable[..., Any]]]:
         yield held
         return
     previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler installed outside Python: it cannot be put back, leave it
+        yield held
+        return
 
     def hold(signum: int, frame: object) -> None:
         if callable(previous) and not held:
