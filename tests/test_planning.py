@@ -13,7 +13,7 @@ from torch import nn
 
 import initlab
 from initlab.errors import InitlabError
-from initlab.planning import init, plan
+from initlab.planning import HEAD_GAIN, TIED_HEAD_GAIN, init, plan
 from tests.models import (
     Frozen,
     FunctionalMLP,
@@ -32,7 +32,7 @@ def test_defaults_gains_from_activations():
     assert p["fc1.weight"].gain == pytest.approx(5 / 3)
     assert p["fc2.weight"].gain == pytest.approx(initlab.gain("gelu"))
     assert p["fc3.weight"].gain == pytest.approx(math.sqrt(2))
-    assert p["out.weight"].role == "head" and p["out.weight"].gain == 1.0
+    assert p["out.weight"].role == "head" and p["out.weight"].gain == HEAD_GAIN
     assert p["fc1.bias"].scheme == "zeros"
     assert p["fc1.weight"].std == pytest.approx(5 / 3 / 4)  # fan_in 16
 
@@ -163,7 +163,7 @@ def test_tied_parameters_drawn_once():
     assert "head.weight" not in names and p["emb.weight"].tied == ("head.weight",)
     assert set(p["emb.weight"].roles) >= {"head", "embedding"}
     assert model.head.weight is model.emb.weight
-    assert p["emb.weight"].std == pytest.approx(16**-0.5)
+    assert p["emb.weight"].std == pytest.approx(TIED_HEAD_GAIN * 16**-0.5)
     assert p["lstm.weight_hh_l0"].scheme == "orthogonal" and p["lstm.weight_ih_l0"].chunks == 4
 
 
@@ -265,7 +265,7 @@ def test_bf16_model():
 
 def test_structured_schemes_work_per_group_through_the_plan() -> None:
     conv = nn.Conv2d(4, 8, 1, groups=2)  # two (4 out x 2 in) matrices
-    p = initlab.init(conv, scheme="orthogonal", example=torch.zeros(1, 4, 5, 5))
+    p = initlab.init(conv, scheme="orthogonal", example=torch.zeros(1, 4, 5, 5), head_scale=1.0)
     assert p["weight"].receptive_field == 1 and p["weight"].fans.fan_in == 2
     w = conv.weight.detach().reshape(8, 2)
     for g in range(2):  # each group's block has orthonormal columns (one (8 x 2) would not)
@@ -281,7 +281,7 @@ def test_structured_schemes_work_per_group_through_the_plan() -> None:
     depthwise = nn.Conv2d(4, 4, 3, groups=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 1 -> 1 per group: no tied-units warning
-        initlab.init(depthwise, scheme="ZerO", example=torch.zeros(1, 4, 5, 5))
+        initlab.init(depthwise, scheme="ZerO", example=torch.zeros(1, 4, 5, 5), head_scale=1.0)
     expected = torch.zeros(4, 1, 3, 3)
     expected[:, 0, 1, 1] = 1.0
     assert torch.equal(depthwise.weight.detach(), expected)
@@ -293,32 +293,64 @@ def test_zero_warns_when_it_widens_one_channel() -> None:
         initlab.init(stem, scheme="ZerO", example=torch.zeros(1, 1, 5, 5))
 
 
-def test_residual_branch_ends_are_scaled_by_inverse_sqrt_depth() -> None:
+class _PreNormBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm, self.fc1, self.fc2 = (
+            nn.LayerNorm(width),
+            nn.Linear(width, width),
+            nn.Linear(width, width),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.relu(self.fc1(self.norm(x))))
+
+
+def _prenorm_mlp(blocks: int, width: int = 64) -> nn.Module:
+    return nn.Sequential(nn.Linear(64, width), *[_PreNormBlock(width) for _ in range(blocks)],
+                         nn.LayerNorm(width), nn.Linear(width, 10))  # fmt: skip
+
+
+def test_residual_branch_ends_are_scaled_by_inverse_sqrt_depth_with_norms() -> None:
+    x = torch.rand(256, 64)
+    net = _prenorm_mlp(20)
+    p = initlab.plan(net, example=x[:8])
+    assert p.graph.residual_depth == (20, 2)
+    assert p["3.fc2.weight"].gain == pytest.approx(20**-0.5)
+    assert p["3.fc1.weight"].gain == pytest.approx(math.sqrt(2))  # inside: unchanged
+    assert "20 residual branch ends at gain x L^-1/2 = 0.2236" in str(p)
+    plain = initlab.plan(net, example=x[:8], residual_scale=False)
+    assert plain["3.fc2.weight"].gain == pytest.approx(1.0)
+    assert plain["3.fc2.weight"].source == "default" and "L^-1/2" not in str(plain)
+    # the stream stays bounded: (1 + 1/L)^L < e, against 1 + L without the scaling
+    p.apply()
+    with torch.no_grad():
+        scaled = net[:-2](x).std()
+    plain.apply()
+    with torch.no_grad():
+        unscaled = net[:-2](x).std()
+        stem_out = net[0](x).std()
+    assert float(scaled) < 3 * float(stem_out) < float(unscaled)
+    rule = initlab.plan(net, example=x[:8], rules={"residual_out": "kaiming_normal"})
+    assert rule["3.fc2.weight"].gain == pytest.approx(1.0)  # a rule takes the plain gain
+
+
+def test_residual_without_norms_takes_fixups_rule() -> None:
     from initlab.bench.models import residual_mlp
 
     x = torch.rand(256, 64)
     net = residual_mlp(64, 10, blocks=20, width=128)
     p = initlab.plan(net, example=x[:8])
-    assert p.graph.residual_depth == (20, 2)
-    assert p["blocks.3.fc2.weight"].gain == pytest.approx(20**-0.5)
-    assert p["blocks.3.fc1.weight"].gain == pytest.approx(math.sqrt(2))  # inside: unchanged
-    assert p["stem.weight"].gain == pytest.approx(1.0) and p["head.weight"].gain == 1.0
-    assert "20 residual branch ends at gain x L^-1/2 = 0.2236" in str(p)
+    assert p["blocks.3.fc2.weight"].scheme == "zeros"  # branch end: zero
+    assert p["blocks.3.fc1.weight"].gain == pytest.approx(math.sqrt(2) * 20**-0.5)  # L^-1/(2m-2)
+    assert p["stem.weight"].gain == pytest.approx(1.0)
+    assert p["head.weight"].gain == pytest.approx(HEAD_GAIN)
     plain = initlab.plan(net, example=x[:8], residual_scale=False)
-    assert plain["blocks.3.fc2.weight"].gain == pytest.approx(1.0)
-    assert plain["blocks.3.fc2.weight"].source == "default" and "L^-1/2" not in str(plain)
-    # the forward pass stays bounded: (1 + 1/L)^L < e, against 2^L without the scaling
+    assert plain["blocks.3.fc2.weight"].scheme == "kaiming_normal"
+    assert plain["blocks.3.fc1.weight"].gain == pytest.approx(math.sqrt(2))
     p.apply()
-    with torch.no_grad():
-        scaled = net(x).std()
-    plain.apply()
-    with torch.no_grad():
-        unscaled = net(x).std()
-    with torch.no_grad():
-        stem_out = net.stem(x).std()
-    assert float(scaled) < 3 * float(stem_out) < float(unscaled) / 100
-    rule = initlab.plan(net, example=x[:8], rules={"residual_out": "kaiming_normal"})
-    assert rule["blocks.3.fc2.weight"].gain == pytest.approx(1.0)  # a rule takes the plain gain
+    with torch.no_grad():  # every branch starts at zero: the net is head(stem(x))
+        assert torch.allclose(net(x), net.head(net.stem(x)), atol=1e-6)
 
 
 def _zero_width_net() -> nn.Sequential:

@@ -345,10 +345,12 @@ def _init_options(f: Any, *, default_scheme: str | None) -> Any:
                      help="a TOML or JSON rules file (README: Rules files)"),
         click.option("--preset", default=None, help="a model family's recipe (see `initlab presets`)"),
         click.option("--seed", type=int, default=0, show_default=True, help="the init's random seed"),
-        click.option("--head-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
-                     show_default=True, help="scale of the output layer's std"),
+        click.option("--head-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="the head's gain [default: 0.1; a tied embedding table: 0.15; 1 in "
+                          "deep plain chains]"),
         click.option("--residual-scale/--no-residual-scale", default=True, show_default=True,
-                     help="residual branch ends at gain x L^-1/2"),
+                     help="the default's residual rule: branch ends at gain x L^-1/2 with "
+                          "norms; without norms, ends at 0 and inner layers x L^-1/(2m-2)"),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -379,7 +381,7 @@ def _load_rules(rules_path: str | None) -> Any:
 
 
 def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
-                rules_path: str | None, seed: int, head_scale: float, preset: str | None,
+                rules_path: str | None, seed: int, head_scale: float | None, preset: str | None,
                 residual_scale: bool = True) -> Any:  # fmt: skip
     """Build FACTORY's model and plan it; a bad input ends the command with its message."""
     from .planning import plan
@@ -567,7 +569,7 @@ def doctor_cmd(factory: str | None, demo: str | None, data_name: str, example_sh
         from .planning import plan as make_plan
 
         p = make_plan(model, scheme or "kaiming_normal", example=x, rules=rules, seed=seed,
-                      head_scale=head_scale or 1.0, preset=preset)  # fmt: skip
+                      head_scale=head_scale, preset=preset)  # fmt: skip
         p.apply()
         parts = [f"scheme {scheme or 'kaiming_normal'}"]
         parts += [f"rules {rules_path}"] if rules_path else []
@@ -623,7 +625,16 @@ def _doctor_data(data_name: str, example_shape: str | None, classes: int, batch_
     return x, y, data
 
 
-BENCH_SUITES = ("quick", "makemore", "gradinit-table", "depth", "residual", "cifar10", "all")
+BENCH_SUITES = (
+    "quick",
+    "makemore",
+    "gradinit-table",
+    "depth",
+    "residual",
+    "cifar10",
+    "models",
+    "all",
+)
 
 
 @main.command(epilog=EXIT_CODES)
@@ -640,7 +651,9 @@ BENCH_SUITES = ("quick", "makemore", "gradinit-table", "depth", "residual", "cif
     "--epochs", type=click.IntRange(min=1), default=None, help="override the suite's epochs"
 )
 @click.option("--models", default=None,
-              help="cifar10: comma-separated models (vgg19, resnet110, resnet56, resnet20)")  # fmt: skip
+              help="cifar10: comma-separated models (vgg19, resnet110, resnet56, resnet20); models: "
+                   "architectures (gpt2, bert, llama, qwen2, mamba, t5, bart, whisper, vit, swin, "
+                   "convnext, resnet50, vit-timm)")  # fmt: skip
 def bench(suite: str, seeds: int, device: str, threads: int, out: str, data: str | None,
           epochs: int | None, models: str | None) -> None:  # fmt: skip
     """Reproduce the papers' experiments on offline data; tables, JSON/CSV/Markdown and plots.

@@ -97,7 +97,7 @@ def kaiming(model: nn.Module, ctx: Context) -> None:
 
 
 def initlab_auto(model: nn.Module, ctx: Context) -> None:
-    """``initlab.init(model, example=...)``: Kaiming normal with traced gains, head gain 1."""
+    """``initlab.init(model, example=...)``: the default policy (see :func:`initlab.plan.plan`)."""
     initlab_init(model, example=ctx.example, seed=ctx.seed)
 
 

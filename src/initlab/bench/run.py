@@ -253,7 +253,7 @@ def _makemore(seeds: int, steps: int, progress: Callable[[str], None]) -> list[R
         "W2*0.01, b2*0": lambda m, s: bench_models.makemore_fixed_init_(m, _g(s), fix_tanh=False),
         "+ W1*0.2, b1*0.01": lambda m, s: bench_models.makemore_fixed_init_(m, _g(s)),
         "+ W1*(5/3)/sqrt(30)": _kaiming_makemore,
-        "initlab.init": lambda m, s: _initlab_init(m, ds, s, 1.0),
+        "initlab.init": lambda m, s: _initlab_init(m, ds, s, None),
         "initlab.init head_scale=0.01": lambda m, s: _initlab_init(m, ds, s, 0.01),
     }
     runs = []
@@ -306,7 +306,9 @@ def _kaiming_makemore(model: nn.Module, seed: int) -> None:
     model.W2.bias.zero_()
 
 
-def _initlab_init(model: nn.Module, ds: bench_data.Dataset, seed: int, head_scale: float) -> None:
+def _initlab_init(
+    model: nn.Module, ds: bench_data.Dataset, seed: int, head_scale: float | None
+) -> None:
     from ..planning import init
 
     init(model, example=ds.x_train[:32], seed=seed, head_scale=head_scale)
@@ -448,7 +450,46 @@ def _cifar10(seeds: int, path: str | Path, epochs: int, archs: list[str], progre
     return runs
 
 
-SUITES = ("quick", "makemore", "gradinit-table", "depth", "residual", "cifar10", "all")
+def _models(seeds: int, steps: int, progress, names: list[str] | None = None) -> list[Run]:
+    """Real architectures against their authors' own init (:mod:`initlab.bench.architectures`):
+    per model and start (``initlab.init``'s default, the model's own init, ``kaiming_normal_``
+    everywhere), the initial loss on random inputs and labels in train mode, each layer's output
+    std, and the held-out loss after ``steps`` Adam steps (lr 1e-3, batch 32) on US first names
+    (language models, next character) or digits (vision, 32x32). Models that need transformers
+    are reported as unavailable when it is missing."""
+    from . import architectures as A
+
+    chosen = names or list(A.ARCHITECTURES)
+    for n in chosen:
+        check_choice("architecture", n, A.ARCHITECTURES)
+    tasks: dict[str, A.Task] = {}
+    runs = []
+    for name in chosen:
+        arch = A.ARCHITECTURES[name]
+        for seed in range(seeds):
+            for how in A.INITS:
+                progress(f"models {name} {how} seed {seed}")
+                run = Run("models", name, how, seed, 1e-3)
+                try:
+                    if arch.kind not in tasks:
+                        tasks[arch.kind] = (A.digit_images() if arch.kind == "vision"
+                                            else A.char_blocks(17 if arch.kind == "lm" else 32))  # fmt: skip
+                    t0 = time.perf_counter()
+                    out = A.run_one(arch, how, tasks[arch.kind], seed, steps)
+                    run.seconds = time.perf_counter() - t0
+                except ImportError as exc:
+                    run.error = f"unavailable: {exc}"
+                    runs.append(run)
+                    continue
+                run.init_loss, run.losses = out["random_loss"], out["losses"]
+                run.diverged = len(out["losses"]) < steps or not math.isfinite(out["val_loss"])
+                run.extra.update({k: out[k] for k in ("data_loss", "val_loss", "log_classes")})
+                run.extra["act_std"] = [(str(i), v) for i, v in enumerate(out["act_std"])]
+                runs.append(run)
+    return runs
+
+
+SUITES = ("quick", "makemore", "gradinit-table", "depth", "residual", "cifar10", "models", "all")
 
 
 def _check_device(device: str) -> str:
@@ -508,7 +549,7 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
     check_choice("suite", name, SUITES)
     device = _check_device(device)
     unused = [opt for opt, value, suites in (
-        ("data", data, ("cifar10",)), ("models", models, ("cifar10",)),
+        ("data", data, ("cifar10",)), ("models", models, ("cifar10", "models")),
         ("epochs", epochs, ("depth", "residual", "gradinit-table", "cifar10", "all")),
     ) if value is not None and name not in suites]  # fmt: skip
     if unused:
@@ -526,12 +567,11 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
     say = progress or (lambda s: None)
     runs: list[Run] = []
     if name == "quick":
-        runs += _makemore(1, 2000, say)
-        runs += _depth(1, [30], ["torch-default", "kaiming", "initlab"], 3, say, device)
-        runs += _residual(
-            1, [20], [0.1], ["torch-default", "initlab", "initlab-zero-residual", "skipinit"], 3,
-            say, device,
-        )  # fmt: skip
+        runs += _makemore(seeds, 2000, say)
+        runs += _depth(seeds, [30], ["torch-default", "kaiming", "initlab"], 3, say, device)
+        runs += _residual(seeds, [20], [0.1],
+                          ["torch-default", "kaiming", "initlab", "initlab-zero-residual", "skipinit"],
+                          3, say, device)  # fmt: skip
     if name in ("makemore", "all"):
         runs += _makemore(seeds, 20000, say)
     if name in ("depth", "all"):
@@ -544,6 +584,8 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
                           device)  # fmt: skip
     if name in ("gradinit-table", "all"):
         runs += _gradinit_table(seeds, epochs or 8, say, device)
+    if name == "models":
+        runs += _models(seeds, 200, say, models)
     if name == "cifar10":
         runs += _cifar10(seeds, data, epochs or 200, models or ["vgg19", "resnet110"], say,  # type: ignore[arg-type]
                          device, subset)  # fmt: skip
@@ -584,6 +626,13 @@ def summarize(runs: list[Run]) -> list[dict[str, str]]:
         if suite == "makemore":
             for key in ("saturated_frac", "dead_units_frac", "train_loss", "val_loss"):
                 row[key.replace("_", " ")] = _mean_se([r.extra.get(key, math.nan) for r in rs])
+        elif suite == "models":
+            row["init loss"] = _mean_se([r.init_loss for r in rs])
+            row["log classes"] = f"{rs[0].extra.get('log_classes', math.nan):.3f}"
+            row["held-out loss, 200 steps"] = _mean_se(
+                [r.extra.get("val_loss", math.nan) for r in rs]
+            )
+            row["diverged"] = f"{sum(r.diverged for r in rs)}/{len(rs)}"
         else:
             row["Acc_1"] = _mean_se([r.acc_1 for r in rs])
             row["Acc_best"] = _mean_se([r.acc_best for r in rs])
@@ -738,6 +787,9 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
         ax.set_xlabel("Linear/conv layer, in call order")
         ax.set_ylabel("std of the layer's output (log scale)")
         paths.append(_save_log_plot(fig, ax, out / f"act_std_{suite}_{model}.png"))
+    model_runs = [r for r in runs if r.suite == "models" and r.seed == 0 and r.extra.get("act_std")]
+    if model_runs:
+        paths.append(_models_plot(model_runs, out))
     depth_runs = [r for r in runs if r.suite == "depth"]
     if depth_runs:
         paths.append(_plot_depth(plt, depth_runs, out / "accuracy_vs_depth.png"))
@@ -786,6 +838,36 @@ def _plot_depth(plt: Any, depth_runs: list[Run], path: Path) -> Path:
         ax.set_ylim(0, 1)
         ax.set_ylabel("test accuracy (fraction)")
     fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _models_plot(runs: list[Run], out: Path) -> Path:
+    """The models suite in one figure: per architecture, each layer's output std at init
+    (seed 0) for every start, in call order, log scale."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r.model for r in runs))
+    cols = 4
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for r in runs:
+            if r.model == name:
+                stds = [v if v > 0 else math.nan for _, v in r.extra["act_std"]]  # zero: no point
+                ax.plot(range(1, len(stds) + 1), stds, marker=".", markersize=3, label=r.method)
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("layer (call order)", fontsize=7)
+        ax.set_ylabel("output std (log)", fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("output std of each Linear/conv/embedding at init, in call order (seed 0)")
+    fig.tight_layout()
+    path = out / "models_act_std.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

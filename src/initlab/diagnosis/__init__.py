@@ -244,7 +244,9 @@ def _planned_stds(
         if given is None:
             from ..planning import plan as make_plan
 
-            given = make_plan(work, "kaiming_normal", example=example, graph=graph)
+            # the head at gain 1: the checks judge a shrunk head against the unscaled one
+            given = make_plan(work, "kaiming_normal", example=example, graph=graph,
+                              head_scale=1.0 if graph.heads else None)  # fmt: skip
         return {e.name: e.std for e in given}
     except Exception as exc:  # the plan is a bonus; never block the diagnosis
         warnings.warn(f"initlab.doctor: no plan for predicted stds ({exc})", UserWarning,

@@ -132,7 +132,7 @@ def fixup(
         branches = residual_branches(g)
         if not branches:
             raise InitlabError(f"fixup: the trace found no residual branch. {g.summary()}")
-        p = plan(model, scheme, example=example, seed=seed, graph=g)
+        p = plan(model, scheme, example=example, seed=seed, graph=g, residual_scale=False)
         L = len(branches)
         ms = [branch_depth(g, b) for b in branches]
         factors: dict[str, float] = {}

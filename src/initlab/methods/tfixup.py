@@ -189,7 +189,7 @@ def tfixup(
         branches = residual_branches(g)
         if not branches:
             raise InitlabError(f"tfixup: the trace found no residual sub-layer. {g.summary()}")
-        p = plan(model, "xavier_uniform", example=example, seed=seed, graph=g,
+        p = plan(model, "xavier_uniform", example=example, seed=seed, graph=g, residual_scale=False,
                  rules={"weight": ("xavier_uniform", {"gain": 1.0})})  # fmt: skip
         order = {la.name: la.order for la in g.order()}
         reached = sorted((la for la in g.order() if la.order >= 0), key=lambda la: la.order)

@@ -63,7 +63,9 @@ def zerO_init(
     with transaction(model):
         g = trace(model, example)
         branches = residual_branches(g)
-        p = plan(model, "ZerO", example=example, seed=seed, graph=g)
+        p = plan(
+            model, "ZerO", example=example, seed=seed, graph=g, residual_scale=False, head_scale=1.0
+        )
         zeroed: list[str] = []
         ends = {weight_layers(g, b)[-1] for b in branches}
         heads = {la.name for la in g.heads if la.kind == "weight"}

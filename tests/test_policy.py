@@ -1,0 +1,229 @@
+"""The default policy of :func:`initlab.plan.plan`: one test per decision, on hand-written models
+and on real architectures built from transformers configs (nothing downloaded).
+
+Initial losses are measured on random inputs and labels; with logits of std ``s`` the expected
+excess over ``log(classes)`` is about ``s^2 / 2``, and its sampling noise over ``n`` targets is
+about ``s / sqrt(n)``: with ``n >= 512`` and ``s <= 0.3`` the 0.05-nat bounds hold with a margin
+of more than 5 standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import initlab
+from initlab.bench.architectures import ARCHITECTURES, ResNet50, TimmViT, inputs, logits_and_targets
+from initlab.bench.models import plain_mlp
+from initlab.errors import InitlabError
+from initlab.planning import DEEP_PLAIN_DEPTH, HEAD_GAIN, TIED_HEAD_GAIN
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _built(factory, *args):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return factory(*args)
+
+
+def _random_loss(arch_name: str, model: nn.Module, classes: int) -> float:
+    arch = ARCHITECTURES[arch_name]
+    g = _gen(1)
+    if arch.kind == "vision":
+        x, y = (
+            torch.randn(64, 3, 32, 32, generator=g),
+            torch.randint(0, classes, (64,), generator=g),
+        )
+    else:
+        x, y = torch.randint(0, classes, (32, 33 if arch.kind == "lm" else 32), generator=g), None
+    model.train()
+    with torch.no_grad():
+        logits, target = logits_and_targets(arch, model, x, y, classes)
+        return float(F.cross_entropy(logits, target))
+
+
+def _init_like_suite(arch_name: str, model: nn.Module, classes: int) -> initlab.Plan:
+    arch = ARCHITECTURES[arch_name]
+    g = _gen(2)
+    if arch.kind == "vision":
+        x = torch.randn(8, 3, 32, 32, generator=g)
+    else:
+        x = torch.randint(0, classes, (4, 17 if arch.kind == "lm" else 32), generator=g)
+    return initlab.init(model, example=inputs(arch, x, classes), seed=0)
+
+
+# --------------------------------------------------------------------------- heads
+
+
+def test_untied_head_starts_near_log_classes() -> None:
+    net = plain_mlp(64, 10, 4, 256, "relu")  # shallow: Kaiming with traced gains, small head
+    p = initlab.init(net, example=torch.randn(8, 64), seed=0)
+    assert p["6.weight"].role == "head" and p["6.weight"].gain == HEAD_GAIN
+    g = _gen(3)
+    x, y = torch.randn(1024, 64, generator=g), torch.randint(0, 10, (1024,), generator=g)
+    with torch.no_grad():
+        loss = float(F.cross_entropy(net(x), y))
+    assert abs(loss - math.log(10)) < 0.05
+
+
+def test_resnet50_in_train_mode_starts_near_log_classes() -> None:
+    model = _built(ResNet50, 10)
+    _init_like_suite("resnet50", model, 10)
+    assert abs(_random_loss("resnet50", model, 10) - math.log(10)) < 0.05
+
+
+def test_head_scale_is_the_heads_gain_and_raises_without_a_head() -> None:
+    net = plain_mlp(64, 10, 2, 32, "tanh")
+    p = initlab.plan(net, example=torch.randn(4, 64), head_scale=1.0)
+    assert p["2.weight"].gain == 1.0
+    table = nn.Embedding(10, 4)  # an embedding alone is no head
+    ids = torch.tensor([[1, 2]])
+    with pytest.raises(InitlabError, match="found no output head"):
+        initlab.plan(table, example=ids, head_scale=0.5)
+    assert initlab.plan(table, example=ids)["weight"].role == "embedding"
+
+
+# --------------------------------------------------------------------------- deep plain chains
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_deep_plain_chains_are_isometric_shallow_ones_keep_kaiming(act: str) -> None:
+    deep = initlab.plan(plain_mlp(64, 10, DEEP_PLAIN_DEPTH, 128, act), example=torch.randn(4, 64))
+    assert deep["0.weight"].scheme == "orthogonal"  # widens 64 -> 128: random isometry
+    assert deep["2.weight"].scheme == "ZerO" and deep["2.weight"].gain == 1.0
+    head = deep[f"{2 * (DEEP_PLAIN_DEPTH - 1)}.weight"]
+    assert head.role == "head" and head.gain == 1.0
+    shallow = initlab.plan(
+        plain_mlp(64, 10, DEEP_PLAIN_DEPTH - 1, 128, act), example=torch.randn(4, 64)
+    )
+    assert shallow["2.weight"].scheme == "kaiming_normal"
+    assert shallow["2.weight"].gain == pytest.approx(initlab.gain(act))
+
+
+def test_deep_plain_chain_keeps_the_signal() -> None:
+    net = plain_mlp(64, 10, 50, 128, "tanh")
+    initlab.init(net, example=torch.randn(4, 64), seed=0)
+    x = torch.randn(512, 64, generator=_gen(4))
+    with torch.no_grad():
+        h = net[:-1](x)
+    # identity layers: tanh iterated shrinks the signal only polynomially (q_l ~ 3 / (2 l)),
+    # where Kaiming at gain 5/3 is chaotic (Poole et al. 2016) and saturates the units
+    assert 0.1 < float(h.std()) / float(x.std()) < 1.0
+    assert float((h.abs() > 0.99).float().mean()) < 0.01
+
+
+# --------------------------------------------------------------------------- kept choices
+
+
+def test_zero_head_zero_gamma_and_layer_scale_are_kept() -> None:
+    vit = _built(TimmViT, 10)
+    p = initlab.init(vit, example=torch.randn(2, 3, 32, 32), seed=0)
+    assert p["head.weight"].scheme == "keep" and "constant 0" in p["head.weight"].note
+    assert float(vit.head.weight.detach().abs().sum()) == 0.0
+    assert p["blocks.0.ls1"].scheme == "keep" and float(
+        vit.blocks[0].ls1.detach()[0]
+    ) == pytest.approx(1e-5)
+    res = _built(ResNet50, 10, 16, True)
+    p = initlab.init(res, example=torch.randn(2, 3, 32, 32), seed=0)
+    assert p["layers.0.bn3.weight"].scheme == "keep"
+    assert float(res.layers[0].bn3.weight.detach().abs().sum()) == 0.0
+    assert p["layers.0.bn2.weight"].scheme == "ones"  # a gamma of 1 is the default: planned
+    ruled = initlab.plan(vit, example=torch.randn(2, 3, 32, 32), rules={"head": "zeros"})
+    assert ruled["head.weight"].scheme == "zeros"  # a rule overrides
+
+
+def test_flags_and_out_of_range_biases_are_kept_meta_is_not_read() -> None:
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    net[0].weight._no_reinit = True  # type: ignore[attr-defined]
+    with torch.no_grad():
+        net[2].bias.copy_(-3.0 - torch.rand(8, generator=_gen(5)))  # all below -1/sqrt(8)
+    before = [p.detach().clone() for p in net.parameters()]
+    p = initlab.init(net, example=torch.randn(2, 8), seed=0)
+    assert p["0.weight"].scheme == "keep" and "_no_reinit" in p["0.weight"].note
+    assert p["2.bias"].scheme == "keep" and torch.equal(net[2].bias, before[3])
+    assert p["0.bias"].scheme == "zeros" and p["4.weight"].scheme == "kaiming_normal"
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    assert all(e.scheme != "keep" for e in initlab.plan(meta, example=torch.randn(2, 8)))
+
+
+# --------------------------------------------------------------------------- real architectures
+
+
+def _needs_hf(name: str = "gpt2") -> None:
+    if ARCHITECTURES[name].needs_hf:
+        pytest.importorskip(
+            "transformers", reason="needs the optional extra: pip install transformers"
+        )
+
+
+@pytest.mark.hf
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_tiny_lms_start_at_least_as_well_as_their_own_init(name: str) -> None:
+    _needs_hf(name)
+    own = _built(ARCHITECTURES[name].build, 500)
+    ours = _built(ARCHITECTURES[name].build, 500)
+    _init_like_suite(name, ours, 500)
+    own_loss, our_loss = _random_loss(name, own, 500), _random_loss(name, ours, 500)
+    assert our_loss <= own_loss + 0.02 and abs(our_loss - math.log(500)) < 0.05
+
+
+@pytest.mark.hf
+def test_tied_table_and_summed_embeddings_share_one_scale() -> None:
+    _needs_hf()
+    model = _built(ARCHITECTURES["gpt2"].build, 500)
+    p = _init_like_suite("gpt2", model, 500)
+    d = model.config.n_embd
+    assert p["transformer.wte.weight"].tied == ("lm_head.weight",)
+    assert p["transformer.wte.weight"].std == pytest.approx(TIED_HEAD_GAIN / math.sqrt(d))
+    assert p["transformer.wpe.weight"].std == p["transformer.wte.weight"].std
+    bert = _built(ARCHITECTURES["bert"].build, 500)
+    q = _init_like_suite("bert", bert, 500)
+    emb = "bert.embeddings."
+    stds = {
+        q[emb + k + ".weight"].std
+        for k in ("word_embeddings", "position_embeddings", "token_type_embeddings")
+    }
+    assert len(stds) == 1
+    scaled = initlab.plan(model, example={"input_ids": torch.zeros(1, 4, dtype=torch.long)},
+                          head_scale=1.0)  # fmt: skip
+    assert scaled["transformer.wte.weight"].std == pytest.approx(1 / math.sqrt(d))
+
+
+@pytest.mark.hf
+def test_mamba_time_step_bias_is_kept() -> None:
+    _needs_hf()
+    model = _built(ARCHITECTURES["mamba"].build, 500)
+    bias = model.backbone.layers[0].mixer.dt_proj.bias.detach().clone()
+    p = _init_like_suite("mamba", model, 500)
+    assert p["backbone.layers.0.mixer.dt_proj.bias"].scheme == "keep"
+    assert torch.equal(model.backbone.layers[0].mixer.dt_proj.bias, bias)
+
+
+@pytest.mark.hf
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_every_architecture_starts_no_worse_than_its_own_init(name: str) -> None:
+    _needs_hf(name)
+    classes = 10 if ARCHITECTURES[name].kind == "vision" else 500
+    own = _built(ARCHITECTURES[name].build, classes)
+    ours = _built(ARCHITECTURES[name].build, classes)
+    _init_like_suite(name, ours, classes)
+    own_loss, our_loss = _random_loss(name, own, classes), _random_loss(name, ours, classes)
+    assert our_loss <= own_loss + 0.02 and our_loss < math.log(classes) + 0.05
+
+
+def test_models_suite_smoke() -> None:
+    from initlab.bench.run import _models, summarize
+
+    runs = _models(1, 2, lambda s: None, ["vit-timm"])
+    assert [r.method for r in runs] == ["initlab", "own", "kaiming_normal_"]
+    assert all(math.isfinite(r.extra["val_loss"]) and r.extra["act_std"] for r in runs)
+    rows = summarize(runs)
+    assert rows[0]["log classes"] == f"{math.log(10):.3f}" and "held-out loss, 200 steps" in rows[0]
