@@ -124,3 +124,19 @@ def test_blocks_drawn_by_several_threads_give_the_same_values(kind):
 def test_an_empty_tensor_is_left_alone():
     t = torch.empty(0)
     assert _trunc_normal_(t, 0.0, 1.0, -2.0, 2.0, torch.Generator().manual_seed(0)) is t
+
+
+def test_without_numpy_the_tensor_loop_gives_the_same_draws(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numpy is optional: without it the sampler takes the tensor loop, bit for bit the same."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "numpy" else real(name, *a)
+    )
+    n, mean, std, low, high = CASES[0]
+    got = torch.empty(n)
+    _trunc_normal_(got, mean, std, low, high, torch.Generator().manual_seed(3))
+    assert torch.equal(got, loop_reference(n, mean, std, low, high, seed=3))

@@ -29,14 +29,14 @@ or float64 for a float64 tensor, and round once to the tensor's dtype.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +44,9 @@ from .connectivity import Fans, parameter, tensor_fans
 from .connectivity import fans as module_fans
 from .errors import InitlabError, check_choice
 from .gains import gain
+
+if TYPE_CHECKING:  # numpy is optional: imported where the CPU sampler uses it
+    import numpy as np
 
 __all__ = [
     "SCHEMES",
@@ -120,7 +123,12 @@ def _trunc_normal_(tensor: torch.Tensor, mean: float, std: float, low: float, hi
     flat = tensor.view(-1)
     flat.normal_(mean, std, generator=generator)
     plain = flat.detach()
-    if type(plain) is torch.Tensor and plain.device.type == "cpu" and plain.dtype in _NUMPY_FLOATS:
+    if (
+        type(plain) is torch.Tensor
+        and plain.device.type == "cpu"
+        and plain.dtype in _NUMPY_FLOATS
+        and importlib.util.find_spec("numpy") is not None  # optional: the loop below is the same
+    ):
         _redraw_outside_cpu(plain.numpy(), mean, std, low, high, generator)
         return tensor
     idx = ((flat < low) | (flat > high)).nonzero().squeeze(1)
@@ -140,6 +148,8 @@ _SCRATCH = threading.local()
 def _masks(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Two boolean work arrays of ``n`` elements, reused by this thread (fresh ones cost page
     faults: allocating them each time doubles the cost of finding the rejects)."""
+    import numpy as np
+
     masks = getattr(_SCRATCH, "masks", None)
     if masks is None or masks[0].size < n:
         masks = (np.empty(n, dtype=bool), np.empty(n, dtype=bool))
@@ -149,6 +159,8 @@ def _masks(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _outside(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Flat indices of the values outside ``[low, high]``, compared in the values' dtype."""
+    import numpy as np
+
     lo, hi = values.dtype.type(low), values.dtype.type(high)  # as torch casts a scalar operand
     found = [np.empty(0, dtype=np.intp)]
     for start in range(0, values.size, _CHUNK):
@@ -172,6 +184,8 @@ def _redraw_outside_cpu(values: np.ndarray, mean: float, std: float, low: float,
     into fresh memory (CPU time), where the tensor loop added about 0.6
     (``benchmarks/bench_scale.py``).
     """
+    import numpy as np
+
     bad = _outside(values, low, high)
     if not bad.size:
         return
