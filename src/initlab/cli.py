@@ -275,7 +275,16 @@ def doctor_cmd(factory: str | None, demo: str | None, data_name: str, example_sh
     default="quick",
     show_default=True,
     type=click.Choice(
-        ["quick", "makemore", "gradinit-table", "depth", "residual", "cifar10", "all"]
+        [
+            "quick",
+            "makemore",
+            "gradinit-table",
+            "gradinit-deep",
+            "depth",
+            "residual",
+            "cifar10",
+            "all",
+        ]
     ),
 )
 @click.option("--seeds", type=int, default=1, show_default=True, help="seeds 0..N-1")

@@ -455,7 +455,8 @@ def _cifar10(seeds: int, path: str | Path, epochs: int, archs: list[str], progre
     return runs
 
 
-SUITES = ("quick", "makemore", "gradinit-table", "depth", "residual", "cifar10", "all")
+SUITES = ("quick", "makemore", "gradinit-table", "gradinit-deep", "depth", "residual", "cifar10",
+          "all")  # fmt: skip
 
 
 def _check_device(device: str) -> str:
@@ -488,7 +489,8 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
     device = _check_device(device)
     unused = [opt for opt, value, suites in (
         ("data", data, ("cifar10",)), ("models", models, ("cifar10",)),
-        ("epochs", epochs, ("depth", "residual", "gradinit-table", "cifar10", "all")),
+        ("epochs", epochs, ("depth", "residual", "gradinit-table", "gradinit-deep", "cifar10",
+                            "all")),
     ) if value is not None and name not in suites]  # fmt: skip
     if unused:
         raise InitlabError(
@@ -523,6 +525,10 @@ def run_suite(name: str, *, seeds: int = 1, out: str | Path | None = None, threa
                           device)  # fmt: skip
     if name in ("gradinit-table", "all"):
         runs += _gradinit_table(seeds, epochs or 8, say, device)
+    if name == "gradinit-deep":
+        from . import gradinit_deep
+
+        runs += gradinit_deep.run(seeds, epochs or 2, say, device)
     if name == "cifar10":
         runs += _cifar10(seeds, data, epochs or 200, models or ["vgg19", "resnet110"], say,  # type: ignore[arg-type]
                          device, subset)  # fmt: skip
