@@ -25,7 +25,7 @@ def test_mnist14_pixels_in_unit_range_and_half_size() -> None:
     ds = gradinit_deep.mnist14(0)
     assert ds.x_train.shape == (4000, 1, 14, 14) and ds.x_test.shape == (1000, 1, 14, 14)
     assert float(ds.x_train.min()) == 0.0 and 0.9 < float(ds.x_train.max()) <= 1.0
-    # 160 steps per epoch at the suite's batch, the floor being 150
+    # 160 steps per epoch at the suite's batch: GradInit's budget is hundreds of iterations
     assert -(-len(ds.x_train) // gradinit_deep.BATCH) >= 150
     assert torch.equal(gradinit_deep.mnist14(0).x_train, ds.x_train)  # deterministic per seed
 
