@@ -46,6 +46,7 @@ def test_every_row_runs_end_to_end_on_a_subset() -> None:
     runs = gradinit_deep.run(1, 1, lambda s: None, subset=50)
     rows = {(r.model, r.method): r for r in runs}
     assert ("resnet56", "fixup") in rows and ("vgg19-bn", "fixup") not in rows
+    assert ("vgg19-bn", "initlab + gradinit") in rows
     assert len(runs) == 2 * len(gradinit_deep.ROWS) - 1
     failed = [f"{r.model} {r.method}: {r.error}" for r in runs if r.error]
     assert not failed
