@@ -633,6 +633,7 @@ BENCH_SUITES = (
     "residual",
     "cifar10",
     "models",
+    "gradinit-deep",
     "all",
 )
 

@@ -13,7 +13,8 @@ from torch import nn
 
 from initlab.bench import models
 from initlab.bench.methods import Recipe
-from initlab.bench.run import _lr_factor, _param_groups, augment, run_suite, summarize
+from initlab.bench.run import run_suite, summarize
+from initlab.bench.training import _lr_factor, _param_groups, augment
 from initlab.errors import InitlabError
 
 

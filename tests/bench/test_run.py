@@ -12,15 +12,8 @@ from torch import nn
 from initlab.bench import models
 from initlab.bench.data import digits
 from initlab.bench.methods import Recipe
-from initlab.bench.run import (
-    Run,
-    accuracy,
-    activation_stds,
-    markdown,
-    summarize,
-    train_classifier,
-    write_outputs,
-)
+from initlab.bench.run import markdown, summarize, write_outputs
+from initlab.bench.training import Run, accuracy, activation_stds, train_classifier
 
 
 @pytest.fixture(scope="module")

@@ -43,19 +43,73 @@ def test_each_tensor_one_scalar_and_min_scale() -> None:
     assert any(s == 0.5 for n, s in res.scales.items() if n.endswith("weight"))  # the floor binds
 
 
-def test_zero_norm_and_norm_layers_skipped() -> None:
+def test_zero_norm_skipped_norm_layers_scaled_by_default() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
     nn.init.zeros_(net[0].bias)
     stats = {n: b.clone() for n, b in net.named_buffers()}
-    res = gradinit(net, F.cross_entropy, _data(4), lr=0.1, iters=5)
-    assert set(res.scales) == {"0.weight", "3.weight", "3.bias"}
-    assert "norm layer" in res.skipped["1.weight"] and "zero norm" in res.skipped["0.bias"]
-    assert torch.count_nonzero(net[0].bias) == 0 and torch.equal(net[1].weight, torch.ones(16))
+    res = gradinit(net, F.cross_entropy, _data(4), lr=0.1, iters=5, scale_lr=0.1)
+    # the official code scales BN gammas; BN betas start at 0 and are skipped like zero biases
+    assert set(res.scales) == {"0.weight", "1.weight", "3.weight", "3.bias"}
+    assert "zero norm" in res.skipped["0.bias"] and "zero norm" in res.skipped["1.bias"]
+    assert res.scales["1.weight"] != 1.0
+    assert torch.allclose(net[1].weight, torch.full((16,), res.scales["1.weight"]))
+    assert torch.count_nonzero(net[0].bias) == 0
     assert all(torch.equal(b, stats[n]) for n, b in net.named_buffers())  # running stats untouched
-    res2 = gradinit(nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4)), F.cross_entropy,
-                    _data(2, classes=4), lr=0.1, iters=2, scale_norms=True)  # fmt: skip
-    assert "1.weight" in res2.scales
+    torch.manual_seed(0)
+    net2 = nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4))
+    res2 = gradinit(net2, F.cross_entropy, _data(2, classes=4), lr=0.1, iters=2, scale_lr=0.1,
+                    scale_norms=False)  # fmt: skip
+    assert "norm layer" in res2.skipped["1.weight"] and torch.equal(net2[1].weight, torch.ones(4))
+
+
+def _official_rescale_adam(steps: list[tuple[float, bool]], lr: float, floor: float,
+                           clip: float, b1: float = 0.9, b2: float = 0.999,
+                           eps: float = 1e-8) -> list[float]:  # fmt: skip
+    """The official RescaleAdam rule for one scalar, in plain Python, written from its formula:
+    separate first moments and step counts per kind of step, one second moment over all steps."""
+    alpha, m, v, t = 1.0, {True: 0.0, False: 0.0}, 0.0, {True: 0, False: 0}
+    out = []
+    for g, cons in steps:
+        if alpha == 0.0:  # a tensor of zero norm is skipped
+            out.append(alpha)
+            continue
+        g = max(min(g, clip), -clip)
+        t[cons] += 1
+        m[cons] = m[cons] * b1 + g * (1 - b1)
+        v = v * b2 + g * g * (1 - b2)
+        denom = math.sqrt(v / (1 - b2 ** (t[True] + t[False]))) + eps
+        alpha = max(alpha - lr / (1 - b1 ** t[cons]) * m[cons] / denom, floor)
+        out.append(alpha)
+    return out
+
+
+def test_scale_optimizer_follows_the_official_rule() -> None:
+    from initlab.methods.gradinit import _RescaleAdam
+
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    # constraint steps, then objective steps, then interleaved; gradients of both signs, some
+    # beyond the clip; per scalar its own sequence
+    kinds = [True] * 5 + [False] * 5 + [i % 3 == 0 for i in range(20)]
+    grads = torch.randn(len(kinds), n, generator=g, dtype=torch.float64) * 0.8
+    grads[:, : n // 2] += 0.6  # half the scalars drift down (some reach the floor)
+    lr, clip = 0.1, 1.0
+    floor = torch.tensor([0.0 if i % 4 == 0 else 0.01 for i in range(n)], dtype=torch.float64)
+    alpha = torch.ones(n, dtype=torch.float64)
+    opt = _RescaleAdam(n, lr, floor, clip)
+    got = []
+    for k, gr in zip(kinds, grads, strict=True):
+        opt.step(alpha, gr, constraint=k)
+        got.append(alpha.clone())
+    got_t = torch.stack(got)
+    for i in range(n):
+        want = _official_rescale_adam(
+            [(float(grads[s, i]), kinds[s]) for s in range(len(kinds))], lr, float(floor[i]), clip
+        )
+        assert torch.allclose(got_t[:, i], torch.tensor(want, dtype=torch.float64), atol=1e-12)
+    assert bool((got_t[-1] == 0).any())  # some biases reached 0 and stayed (skipped after)
+    assert bool((got_t[-1] == 0.01).any())  # some weights sit at their floor
 
 
 def test_gradient_norm_bound_reached() -> None:

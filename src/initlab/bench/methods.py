@@ -139,7 +139,8 @@ def gradinit(model: nn.Module, ctx: Context) -> None:
     """The suite's base init, then GradInit (Zhu et al. 2021) for the recipe's optimizer and lr:
     SGD target, eta = the training lr, gamma from eta (1 at lr 0.1, the scripts' value),
     normalized direction, min scale 0.01, the script's scale lr for the architecture (option
-    ``gradinit_scale_lr``, default 1e-2), one epoch of iterations on half-batches."""
+    ``gradinit_scale_lr``, default 1e-2), norm gammas scaled (the official code's default), one
+    epoch of iterations on half-batches."""
     from ..methods.gradinit import gradinit as run
 
     _base(model, ctx)

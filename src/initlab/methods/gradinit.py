@@ -1,6 +1,6 @@
 r"""GradInit: learn one scale per parameter tensor so the first optimizer step goes far (Zhu et al., NeurIPS 2021).
 
-Algorithm 1 of the paper, as in ``zhuchen03/gradinit`` (``gradinit_utils.py``,
+Algorithm 1 of the paper, as the official code ``zhuchen03/gradinit`` runs it (``gradinit_utils.py``,
 ``gradinit_optimizers.py``). Each scalable tensor is :math:`\theta_i = \alpha_i \theta_i^0`,
 :math:`\alpha_i = 1` at the start. For :math:`t = 1..T`:
 
@@ -12,10 +12,13 @@ Algorithm 1 of the paper, as in ``zhuchen03/gradinit`` (``gradinit_utils.py``,
   (:math:`g/\|g\|_2` for SGD with ``normalize_grad``, :math:`g` without it, :math:`\operatorname{sign} g`
   for Adam); one step on :math:`\nabla_\alpha L(\tilde S; \theta')/\eta` with
   :math:`\tilde S = (b_0, b_2)`: half shared with :math:`S`, half fresh.
-* Scale optimizer (``RescaleAdam``): Adam on each scalar (betas 0.9/0.999, eps 1e-8), the scalar's
-  gradient clipped to ``[-grad_clip, grad_clip]``, separate moment estimates for constraint steps
-  and objective steps (as the official code), then :math:`\alpha \leftarrow \max(\alpha - \text{step},
-  \underline\alpha)`; :math:`\underline\alpha` = ``min_scale`` for weights, 0 for biases.
+* Scale optimizer (``RescaleAdam`` of the official code): Adam on each scalar (betas 0.9/0.999,
+  eps 1e-8), the scalar's gradient clipped to ``[-grad_clip, grad_clip]``; constraint and objective
+  steps keep **separate first moments and step counts** but **one shared second moment**, updated
+  on every step: the first bias correction counts the steps of the kind taken, the second counts
+  all steps (:class:`_RescaleAdam` has the formula). Then
+  :math:`\alpha \leftarrow \max(\alpha - \text{step}, \underline\alpha)`; :math:`\underline\alpha`
+  = ``min_scale`` for weights, 0 for biases; a scale that reached 0 stays there.
 
 Defaults: ``gamma`` from the paper's relation :math:`\eta\gamma^2 = 0.1` (SGD) and
 :math:`\eta\gamma = 0.1` (Adam) (for the released CIFAR setting :math:`\eta = 0.1` this gives the
@@ -28,19 +31,25 @@ trained worse (0.15 against 0.72 test accuracy); ``iters=390`` (one CIFAR epoch 
 ``scale_lr=1e-2`` (the released VGG-19 w/o BN script); ``normalize_grad=True`` (the released SGD
 scripts); ``min_scale=0.01``; ``grad_clip=1``.
 
-Deviations from the official code (each deliberate):
+Where initlab differs from the official code, and where it only looks as if it did:
 
 * **Functional**: the scales are applied through :func:`torch.func.functional_call`; the model is
   never changed while optimizing and is written once at the end (the repo rescales ``p.data``).
   Mathematically the same: the repo's scalar gradient ``<dL/dp, p> ||p0|| / ||p||`` equals
   :math:`\partial L/\partial\alpha`.
-* **Norm layers excluded** (``scale_norms=False``), as we read the paper. The official CIFAR
-  code *does* scale BatchNorm weight and bias (its ``GradInitBatchNorm2d``) and its Transformer code
-  scales LayerNorm gains; ``scale_norms=True`` does the same. Norm parameters still count in
-  :math:`g`, its norm and the look-ahead step (they are trained parameters).
-* **Which tensors**: every trainable tensor not in a norm layer and with nonzero norm gets a scale
-  (the repo: conv/linear/BN and its Fixup scalars; zero-norm tensors are skipped there too). The
-  floor 0 applies to tensors whose leaf name contains ``bias``, ``min_scale`` to all others.
+* **Norm layers**: scaled by default (``scale_norms=True``), as the official CIFAR code scales
+  BatchNorm weights (its BN biases start at 0 and are skipped); ``scale_norms=False`` leaves
+  them as they are. Either way they count in :math:`g`, its norm and the look-ahead step.
+* **Which tensors**: every trainable tensor with nonzero norm gets a scale, and every trainable
+  tensor counts in :math:`g` and the look-ahead. The official code scales the parameters whose
+  name holds ``weight`` or ``bias`` and computes :math:`g` over ``Conv2d``, ``Linear``,
+  ``BatchNorm2d`` and its Fixup ``Scale``/``Bias`` modules only; on such models (all the CIFAR
+  nets of the paper) the two agree. The floor 0 applies to tensors whose leaf name contains
+  ``bias``, ``min_scale`` to all others (the official two parameter groups).
+* **Arithmetic**: :math:`\partial L/\partial\alpha` comes from autograd in the model's dtype and
+  the scale optimizer runs in float64 (the official code: the float32 inner product
+  ``<dL/dp, p> ||p0|| / ||p||`` turned into a Python float); runs agree to rounding, which the
+  clipped, sign-like Adam steps can amplify over hundreds of iterations.
 * **BatchNorm** runs on batch statistics without updating running statistics, dropout off (as the
   repo: ``model.eval()`` plus BN in training mode); the running statistics are untouched because
   functional calls see copies of the buffers.
@@ -65,6 +74,7 @@ from torch.func import functional_call
 
 from ..errors import InitlabError, check_choice
 from ..graph import is_norm
+from ..hooks import eval_mode
 from ..placement import check_placement
 from ..transaction import transaction
 from ._common import (
@@ -135,27 +145,46 @@ def default_gamma(lr: float, optimizer: str) -> float:
 
 
 class _RescaleAdam:
-    """The official ``RescaleAdam`` on a vector of scalars (constraint and objective moments apart)."""
+    r"""The official ``RescaleAdam`` on a vector of scalars :math:`\alpha`.
+
+    Per scalar, with :math:`g` the gradient clipped to ``[-grad_clip, grad_clip]``, :math:`k` the
+    kind of step (constraint or objective), :math:`t_k` the steps of that kind and
+    :math:`t = t_c + t_o` all steps so far (this one included):
+
+    .. math::
+        m_k \leftarrow \beta_1 m_k + (1-\beta_1) g, \qquad
+        v \leftarrow \beta_2 v + (1-\beta_2) g^2, \qquad
+        \alpha \leftarrow \max\Big(\alpha - \frac{\tau}{1-\beta_1^{t_k}}
+        \frac{m_k}{\sqrt{v/(1-\beta_2^{t})}+\epsilon}, \underline\alpha\Big).
+
+    Two first moments, ONE second moment updated on every step. A scalar that reached 0 (a bias
+    at its floor) is skipped from then on, as the official code skips tensors of zero norm.
+    """
 
     def __init__(self, n: int, lr: float, floor: torch.Tensor, grad_clip: float,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:  # fmt: skip
         self.lr, self.floor, self.clip, self.betas, self.eps = lr, floor, grad_clip, betas, eps
-        zeros = torch.zeros(n, dtype=torch.float64)
-        self.state = {c: [zeros.clone(), zeros.clone(), 0] for c in (True, False)}
+        zeros = torch.zeros(n, dtype=torch.float64, device=floor.device)
+        self.m = {True: zeros.clone(), False: zeros.clone()}
+        self.v = zeros.clone()
+        self.t = {True: zeros.clone(), False: zeros.clone()}
 
     def step(self, alpha: torch.Tensor, grad: torch.Tensor, constraint: bool) -> None:
+        a = alpha.detach().to(torch.float64)
+        active = a != 0
         g = grad.to(torch.float64)
         if self.clip > 0:
             g = g.clamp(-self.clip, self.clip)
-        m, v, t = self.state[constraint]
         b1, b2 = self.betas
-        t += 1
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        self.state[constraint][2] = t
-        denom = (v / (1 - b2**t)).sqrt() + self.eps
-        new = alpha.detach().to(torch.float64) - self.lr / (1 - b1**t) * m / denom
-        alpha.data.copy_(torch.maximum(new, self.floor).to(alpha.dtype))
+        self.t[constraint] += active
+        m = self.m[constraint]
+        m.copy_(torch.where(active, b1 * m + (1 - b1) * g, m))
+        self.v.copy_(torch.where(active, b2 * self.v + (1 - b2) * g * g, self.v))
+        t_kind = self.t[constraint].clamp(min=1)  # inactive scalars: any count, result unused
+        t_all = (self.t[True] + self.t[False]).clamp(min=1)
+        denom = (self.v / (1 - b2**t_all)).sqrt() + self.eps
+        new = torch.maximum(a - self.lr / (1 - b1**t_kind) * m / denom, self.floor)
+        alpha.data.copy_(torch.where(active, new, a).to(alpha.dtype))
 
 
 def gradinit(
@@ -171,7 +200,7 @@ def gradinit(
     min_scale: float = 0.01,
     grad_clip: float = 1.0,
     normalize_grad: bool = True,
-    scale_norms: bool = False,
+    scale_norms: bool = True,
     progress: bool | None = None,
 ) -> GradInitResult:
     """Learn per-tensor scales by Algorithm 1 of GradInit and write them into ``model``.
@@ -191,7 +220,8 @@ def gradinit(
         min_scale: floor of the weights' scales (biases: 0).
         grad_clip: clip of each scale's gradient (0: none).
         normalize_grad: SGD look-ahead with :math:`g/\\|g\\|_2` (the released scripts).
-        scale_norms: also scale norm-layer parameters (the official CIFAR code does).
+        scale_norms: scale norm-layer parameters too (default, as the official code);
+            ``False`` leaves them as they are (they still count in the gradient norm).
         progress: show a progress bar (``None``: when stderr is a TTY).
 
     Returns:
@@ -265,65 +295,57 @@ def gradinit(
         raise InitlabError(f"gradinit: cannot concatenate input batches of type {type(a).__name__}")
 
     history: list[GradInitStep] = []
-    modes = {m: m.training for m in model.modules()}
-    with transaction(model):
-        try:
-            model.eval()  # dropout off
-            for m in model.modules():
-                if is_norm(m):
-                    m.train()  # batch statistics (running stats go to copies)
-            for _ in progress_bar(iters, progress, "gradinit"):
-                (x0, y0), (x1, y1) = draw(), draw()
-                theta = {n: a * base[n] for n, a in zip(scaled, alpha.unbind(), strict=True)}
-                theta.update({n: trainable[n].detach() for n in others})
-                for n in others:
-                    theta[n] = theta[n].clone().requires_grad_(True)
-                loss = loss_fn(forward(theta, cat(x0, x1)), torch.cat([y0, y1]))
-                names = list(theta)
-                grads = torch.autograd.grad(
-                    loss, [theta[n] for n in names], create_graph=True, allow_unused=True
+    # dropout off, norms on batch statistics (running stats go to copies), as the official code
+    with transaction(model), eval_mode(model, train_if=is_norm):
+        for _ in progress_bar(iters, progress, "gradinit"):
+            (x0, y0), (x1, y1) = draw(), draw()
+            theta = {n: a * base[n] for n, a in zip(scaled, alpha.unbind(), strict=True)}
+            theta.update({n: trainable[n].detach() for n in others})
+            for n in others:
+                theta[n] = theta[n].clone().requires_grad_(True)
+            loss = loss_fn(forward(theta, cat(x0, x1)), torch.cat([y0, y1]))
+            names = list(theta)
+            grads = torch.autograd.grad(
+                loss, [theta[n] for n in names], create_graph=True, allow_unused=True
+            )
+            grads = [
+                torch.zeros_like(theta[n]) if g is None else g
+                for n, g in zip(names, grads, strict=True)
+            ]
+            if pnorm == 2:
+                gnorm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+            else:
+                gnorm = sum(g.abs().sum() for g in grads)
+            shared = all_reduce_mean_(gnorm.detach().clone().reshape(1)).item()
+            if not math.isfinite(shared) or not math.isfinite(loss.item()):
+                raise InitlabError(
+                    f"gradinit: non-finite loss ({loss.item()}) or gradient norm ({shared}) at "
+                    f"iteration {len(history) + 1}; the model diverges at its current init: "
+                    "initialize it first (initlab.init) or lower scale_lr"
                 )
-                grads = [
-                    torch.zeros_like(theta[n]) if g is None else g
-                    for n, g in zip(names, grads, strict=True)
-                ]
-                if pnorm == 2:
-                    gnorm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
-                else:
-                    gnorm = sum(g.abs().sum() for g in grads)
-                shared = all_reduce_mean_(gnorm.detach().clone().reshape(1)).item()
-                if not math.isfinite(shared) or not math.isfinite(loss.item()):
-                    raise InitlabError(
-                        f"gradinit: non-finite loss ({loss.item()}) or gradient norm ({shared}) at "
-                        f"iteration {len(history) + 1}; the model diverges at its current init: "
-                        "initialize it first (initlab.init) or lower scale_lr"
-                    )
-                if shared > gamma:
-                    (ga,) = torch.autograd.grad(gnorm, alpha, allow_unused=True)
-                    ga = torch.zeros_like(alpha) if ga is None else ga
-                    opt.step(alpha, all_reduce_mean_(ga.detach().clone()), constraint=True)
-                    history.append(GradInitStep(loss.item(), shared, True, float("nan")))
-                    continue
-                with torch.no_grad():
-                    if optimizer == "adam":
-                        step = [g.sign() for g in grads]
-                    elif normalize_grad:
-                        step = [g / gnorm for g in grads]
-                    else:
-                        step = [g.detach() for g in grads]
-                step = [s.detach() for s in step]
-                theta2 = {n: theta[n] - lr * s for n, s in zip(names, step, strict=True)}
-                x2, y2 = draw()
-                new_loss = loss_fn(forward(theta2, cat(x0, x2)), torch.cat([y0, y2]))
-                (ga,) = torch.autograd.grad(new_loss / lr, alpha, allow_unused=True)
+            if shared > gamma:
+                (ga,) = torch.autograd.grad(gnorm, alpha, allow_unused=True)
                 ga = torch.zeros_like(alpha) if ga is None else ga
-                opt.step(alpha, all_reduce_mean_(ga.detach().clone()), constraint=False)
-                history.append(GradInitStep(loss.item(), shared, False, new_loss.item()))
+                opt.step(alpha, all_reduce_mean_(ga.detach().clone()), constraint=True)
+                history.append(GradInitStep(loss.item(), shared, True, float("nan")))
+                continue
             with torch.no_grad():
-                for n, a in zip(scaled, alpha.detach().unbind(), strict=True):
-                    trainable[n].copy_(a * base[n])
-        finally:
-            for m, training in modes.items():
-                m.training = training
+                if optimizer == "adam":
+                    step = [g.sign() for g in grads]
+                elif normalize_grad:
+                    step = [g / gnorm for g in grads]
+                else:
+                    step = [g.detach() for g in grads]
+            step = [s.detach() for s in step]
+            theta2 = {n: theta[n] - lr * s for n, s in zip(names, step, strict=True)}
+            x2, y2 = draw()
+            new_loss = loss_fn(forward(theta2, cat(x0, x2)), torch.cat([y0, y2]))
+            (ga,) = torch.autograd.grad(new_loss / lr, alpha, allow_unused=True)
+            ga = torch.zeros_like(alpha) if ga is None else ga
+            opt.step(alpha, all_reduce_mean_(ga.detach().clone()), constraint=False)
+            history.append(GradInitStep(loss.item(), shared, False, new_loss.item()))
+        with torch.no_grad():
+            for n, a in zip(scaled, alpha.detach().unbind(), strict=True):
+                trainable[n].copy_(a * base[n])
     scales = {n: float(a) for n, a in zip(scaled, alpha.detach().tolist(), strict=True)}
     return GradInitResult(scales, tuple(history), gamma, float(lr), optimizer, skipped)
