@@ -61,7 +61,10 @@ def test_outputs_written(ds, tmp_path):
 def test_suite_size_counts_the_runs_of_a_suite():
     from initlab.bench.run import suite_size
 
-    assert suite_size("quick") == 16  # 6 makemore inits + 2 activations x 3 depth methods + 4
+    assert suite_size("quick") == 17  # 6 makemore inits + 2 activations x 3 depth methods + 5
+    assert suite_size("quick", seeds=3) == 3 * 17
+    assert suite_size("models", models=["gpt2", "vit"], seeds=2) == 2 * 3 * 2  # 3 starts each
+    assert suite_size("gradinit-deep") == 9 + 8  # every row on the no-BN ResNet, no Fixup with BN
     assert suite_size("depth", seeds=3) == 3 * suite_size("depth")
     assert suite_size("cifar10", models=["resnet20"]) == 15  # 8 rows without BN (Fixup), 7 with
 

@@ -307,16 +307,32 @@ def _table_size(families: list[str]) -> int:
     return sum(2 * rows - (1 if f == "resnet" else 2) for f in families)
 
 
+def _architecture_names() -> list[str]:
+    from . import architectures
+
+    return list(architectures.ARCHITECTURES)
+
+
+def _gradinit_deep_size() -> int:
+    """Runs per seed of ``gradinit-deep``: every row on every net, Fixup only without BN."""
+    from . import gradinit_deep as deep
+
+    return sum(1 for _, (_, key) in deep.ARCHS.items() for row in deep.ROWS
+               if not (row[1] == "fixup" and key.endswith("-bn")))  # fmt: skip
+
+
 def suite_size(name: str, seeds: int = 1, models: list[str] | None = None) -> int:
     """How many training runs :func:`run_suite` will do (for a progress bar with counts and ETA).
 
     >>> suite_size("quick")
-    16
+    17
     """
     makemore, depth, residual = 6 * seeds, 2 * 4 * 7 * seeds, 2 * 4 * 7 * seeds
     table = _table_size(["vgg", "resnet"]) * seeds
     sizes = {
-        "quick": 6 + 2 * 3 + 4,
+        "quick": (6 + 2 * 3 + 5) * seeds,
+        "models": len(models or _architecture_names()) * 3 * seeds,
+        "gradinit-deep": _gradinit_deep_size() * seeds,
         "makemore": makemore,
         "depth": depth,
         "residual": residual,
