@@ -54,13 +54,13 @@ A rule that matches no parameter warns.
 The package, one module per step: :mod:`~initlab.planning.rules` (rule keys and precedence),
 :mod:`~initlab.planning.policy` (the model-level defaults), :mod:`~initlab.planning.decide` (one
 parameter's decision), :mod:`~initlab.planning.types` (:class:`PlanEntry`, :class:`Plan`),
-:mod:`~initlab.planning.draw` (one entry's values), :mod:`~initlab.planning.apply` (the prepare
+:mod:`~initlab.planning.drawing` (one entry's values), :mod:`~initlab.planning.apply` (the prepare
 and write phases) and :mod:`~initlab.planning.planner` (:func:`plan`, :func:`init`).
 """
 
 from __future__ import annotations
 
-from .draw import draw as draw
+from .drawing import draw as draw
 from .planner import init, plan
 from .policy import DEEP_PLAIN_DEPTH, HEAD_GAIN, TIED_HEAD_GAIN
 from .rules import ROLES

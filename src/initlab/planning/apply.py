@@ -13,7 +13,7 @@ import torch
 from .. import materialize, shard
 from ..materialize import MetaState
 from ..schemes import SCHEMES
-from .draw import draw
+from .drawing import draw
 
 if TYPE_CHECKING:  # types imports this module for Plan.apply
     from .types import Plan

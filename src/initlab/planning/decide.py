@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from ..gains import gain as activation_gain
 from ..graph import Graph, Layer
 from ..schemes import SCHEMES, get_scheme
 from .policy import _Policy
-from .rules import _ROLE_ORDER, _pick, _Rule
+from .rules import _ROLE_ORDER, _matching, _Rule, _winner
 from .types import RESIDUAL_INNER, RESIDUAL_SCALED, RESIDUAL_ZEROED, PlanEntry, _expected_std
 
 
@@ -65,14 +66,42 @@ def _param_fans(model: nn.Module, name: str, tensor: torch.Tensor) -> Fans | Non
         return None
 
 
-def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: tuple[str, ...],
-            default: str, options: Mapping[str, Any], rules: list[_Rule], used: set[int],
-            policy: _Policy, include_frozen: bool, fallback: list[_Rule],
-            loaded: set[str]) -> PlanEntry:  # fmt: skip
-    layers = [graph.layer_of(n) for n in names]
+@dataclass(frozen=True)
+class _Context:
+    """What every parameter's decision reads: the model, its trace and the call's settings."""
+
+    model: nn.Module
+    graph: Graph
+    default: str  # the default scheme's registry name
+    options: Mapping[str, Any]  # its keyword options
+    rules: tuple[_Rule, ...]  # the user's rules
+    fallback: tuple[_Rule, ...]  # a preset's rules, below every user rule
+    policy: _Policy
+    include_frozen: bool
+    loaded: frozenset[str]  # parameters read from a checkpoint (skip_initialized)
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Where one parameter sits: what its decision reads of the model and the trace."""
+
+    name: str
+    names: tuple[str, ...]  # every name of the tensor (tied parameters), ``name`` first
+    prefix: str  # the owning module's qualified name
+    module: nn.Module
+    layer: Layer | None  # the traced layer of the first name that has one
+    local: str  # the name inside that layer
+    roles: tuple[str, ...]  # most specific first; ``roles[0]`` is the role
+    activation: str | None
+    fans: Fans | None
+
+
+def _site(ctx: _Context, name: str, p: torch.Tensor, names: tuple[str, ...]) -> _Site:
+    """The parameter's layer, module, roles (the union over its names) and fans."""
+    layers = [ctx.graph.layer_of(n) for n in names]
     layer = next((la for la in layers if la is not None), None)
     prefix = name.rpartition(".")[0]
-    module = model.get_submodule(prefix) if prefix else model
+    module = ctx.model.get_submodule(prefix) if prefix else ctx.model
     local = name[len(layer.name) + 1 :] if layer is not None and layer.name else name
     head_tied = any(la is not None and "head" in la.roles for la in layers)
     roles_set: list[str] = []
@@ -82,9 +111,13 @@ def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: t
             if r not in roles_set:
                 roles_set.append(r)
     roles = tuple(sorted(roles_set, key=_ROLE_ORDER.__getitem__))
-    role = roles[0]
     activation = layer.activation if layer is not None else None
-    fans = _param_fans(model, name, p)
+    fans = _param_fans(ctx.model, name, p)
+    return _Site(name, names, prefix, module, layer, local, roles, activation, fans)
+
+
+def _trace_notes(layer: Layer | None) -> list[str]:
+    """What the trace could not settle about the parameter's layer."""
     notes = []
     if layer is not None and layer.calls == 0:
         notes.append("never reached by the example: planned without its activation")
@@ -92,29 +125,53 @@ def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: t
         notes.append(
             f"followed by different activations across calls {layer.conflicts}; used the first"
         )
-    # 1. the default decision, 2. what the model's structure changes, 3. rules, 4. what is kept
-    scheme, kwargs, g = _default_for(role, roles, local, p, layer, default, options, activation,
-                                     policy, fans)  # fmt: skip
-    scheme, kwargs, g, source = _structural(scheme, kwargs, g, role, roles, layer, policy)
+    return notes
+
+
+def _kept_anyway(ctx: _Context, p: torch.Tensor, names: tuple[str, ...]) -> tuple[str, str] | None:
+    """``(source, note)`` when the parameter is kept whatever was decided (loaded, frozen, empty)."""
+    if ctx.loaded.intersection(names):
+        return "loaded", "loaded from a checkpoint: kept (skip_initialized=True)"
+    if not p.requires_grad and not ctx.include_frozen:
+        return (
+            "frozen",
+            "frozen (requires_grad=False): kept; pass include_frozen=True to initialize",
+        )
+    if p.numel() == 0:  # a zero-width layer: no fans, nothing to draw (torch: a no-op)
+        return "empty", "zero elements (a zero-width layer): nothing to initialize"
+    return None
+
+
+def _decide(
+    ctx: _Context, name: str, p: torch.Tensor, names: tuple[str, ...]
+) -> tuple[PlanEntry, frozenset[int]]:
+    """The entry for parameter ``name`` and the indices of the user's rules that matched it.
+
+    1. the default decision, 2. what the model's structure changes, 3. rules (the user's, then
+    the preset's), else values the model's author chose, 4. what is kept whatever was decided.
+    """
+    site = _site(ctx, name, p, names)
+    layer, roles, role, fans = site.layer, site.roles, site.roles[0], site.fans
+    notes = _trace_notes(layer)
+    scheme, kwargs, g = _default_for(role, roles, site.local, p, layer, ctx.default, ctx.options,
+                                     site.activation, ctx.policy, fans)  # fmt: skip
+    scheme, kwargs, g, source = _structural(scheme, kwargs, g, role, roles, layer, ctx.policy)
     fn = None
-    rule = _pick(rules, names, module, roles, used) or _pick(fallback, names, module, roles, set())
+    hits = _matching(ctx.rules, names, site.module, roles)
+    rule = _winner(hits) or _winner(_matching(ctx.fallback, names, site.module, roles))
     if rule is not None:
         source = rule.label
-        scheme, kwargs, fn, g = _rule_decision(rule, p, activation, role, policy.head_gain, layer)
+        scheme, kwargs, fn, g = _rule_decision(rule, p, site.activation, role,
+                                               ctx.policy.head_gain, layer)  # fmt: skip
     else:
-        why = _deliberate(p, layer, roles, local, scheme)
+        why = _deliberate(p, layer, roles, site.local, scheme)
         if why:
             scheme, kwargs, g, source = "keep", {}, 1.0, "kept"
             notes.append(why)
-    if loaded.intersection(names):
-        scheme, kwargs, fn, source = "keep", {}, None, "loaded"
-        notes.append("loaded from a checkpoint: kept (skip_initialized=True)")
-    elif not p.requires_grad and not include_frozen:
-        scheme, kwargs, fn, source = "keep", {}, None, "frozen"
-        notes.append("frozen (requires_grad=False): kept; pass include_frozen=True to initialize")
-    elif p.numel() == 0:  # a zero-width layer: no fans, nothing to draw (torch: a no-op)
-        scheme, kwargs, fn, source = "keep", {}, None, "empty"
-        notes.append("zero elements (a zero-width layer): nothing to initialize")
+    kept = _kept_anyway(ctx, p, names)
+    if kept is not None:
+        scheme, kwargs, fn, (source, note) = "keep", {}, None, kept
+        notes.append(note)
     needs = scheme not in ("keep", "custom") and SCHEMES[scheme].uses_fans
     if needs and fans is None:
         raise InitlabError(
@@ -123,14 +180,14 @@ def _decide(model: nn.Module, graph: Graph, name: str, p: torch.Tensor, names: t
             "{'" + role + "': ('normal', {'std': 0.02})}"
         )
     entry = PlanEntry(
-        name=name, shape=tuple(p.shape), module=prefix, module_type=type(module).__name__,
-        role=role, roles=roles, activation=activation,
+        name=name, shape=tuple(p.shape), module=site.prefix, module_type=type(site.module).__name__,
+        role=role, roles=roles, activation=site.activation,
         fan_in=fans.fan_in if fans else None, fan_out=fans.fan_out if fans else None,
         chunks=fans.chunks if fans else 1, scheme=scheme, kwargs=dict(kwargs), gain=g, std=None,
         source=source, tied=names[1:], note="; ".join(notes), fn=fn,
         receptive_field=fans.receptive_field if fans else 1,
     )  # fmt: skip
-    return dataclasses.replace(entry, std=_expected_std(entry))
+    return dataclasses.replace(entry, std=_expected_std(entry)), frozenset(r.index for r in hits)
 
 
 def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor, layer: Layer | None,

@@ -15,7 +15,7 @@ from ..graph import Graph, trace
 from ..materialize import MetaState
 from ..placement import check_placement
 from ..schemes import SCHEMES, get_scheme
-from .decide import _decide
+from .decide import _Context, _decide
 from .policy import _policy
 from .rules import RuleValue, _parse_rules, _Rule
 from .types import Plan, PlanEntry
@@ -88,7 +88,9 @@ def plan(
         if skip_initialized:
             loaded = set(initialized_params(model))
     policy = _policy(model, graph, head_scale, residual_scale)
-    used: set[int] = set()
+    context = _Context(model, graph, default.name, options, tuple(parsed), tuple(fallback), policy,
+                       include_frozen, frozenset(loaded))  # fmt: skip
+    used: set[int] = set()  # the indices of the user's rules that matched some parameter
     tied: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         tied.setdefault(id(p), []).append(name)
@@ -99,8 +101,8 @@ def plan(
             continue
         seen.add(id(p))
         names = tuple(tied[id(p)])
-        entries[name] = _decide(model, graph, name, p, names, default.name, options, parsed, used,
-                                policy, include_frozen, fallback, loaded)  # fmt: skip
+        entries[name], hits = _decide(context, name, p, names)
+        used |= hits
     order = {la.name: i for i, la in enumerate(graph.order())}
     rank = {n: order.get(e.module if e.module in order else _layer_name(graph, n), len(order))
             for n, e in entries.items()}  # fmt: skip

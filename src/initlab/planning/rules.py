@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +82,15 @@ def _matches(
     return rule.key in roles
 
 
-def _pick(rules: list[_Rule], names: tuple[str, ...], module: nn.Module, roles: tuple[str, ...],
-          used: set[int]) -> _Rule | None:  # fmt: skip
-    hits = [r for r in rules if _matches(r, names, module, roles)]
-    for r in hits:
-        used.add(r.index)
+def _matching(rules: Sequence[_Rule], names: tuple[str, ...], module: nn.Module,
+              roles: tuple[str, ...]) -> list[_Rule]:  # fmt: skip
+    """Every rule that matches the parameter, in the order listed."""
+    return [r for r in rules if _matches(r, names, module, roles)]
+
+
+def _winner(hits: Sequence[_Rule]) -> _Rule | None:
+    """The rule that decides among ``hits``: the highest kind (name, class, predicate, role);
+    among role rules, the parameter's most specific role; then the rule listed last."""
     if not hits:
         return None
     best = min(r.kind for r in hits)

@@ -17,7 +17,7 @@ from ..graph import Graph
 from ..materialize import MetaState
 from ..schemes import SCHEMES
 from .apply import _apply
-from .draw import draw
+from .drawing import draw
 
 RESIDUAL_SCALED = "default x L^-1/2 (residual_scale)"
 """The ``source`` of a residual branch end whose gain :func:`plan` scaled by ``L^-1/2``."""
