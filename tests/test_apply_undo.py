@@ -16,7 +16,7 @@ from torch import nn
 
 from initlab.planning import init, plan
 
-plan_module = sys.modules["initlab.planning"]
+apply_module = sys.modules["initlab.planning.apply"]  # _apply draws through its module's `draw`
 
 
 def _model() -> nn.Sequential:
@@ -75,7 +75,7 @@ def test_an_interrupt_while_writing_is_delivered_after_the_write(monkeypatch):
     ref = _model()
     init(ref, example=example, seed=4)
     net = _model()
-    real_draw = plan_module.draw
+    real_draw = apply_module.draw
     calls = []
 
     def interrupted(entry, tensor, seed):
@@ -84,7 +84,7 @@ def test_an_interrupt_while_writing_is_delivered_after_the_write(monkeypatch):
             signal.raise_signal(signal.SIGINT)  # arrives mid-way through the elementwise fills
         return real_draw(entry, tensor, seed)
 
-    monkeypatch.setattr(plan_module, "draw", interrupted)
+    monkeypatch.setattr(apply_module, "draw", interrupted)
     with pytest.raises(KeyboardInterrupt):
         init(net, example=example, seed=4)
     assert len(calls) == len([p for p in net.parameters() if p.requires_grad])
@@ -98,14 +98,14 @@ def test_an_interrupt_while_writing_is_delivered_after_the_write(monkeypatch):
 def test_a_failure_while_materializing_puts_the_meta_tensors_back(monkeypatch):
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
-    real_draw = plan_module.draw
+    real_draw = apply_module.draw
 
     def fail_late(entry, tensor, seed):
         if entry.name == "2.weight":
             raise MemoryError("no room")
         return real_draw(entry, tensor, seed)
 
-    monkeypatch.setattr(plan_module, "draw", fail_late)
+    monkeypatch.setattr(apply_module, "draw", fail_late)
     with pytest.raises(MemoryError):
         init(net, example=torch.randn(4, 8), device="cpu")
     assert all(t.device.type == "meta" for t in [*net.parameters(), *net.buffers()])
@@ -139,7 +139,7 @@ _MEASURE = textwrap.dedent(
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_init_on_a_model_in_memory_adds_little_beyond_its_weights():
     """Default settings (transactional): the peak grows by far less than a copy of the weights."""
-    src = str(Path(plan_module.__file__).resolve().parents[1])
+    src = str(Path(apply_module.__file__).resolve().parents[2])
     res = subprocess.run(
         [sys.executable, "-c", _MEASURE, "6", "2048"],
         capture_output=True, text=True, check=True,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from initlab import planning as plan_module
 from initlab import schemes
+from initlab.planning import apply as plan_module  # the plan draws through its `draw`
 from initlab.planning import init
 
 

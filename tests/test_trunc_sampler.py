@@ -136,12 +136,12 @@ def test_without_numpy_the_tensor_loop_gives_the_same_draws(
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "numpy" else real(name, *a)
     )
-    import initlab.schemes
+    import initlab.schemes.sampling
 
     def numpy_path(*args: object) -> None:
         raise AssertionError("the numpy path ran without numpy")
 
-    monkeypatch.setattr(initlab.schemes, "_redraw_outside_cpu", numpy_path)
+    monkeypatch.setattr(initlab.schemes.sampling, "_redraw_outside_cpu", numpy_path)
     n, mean, std, low, high = CASES[0]
     got = torch.empty(n)
     _trunc_normal_(got, mean, std, low, high, torch.Generator().manual_seed(3))

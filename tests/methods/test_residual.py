@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 import initlab.nn as inn
-from initlab import planning
 from initlab.bench.models import char_transformer, residual_mlp, resnet_like
 from initlab.errors import InitlabError
 from initlab.methods.fixup import fixup, fixup_scale
 from initlab.methods.skipinit import skipinit
 from initlab.methods.tfixup import tfixup
 from initlab.methods.zero import zerO_init
+from initlab.planning import apply as planning_apply  # the plan draws through its `draw`
 from initlab.planning import init
 from initlab.schemes import zero_matrix
 from tests.methods._fault import assert_same_state, dirty, state_of
@@ -397,7 +397,7 @@ def test_skipinit_and_tfixup_are_transactional(monkeypatch: pytest.MonkeyPatch) 
 
     enc = _encoder()
     before = _state(enc)
-    P = planning
+    P = planning_apply
 
     real_draw, n = P.draw, {"n": 0}
 
@@ -452,7 +452,7 @@ def test_a_fault_late_in_any_residual_method_leaves_the_model_exactly_as_before(
     }[method]
     # the last step: the last wrapper (SkipInit, Fixup) or the plan's last draw (T-Fixup, ZerO)
     owner, attr = {"skipinit": (inn, "ScalarGate"), "rezero": (inn, "ScalarGate"),
-                   "fixup": (inn, "ScalarAffine")}.get(method, (planning, "draw"))  # fmt: skip
+                   "fixup": (inn, "ScalarAffine")}.get(method, (planning_apply, "draw"))  # fmt: skip
     counted = _fail_on_call(monkeypatch, owner, attr, 0)
     run(copy.deepcopy(net))
     last = counted["n"]

@@ -1,0 +1,125 @@
+"""Applying a plan: the prepare and write phases, undo on failure, interrupts held while writing."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .. import materialize, shard
+from ..materialize import MetaState
+from ..schemes import SCHEMES
+from .drawing import draw
+
+if TYPE_CHECKING:  # types imports this module for Plan.apply
+    from .types import Plan
+
+
+def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = None) -> None:
+    """Draw the plan in two phases, so that undo never needs a copy of the model.
+
+    1. *Prepare*: everything that can fail runs before a weight changes: the values of a meta
+       model's buffers and kept parameters (:func:`initlab.materialize.resolve`), each
+       elementwise scheme's options (its distribution is built), and every draw that runs code
+       beyond an elementwise fill (rule callables and structured schemes such as orthogonal), on
+       a scratch copy of its parameter that is kept until it is written.
+    2. *Write*: elementwise fills straight into the parameters, the prepared values copied in,
+       meta tensors swapped for their values. Nothing here allocates more than a block of the
+       random stream; an interrupt (Ctrl-C) arriving meanwhile is held until the writing ends
+       and delivered then, with the model fully initialized.
+
+    The extra memory is the scratch copies of step 1 (none for elementwise schemes) and one
+    block of random numbers. With ``transactional=False`` step 1 prepares only the meta values
+    and draws everything in place (structured schemes too).
+    """
+    model = p.model
+    device = p.device or torch.device("cpu")
+    drawn = {e.name for e in p if e.scheme != "keep"}
+    leftovers = materialize.meta_leftovers(model, drawn)
+    values = materialize.resolve(model, leftovers, device, p.seed, meta_state) if leftovers else {}
+    ready: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for entry in p:
+            if entry.scheme == "keep":
+                continue
+            tensor = model.get_parameter(entry.name)
+            if shard.is_dtensor(tensor):
+                continue
+            elementwise = entry.fn is None and SCHEMES[entry.scheme].distribution is not None
+            if elementwise and (tensor.is_contiguous() or tensor.device.type == "meta"):
+                kw = {k: v for k, v in entry.kwargs.items() if k != "gain"}
+                SCHEMES[entry.scheme].distribution(entry.fans, entry.gain, **kw)  # checks options
+                continue
+            if tensor.device.type == "meta":
+                work = torch.empty(tensor.shape, dtype=tensor.dtype, device=device)
+            elif transactional:
+                work = tensor.detach().clone()  # a rule callable may read the current values
+            else:
+                continue
+            ready[entry.name] = draw(entry, work, p.seed)
+    undo: list[Callable[[], None]] = []
+    with _held_interrupts() as held:
+        try:
+            with torch.no_grad():
+                for entry in p:
+                    if entry.scheme == "keep":
+                        continue
+                    tensor = model.get_parameter(entry.name)
+                    value = ready.pop(entry.name, None)
+                    if tensor.device.type == "meta":
+                        fresh = value is None
+                        if fresh:
+                            value = torch.empty(tensor.shape, dtype=tensor.dtype, device=device)
+                        undo.append(materialize.install(model, entry.name, value))
+                        if fresh:
+                            draw(entry, model.get_parameter(entry.name).detach(), p.seed)
+                    elif value is not None:
+                        tensor.detach().copy_(value)
+                    else:
+                        if transactional and shard.is_dtensor(tensor):
+                            saved = tensor.detach().clone()
+                            undo.append(lambda t=tensor, s=saved: t.detach().copy_(s))
+                        draw(entry, tensor.detach(), p.seed)
+                for name, value in values.items():
+                    undo.append(materialize.install(model, name, value))
+        except BaseException:
+            for back in reversed(undo):
+                back()
+            raise
+    if held:
+        held[0](signal.SIGINT, None)  # the interrupt that came while writing, now
+
+
+@contextlib.contextmanager
+def _held_interrupts() -> Iterator[list[Callable[..., Any]]]:
+    """Hold SIGINT inside the block; yields a list that then holds the handler to call after it.
+
+    Only the main thread receives signals; elsewhere (or where signals cannot be set) this does
+    nothing.
+    """
+    held: list[Callable[..., Any]] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler installed outside Python: it cannot be put back, leave it
+        yield held
+        return
+
+    def hold(signum: int, frame: object) -> None:
+        if callable(previous) and not held:
+            held.append(previous)
+
+    try:
+        signal.signal(signal.SIGINT, hold)
+    except (ValueError, OSError):
+        yield held
+        return
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)

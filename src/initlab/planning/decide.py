@@ -1,0 +1,305 @@
+"""One parameter's decision: its roles, the default, what the structure changes, rules, what is kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import shard
+from ..connectivity import Fans, is_fused_qkv
+from ..connectivity import fans as module_fans
+from ..errors import InitlabError
+from ..gains import gain as activation_gain
+from ..graph import Graph, Layer
+from ..schemes import SCHEMES, get_scheme
+from .policy import _Policy
+from .rules import _ROLE_ORDER, _matching, _Rule, _winner
+from .types import RESIDUAL_INNER, RESIDUAL_SCALED, RESIDUAL_ZEROED, PlanEntry, _expected_std
+
+
+def _roles_of(local: str, tensor: torch.Tensor, layer: Layer | None, module: nn.Module,
+              head_tied: bool) -> tuple[str, ...]:  # fmt: skip
+    if layer is None:
+        return ("other",)
+    leaf = local.rsplit(".", 1)[-1]
+    if layer.kind == "norm":
+        roles = ["norm"]
+        if "residual_out" in layer.roles and "bias" not in leaf:
+            roles.insert(0, "residual_out")
+        return tuple(roles)
+    if layer.kind in ("activation", "scalar"):
+        return ("other",)
+    if leaf.startswith("bias") or tensor.dim() < 2:
+        return ("bias",)
+    if layer.kind == "embedding":
+        return ("head", "embedding") if ("head" in layer.roles or head_tied) else ("embedding",)
+    roles = []
+    is_output = not isinstance(layer.module, nn.MultiheadAttention) or local.startswith("out_proj")
+    recurrent = isinstance(layer.module, (nn.RNNBase, nn.RNNCellBase))
+    if "head" in layer.roles and is_output and not recurrent:
+        roles.append("head")
+    if "residual_out" in layer.roles and is_output and not recurrent:
+        roles.append("residual_out")
+    roles.append("weight")
+    return tuple(roles)
+
+
+def _param_fans(model: nn.Module, name: str, tensor: torch.Tensor) -> Fans | None:
+    if tensor.dim() < 2:
+        return None
+    prefix, _, local = name.rpartition(".")
+    owner = model.get_submodule(prefix) if prefix else model
+    chunks = None
+    if is_fused_qkv(prefix) and tensor.dim() == 2:
+        rows, cols = tensor.shape if isinstance(owner, nn.Linear) else tensor.shape[::-1]
+        if rows == 3 * cols:  # a fused q/k/v projection: three square matrices
+            chunks = 3
+    try:
+        return module_fans(owner, local, chunks=chunks)
+    except InitlabError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every parameter's decision reads: the model, its trace and the call's settings."""
+
+    model: nn.Module
+    graph: Graph
+    default: str  # the default scheme's registry name
+    options: Mapping[str, Any]  # its keyword options
+    rules: tuple[_Rule, ...]  # the user's rules
+    fallback: tuple[_Rule, ...]  # a preset's rules, below every user rule
+    policy: _Policy
+    include_frozen: bool
+    loaded: frozenset[str]  # parameters read from a checkpoint (skip_initialized)
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Where one parameter sits: what its decision reads of the model and the trace."""
+
+    name: str
+    names: tuple[str, ...]  # every name of the tensor (tied parameters), ``name`` first
+    prefix: str  # the owning module's qualified name
+    module: nn.Module
+    layer: Layer | None  # the traced layer of the first name that has one
+    local: str  # the name inside that layer
+    roles: tuple[str, ...]  # most specific first; ``roles[0]`` is the role
+    activation: str | None
+    fans: Fans | None
+
+
+def _site(ctx: _Context, name: str, p: torch.Tensor, names: tuple[str, ...]) -> _Site:
+    """The parameter's layer, module, roles (the union over its names) and fans."""
+    layers = [ctx.graph.layer_of(n) for n in names]
+    layer = next((la for la in layers if la is not None), None)
+    prefix = name.rpartition(".")[0]
+    module = ctx.model.get_submodule(prefix) if prefix else ctx.model
+    local = name[len(layer.name) + 1 :] if layer is not None and layer.name else name
+    head_tied = any(la is not None and "head" in la.roles for la in layers)
+    roles_set: list[str] = []
+    for n, la in zip(names, layers, strict=True):
+        loc = n[len(la.name) + 1 :] if la is not None and la.name else n
+        for r in _roles_of(loc, p, la, module, head_tied):
+            if r not in roles_set:
+                roles_set.append(r)
+    roles = tuple(sorted(roles_set, key=_ROLE_ORDER.__getitem__))
+    activation = layer.activation if layer is not None else None
+    fans = _param_fans(ctx.model, name, p)
+    return _Site(name, names, prefix, module, layer, local, roles, activation, fans)
+
+
+def _trace_notes(layer: Layer | None) -> list[str]:
+    """What the trace could not settle about the parameter's layer."""
+    notes = []
+    if layer is not None and layer.calls == 0:
+        notes.append("never reached by the example: planned without its activation")
+    if layer is not None and len(layer.conflicts) > 1:
+        notes.append(
+            f"followed by different activations across calls {layer.conflicts}; used the first"
+        )
+    return notes
+
+
+def _kept_anyway(ctx: _Context, p: torch.Tensor, names: tuple[str, ...]) -> tuple[str, str] | None:
+    """``(source, note)`` when the parameter is kept whatever was decided (loaded, frozen, empty)."""
+    if ctx.loaded.intersection(names):
+        return "loaded", "loaded from a checkpoint: kept (skip_initialized=True)"
+    if not p.requires_grad and not ctx.include_frozen:
+        return (
+            "frozen",
+            "frozen (requires_grad=False): kept; pass include_frozen=True to initialize",
+        )
+    if p.numel() == 0:  # a zero-width layer: no fans, nothing to draw (torch: a no-op)
+        return "empty", "zero elements (a zero-width layer): nothing to initialize"
+    return None
+
+
+def _decide(
+    ctx: _Context, name: str, p: torch.Tensor, names: tuple[str, ...]
+) -> tuple[PlanEntry, frozenset[int]]:
+    """The entry for parameter ``name`` and the indices of the user's rules that matched it.
+
+    1. the default decision, 2. what the model's structure changes, 3. rules (the user's, then
+    the preset's), else values the model's author chose, 4. what is kept whatever was decided.
+    """
+    site = _site(ctx, name, p, names)
+    layer, roles, role, fans = site.layer, site.roles, site.roles[0], site.fans
+    notes = _trace_notes(layer)
+    scheme, kwargs, g = _default_for(role, roles, site.local, p, layer, ctx.default, ctx.options,
+                                     site.activation, ctx.policy, fans)  # fmt: skip
+    scheme, kwargs, g, source = _structural(scheme, kwargs, g, role, roles, layer, ctx.policy)
+    fn = None
+    hits = _matching(ctx.rules, names, site.module, roles)
+    rule = _winner(hits) or _winner(_matching(ctx.fallback, names, site.module, roles))
+    if rule is not None:
+        source = rule.label
+        scheme, kwargs, fn, g = _rule_decision(rule, p, site.activation, role,
+                                               ctx.policy.head_gain, layer)  # fmt: skip
+    else:
+        why = _deliberate(p, layer, roles, site.local, scheme)
+        if why:
+            scheme, kwargs, g, source = "keep", {}, 1.0, "kept"
+            notes.append(why)
+    kept = _kept_anyway(ctx, p, names)
+    if kept is not None:
+        scheme, kwargs, fn, (source, note) = "keep", {}, None, kept
+        notes.append(note)
+    needs = scheme not in ("keep", "custom") and SCHEMES[scheme].uses_fans
+    if needs and fans is None:
+        raise InitlabError(
+            f"{name} (shape {tuple(p.shape)}): scheme {scheme!r} needs fans, which a "
+            f"{p.dim()}-D parameter does not have; add a rule such as {{{name!r}: 'zeros'}} or "
+            "{'" + role + "': ('normal', {'std': 0.02})}"
+        )
+    entry = PlanEntry(
+        name=name, shape=tuple(p.shape), module=site.prefix, module_type=type(site.module).__name__,
+        role=role, roles=roles, activation=site.activation,
+        fan_in=fans.fan_in if fans else None, fan_out=fans.fan_out if fans else None,
+        chunks=fans.chunks if fans else 1, scheme=scheme, kwargs=dict(kwargs), gain=g, std=None,
+        source=source, tied=names[1:], note="; ".join(notes), fn=fn,
+        receptive_field=fans.receptive_field if fans else 1,
+    )  # fmt: skip
+    return dataclasses.replace(entry, std=_expected_std(entry)), frozenset(r.index for r in hits)
+
+
+def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor, layer: Layer | None,
+                 default: str, options: Mapping[str, Any], activation: str | None,
+                 policy: _Policy, fans: Fans | None) -> tuple[str, Mapping[str, Any], float]:  # fmt: skip
+    leaf = local.rsplit(".", 1)[-1]
+    if layer is None or role == "other":
+        return "keep", {}, 1.0
+    if role == "bias":
+        return "zeros", {}, 1.0
+    if "norm" in roles:
+        return ("zeros" if "bias" in leaf else "ones"), {}, 1.0
+    if "embedding" in roles:
+        if layer.name in policy.embedding_std:  # summed with other embeddings: one scale
+            return "normal", {"std": policy.embedding_std[layer.name]}, 1.0
+        if "head" in roles:  # a tied output head: keep the initial logits small
+            return "normal", {"std": policy.tied_head_gain / math.sqrt(p.shape[-1])}, 1.0
+        return "normal", {"std": 1.0}, 1.0
+    if leaf.startswith("weight_hh"):
+        return "orthogonal", {}, 1.0
+    if role == "head":
+        return default, options, policy.head_gain
+    if isinstance(layer.module, (nn.RNNBase, nn.RNNCellBase)):
+        return default, options, 1.0
+    if policy.deep_plain and fans is not None:
+        # isometric: identity-like where the layer keeps or narrows the width, a random
+        # (semi-)orthogonal map where it widens (ZerO's Hadamard would tie the units of a
+        # one-channel input)
+        return ("orthogonal" if fans.fan_out > fans.fan_in else "ZerO"), {}, 1.0
+    return default, options, activation_gain(activation or "linear", layer.activation_param)
+
+
+def _structural(scheme: str, kwargs: Mapping[str, Any], g: float, role: str,
+                roles: tuple[str, ...], layer: Layer | None,
+                policy: _Policy) -> tuple[str, Mapping[str, Any], float, str]:  # fmt: skip
+    """Residual branches: the end's gain x :math:`L^{-1/2}` (normalized nets) or zero, and the
+    other branch layers x :math:`L^{-1/(2m-2)}` (nets without normalization)."""
+    if layer is None or scheme == "keep" or role in ("bias", "head") or "norm" in roles:
+        return scheme, kwargs, g, "default"
+    if role == "residual_out" and layer.name in policy.branch_ends:
+        factor = policy.branch_ends[layer.name]
+        if factor == 0.0:
+            return "zeros", {}, 1.0, RESIDUAL_ZEROED
+        return scheme, kwargs, g * factor, RESIDUAL_SCALED
+    if role == "weight" and layer.name in policy.branch_inner:
+        return scheme, kwargs, g * policy.branch_inner[layer.name], RESIDUAL_INNER
+    return scheme, kwargs, g, "default"
+
+
+def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], local: str,
+                planned: str) -> str:  # fmt: skip
+    r"""Why ``p``'s current values look chosen by the model's author ("" when they do not).
+
+    A parameter is kept when it is flagged (``_no_reinit``, or transformers'
+    ``_is_hf_initialized``, set on tensors read from a checkpoint), or when its values could
+    not come from its module type's PyTorch default: a head, branch end, norm or bias that is
+    constant with a value other than the default's (a zero classifier, a zero last BatchNorm
+    gamma, a bias of -log(classes)), or a bias with every element outside the default's range
+    :math:`\pm 1/\sqrt{fan_{in}}` (Mamba's ``dt_proj.bias``, the inverse softplus of a time
+    step). Meta and sharded tensors have no values to read: nothing is detected there.
+    """
+    for flag in ("_no_reinit", "_is_hf_initialized"):
+        if getattr(p, flag, False):
+            return f"flagged {flag} by the model: kept (a rule overrides)"
+    if layer is None or planned == "keep" or p.numel() < 2 or p.device.type == "meta":
+        return ""
+    if shard.is_dtensor(p) or not p.dtype.is_floating_point:
+        return ""
+    v = p.detach()
+    leaf = local.rsplit(".", 1)[-1]
+    is_bias = "bias" in roles or "bias" in leaf
+    if "norm" in roles:
+        default: float | None = 0.0 if is_bias else 1.0
+    else:
+        default = None  # weights and biases of mixing layers: random by default
+    first = float(v.reshape(-1)[0])
+    constant = bool((v == first).all())
+    planned_constant = {"zeros": 0.0, "ones": 1.0}.get(planned)
+    chosen_role = is_bias or "norm" in roles or bool({"head", "residual_out"} & set(roles))
+    if constant and first != default and first != planned_constant and chosen_role:
+        return (f"constructed as the constant {first:.4g} (the module type's default is "
+                    f"{'random' if default is None else default}): kept as a deliberate "
+                    "choice (a rule overrides)")  # fmt: skip
+    if is_bias and "norm" not in roles and not constant:
+        w = getattr(layer.module, "weight", None)
+        if isinstance(w, torch.Tensor) and w.dim() >= 2:
+            bound = 1.0 / math.sqrt(w[0].numel())
+            if bool((v.abs() > bound * 1.0001).all()):
+                return (f"every element outside the default range +-{bound:.3g}: kept as a "
+                        "deliberate choice (a rule overrides)")  # fmt: skip
+    return ""
+
+
+def _rule_decision(rule: _Rule, p: torch.Tensor, activation: str | None, role: str, head_gain: float,
+                   layer: Layer | None) -> tuple[str, Mapping[str, Any], Callable[..., Any] | None, float]:  # fmt: skip
+    v = rule.value
+    base_gain = (
+        head_gain
+        if role == "head"
+        else activation_gain(activation or "linear", layer.activation_param if layer else None)
+    )
+    if callable(v) and not isinstance(v, str):
+        return "custom", {}, v, base_gain
+    name, kwargs = (v, {}) if isinstance(v, str) else (v[0], dict(v[1]))
+    if name == "keep":
+        return "keep", {}, None, 1.0
+    name = get_scheme(name).name
+    g = float(kwargs.pop("gain", base_gain))
+    allowed = SCHEMES[name].kwargs
+    extra = sorted(set(kwargs) - set(allowed))
+    if extra:
+        raise InitlabError(
+            f"{rule.label}: scheme {name!r} has no option(s) {extra}; it accepts {list(allowed) or 'none'} and 'gain'"
+        )
+    return name, kwargs, None, g

@@ -1,0 +1,38 @@
+"""One entry's values, drawn from its own random stream ``(seed, parameter name)``."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from .. import rng, shard
+from ..schemes import SCHEMES
+
+
+def draw(entry: shard.Entry, tensor: torch.Tensor, seed: int) -> torch.Tensor:
+    """Write one entry's values into ``tensor`` from the stream ``(seed, entry.name)``."""
+    if entry.scheme == "keep":
+        return tensor
+    if shard.is_dtensor(tensor):
+        return shard.draw_local(entry, tensor, seed)
+    if entry.fn is not None:
+        g = rng.generator(seed, entry.name)
+        sig = inspect.signature(entry.fn)
+        entry.fn(tensor, g) if len(sig.parameters) >= 2 else entry.fn(tensor)
+        return tensor
+    scheme = SCHEMES[entry.scheme]
+    kw = {k: v for k, v in entry.kwargs.items() if k != "gain"}
+    if scheme.distribution is not None:
+        dist = scheme.distribution(entry.fans, entry.gain, **kw)
+        if tensor.is_contiguous():
+            return rng.fill_(tensor, dist.sample_, seed, entry.name)
+        work = rng.fill_(torch.empty(tensor.shape), dist.sample_, seed, entry.name)
+        return tensor.copy_(work)
+    # structured schemes compute in float32, or in the parameter's dtype when wider (float64)
+    wide = tensor.dtype.is_floating_point and tensor.dtype.itemsize > 4
+    work = torch.empty(tensor.shape, dtype=tensor.dtype if wide else torch.float32)
+    scheme.apply(
+        work, fans=entry.fans, gain=entry.gain, generator=rng.generator(seed, entry.name), **kw
+    )
+    return tensor.copy_(work)
