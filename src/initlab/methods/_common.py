@@ -6,7 +6,7 @@ Nothing here touches a model's state; the methods own their transactions.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -80,13 +80,16 @@ def check_finite(x: object, what: str) -> None:
             )
 
 
-def split_batch(batch: object, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input, target)`` from a batch that is a pair (a DataLoader's list/tuple, a dict is refused)."""
+def split_batch(batch: object, what: str) -> tuple[Any, Any]:
+    """``(input, target)`` from a batch: a pair (a DataLoader's list/tuple), or a dict of keyword
+    args alone (``model(**batch)``, e.g. with ``labels`` inside), which gives ``(batch, None)``."""
+    if isinstance(batch, Mapping):
+        return batch, None
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         x, y = batch
         return x, y
     raise InitlabError(
-        f"{what} must yield (input, target) pairs; got {type(batch).__name__}"
+        f"{what} must yield (input, target) pairs or dicts of keyword args; got {type(batch).__name__}"
         + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
     )
 

@@ -54,7 +54,10 @@ Where initlab differs from the official code, and where it only looks as if it d
   repo: ``model.eval()`` plus BN in training mode); the running statistics are untouched because
   functional calls see copies of the buffers.
 * **Data**: ``data`` is cycled (a new epoch when it runs out); each iteration draws ``b0, b1`` and,
-  on objective steps, ``b2`` (the repo's ``batch_no_overlap=False``).
+  on objective steps, ``b2`` (the repo's ``batch_no_overlap=False``). Inputs may be tensors, tuples
+  of positional args or dicts of keyword args (as :func:`initlab.trace`); two batches are
+  concatenated along dim 0 (dicts key by key). With ``loss_fn=None`` the loss is the model's own
+  ``output.loss`` (a transformers model given ``labels``), computed on the concatenated batch.
 * **Distributed**: every rank evaluates its own batches; the gradient norm that decides the branch
   and the scale gradients are averaged over ranks (all-reduce) before the step, so all ranks take
   the same branch and end with identical scales. The bound then applies to the mean of the per-rank
@@ -64,27 +67,20 @@ Where initlab differs from the official code, and where it only looks as if it d
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from ..errors import InitlabError, check_choice
 from ..graph import is_norm
 from ..hooks import eval_mode
 from ..placement import check_placement
 from ..transaction import transaction
-from ._common import (
-    Batches,
-    all_reduce_mean_,
-    check_finite,
-    norm_param_names,
-    progress_bar,
-    split_batch,
-)
+from . import _scales
+from ._common import Batches, all_reduce_mean_, norm_param_names, progress_bar
 
 __all__ = ["GradInitResult", "GradInitStep", "gradinit"]
 
@@ -189,7 +185,7 @@ class _RescaleAdam:
 
 def gradinit(
     model: nn.Module,
-    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
+    loss_fn: _scales.LossFn | None,
     data: Iterable[Any],
     *,
     lr: float,
@@ -209,9 +205,13 @@ def gradinit(
 
     Args:
         model: the network (already initialized, e.g. by :func:`initlab.init`).
-        loss_fn: ``loss_fn(output, target) -> scalar``.
-        data: an iterable of ``(input, target)`` batches (a DataLoader, a list, a generator); it is
-            cycled. Each iteration uses two batches (three on objective steps).
+        loss_fn: ``loss_fn(output, target) -> scalar``; ``None``: the model's own ``output.loss``
+            (a transformers model whose input dict holds ``labels``).
+        data: an iterable of batches (a DataLoader, a list, a generator); it is cycled. A batch is
+            an ``(inputs, target)`` pair, where ``inputs`` is anything :func:`initlab.trace`
+            accepts (a tensor, a tuple of positional args, a dict of keyword args), or a dict of
+            keyword args alone (``model(**batch)``; target ``None``). Each iteration uses two
+            batches (three on objective steps), concatenated along dim 0 key by key.
         lr: the learning rate :math:`\\eta` of the training optimizer the init is fitted to.
         optimizer: the training optimizer: ``"sgd"`` (L2 norm) or ``"adam"`` (L1 norm, sign step).
         iters: GradInit iterations :math:`T`.
@@ -248,62 +248,35 @@ def gradinit(
         raise InitlabError(f"gradinit: gamma must be > 0, got {gamma}")
 
     check_placement(model, who="initlab.gradinit")
-    named = dict(model.named_parameters())
-    trainable = {n: p for n, p in named.items() if p.requires_grad}
-    if not trainable:
+    if not any(p.requires_grad for p in model.parameters()):
         raise InitlabError("gradinit: the model has no trainable parameter")
     norms = set() if scale_norms else norm_param_names(model)
-    skipped: dict[str, str] = {}
-    scaled: list[str] = []
-    for n, p in trainable.items():
-        if n in norms:
-            skipped[n] = "norm layer (scale_norms=False)"
-        elif float(p.detach().norm()) == 0.0:
-            skipped[n] = "zero norm (as the official code)"
-        else:
-            scaled.append(n)
-    others = [n for n in trainable if n not in scaled]
-    base = {n: trainable[n].detach().clone() for n in scaled}
-    frozen = {n: p.detach() for n, p in named.items() if n not in trainable}
-    buffers = dict(model.named_buffers())
-    dtype = next(iter(trainable.values())).dtype
-    device = next(iter(trainable.values())).device
-    alpha = torch.ones(len(scaled), dtype=dtype, device=device, requires_grad=True)
+    s = _scales.select(model, lambda n, p: "norm layer (scale_norms=False)" if n in norms else None)
+    p0 = next(iter(s.trainable.values()))
+    alpha = torch.ones(len(s.names), dtype=p0.dtype, device=p0.device, requires_grad=True)
     floor = torch.tensor(
-        [0.0 if "bias" in n.rsplit(".", 1)[-1] else min_scale for n in scaled], dtype=torch.float64
+        [0.0 if "bias" in n.rsplit(".", 1)[-1] else min_scale for n in s.names], dtype=torch.float64
     )
-    opt = _RescaleAdam(len(scaled), scale_lr, floor.to(device), grad_clip)
+    opt = _RescaleAdam(len(s.names), scale_lr, floor.to(p0.device), grad_clip)
     batches = Batches(data, "gradinit: data")
     pnorm = 2 if optimizer == "sgd" else 1
 
-    def forward(params: dict[str, torch.Tensor], x: Any) -> Any:
-        bufs = {n: b.clone() for n, b in buffers.items()}  # BN running stats update copies only
-        full = {**frozen, **params, **bufs}
-        args = x if isinstance(x, tuple) else (x,)
-        return functional_call(model, full, args, strict=False)
+    def draw() -> tuple[Any, Any]:
+        return _scales.draw(batches, "gradinit")
 
-    def draw() -> tuple[Any, torch.Tensor]:
-        x, y = split_batch(next(batches), "gradinit: data")
-        check_finite(x, "gradinit: an input batch")
-        return x, y
-
-    def cat(a: Any, b: Any) -> Any:
-        if isinstance(a, torch.Tensor):
-            return torch.cat([a, b])
-        if isinstance(a, tuple):
-            return tuple(torch.cat([u, v]) for u, v in zip(a, b, strict=True))
-        raise InitlabError(f"gradinit: cannot concatenate input batches of type {type(a).__name__}")
+    def loss_on(
+        params: dict[str, torch.Tensor], a: tuple[Any, Any], b: tuple[Any, Any]
+    ) -> torch.Tensor:
+        x, y = _scales.cat(a[0], b[0], "gradinit"), _scales.cat(a[1], b[1], "gradinit")
+        return _scales.loss_of(_scales.forward(model, s, params, x), y, loss_fn, "gradinit")
 
     history: list[GradInitStep] = []
     # dropout off, norms on batch statistics (running stats go to copies), as the official code
     with transaction(model), eval_mode(model, train_if=is_norm):
         for _ in progress_bar(iters, progress, "gradinit"):
-            (x0, y0), (x1, y1) = draw(), draw()
-            theta = {n: a * base[n] for n, a in zip(scaled, alpha.unbind(), strict=True)}
-            theta.update({n: trainable[n].detach() for n in others})
-            for n in others:
-                theta[n] = theta[n].clone().requires_grad_(True)
-            loss = loss_fn(forward(theta, cat(x0, x1)), torch.cat([y0, y1]))
+            b0, b1 = draw(), draw()
+            theta = _scales.theta(s, alpha)
+            loss = loss_on(theta, b0, b1)
             names = list(theta)
             grads = torch.autograd.grad(
                 loss, [theta[n] for n in names], create_graph=True, allow_unused=True
@@ -336,16 +309,13 @@ def gradinit(
                     step = [g / gnorm for g in grads]
                 else:
                     step = [g.detach() for g in grads]
-            step = [s.detach() for s in step]
-            theta2 = {n: theta[n] - lr * s for n, s in zip(names, step, strict=True)}
-            x2, y2 = draw()
-            new_loss = loss_fn(forward(theta2, cat(x0, x2)), torch.cat([y0, y2]))
+            step = [d.detach() for d in step]
+            theta2 = {n: theta[n] - lr * d for n, d in zip(names, step, strict=True)}
+            new_loss = loss_on(theta2, b0, draw())
             (ga,) = torch.autograd.grad(new_loss / lr, alpha, allow_unused=True)
             ga = torch.zeros_like(alpha) if ga is None else ga
             opt.step(alpha, all_reduce_mean_(ga.detach().clone()), constraint=False)
             history.append(GradInitStep(loss.item(), shared, False, new_loss.item()))
-        with torch.no_grad():
-            for n, a in zip(scaled, alpha.detach().unbind(), strict=True):
-                trainable[n].copy_(a * base[n])
-    scales = {n: float(a) for n, a in zip(scaled, alpha.detach().tolist(), strict=True)}
-    return GradInitResult(scales, tuple(history), gamma, float(lr), optimizer, skipped)
+        _scales.write(s, alpha.detach().tolist())
+    scales = dict(zip(s.names, alpha.detach().tolist(), strict=True))
+    return GradInitResult(scales, tuple(history), gamma, float(lr), optimizer, s.skipped)

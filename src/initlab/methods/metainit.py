@@ -33,7 +33,8 @@ Deviations from the paper's code (each deliberate):
 * **Randomness** comes from :func:`initlab.rng.generator` (``seed``, iteration, rank), not the
   global RNG.
 * **Data**: optional real ``(input, target)`` batches (cycled), e.g. for models whose input is
-  not a float tensor (token ids).
+  not a float tensor (token ids); inputs may be tensors, tuples or dicts of keyword args (as
+  :func:`initlab.trace`), and with ``loss_fn=None`` the loss is the model's own ``output.loss``.
 * **Distributed**: the gradient of GQ with respect to the scales is averaged over ranks before
   the sign (all ranks then take the same step); with random inputs each rank draws its own batch.
 """
@@ -41,21 +42,21 @@ Deviations from the paper's code (each deliberate):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.func import functional_call
 
 from ..errors import InitlabError
 from ..hooks import eval_mode
 from ..placement import check_placement
 from ..rng import generator
 from ..transaction import transaction
-from ._common import Batches, all_reduce_mean_, check_finite, distributed, progress_bar, split_batch
+from . import _scales
+from ._common import Batches, all_reduce_mean_, distributed, progress_bar
 
 __all__ = ["MetaInitResult", "gradient_quotient", "metainit"]
 
@@ -99,7 +100,7 @@ def gradient_quotient(
 
 def metainit(
     model: nn.Module,
-    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
+    loss_fn: _scales.LossFn | None,
     data: Iterable[Any] | None = None,
     *,
     iters: int = 500,
@@ -115,9 +116,13 @@ def metainit(
 
     Args:
         model: the network.
-        loss_fn: ``loss_fn(output, target) -> scalar`` (the paper: cross-entropy).
-        data: optional iterable of ``(input, target)`` batches; default random N(0, 1) inputs of
-            ``input_shape`` (batch dimension included) and uniform labels below ``num_classes``.
+        loss_fn: ``loss_fn(output, target) -> scalar`` (the paper: cross-entropy); ``None``: the
+            model's own ``output.loss`` (a transformers model whose input dict holds ``labels``).
+        data: optional iterable of batches (cycled): ``(inputs, target)`` pairs, where ``inputs``
+            is anything :func:`initlab.trace` accepts (a tensor, a tuple of positional args, a
+            dict of keyword args), or dicts of keyword args alone (``model(**batch)``; target
+            ``None``). Default: random N(0, 1) inputs of ``input_shape`` (batch dimension
+            included) and uniform labels below ``num_classes``.
         iters: steps (paper: 500).
         lr: absolute change of a tensor's norm per step (paper: 0.1).
         momentum: momentum of the sign steps (paper: 0.9).
@@ -143,27 +148,19 @@ def metainit(
             f"metainit: need iters >= 0, lr >= 0, 0 <= momentum < 1, eps > 0 (got {iters}, {lr}, {momentum}, {eps})"
         )
     check_placement(model, who="initlab.metainit")
-    named = dict(model.named_parameters())
-    trainable = {n: p for n, p in named.items() if p.requires_grad}
-    tuned = [n for n, p in trainable.items() if p.dim() >= 2 and float(p.detach().norm()) > 0]
-    if not tuned:
+    s = _scales.select(model, lambda n, p: None if p.dim() >= 2 else "dim < 2 (a bias or gain)")
+    if not s.names:
         raise InitlabError("metainit: no trainable tensor with dim >= 2 and nonzero norm to tune")
-    others = [n for n in trainable if n not in tuned]
-    base = {n: trainable[n].detach().clone() for n in tuned}
-    base_norm = {n: float(base[n].norm()) for n in tuned}
-    fixed = {n: p.detach() for n, p in named.items() if n not in trainable}
-    fixed.update(dict(model.named_buffers()))
-    p0 = next(iter(trainable.values()))
+    tuned = s.names
+    p0 = next(iter(s.trainable.values()))
     alpha = torch.ones(len(tuned), dtype=torch.float64)
     memory = [0.0] * len(tuned)
     batches = Batches(data, "metainit: data") if data is not None else None
     rank = dist.get_rank() if distributed() else 0
 
-    def batch(i: int) -> tuple[Any, torch.Tensor]:
+    def batch(i: int) -> tuple[Any, Any]:
         if batches is not None:
-            x, y = split_batch(next(batches), "metainit: data")
-            check_finite(x, "metainit: an input batch")
-            return x, y
+            return _scales.draw(batches, "metainit")
         g = generator(seed, "metainit", rank, i)
         x = torch.randn(*input_shape, generator=g).to(device=p0.device, dtype=p0.dtype)  # type: ignore[misc]
         y = torch.randint(0, int(num_classes), (int(input_shape[0]),), generator=g).to(p0.device)  # type: ignore[index, arg-type]
@@ -174,11 +171,9 @@ def metainit(
         for i in progress_bar(iters, progress, "metainit"):
             x, y = batch(i)
             a = alpha.to(p0.dtype).to(p0.device).requires_grad_(True)
-            theta = {n: s * base[n] for n, s in zip(tuned, a.unbind(), strict=True)}
-            theta.update({n: trainable[n].detach().clone().requires_grad_(True) for n in others})
-            params = {**fixed, **theta}
-            out = functional_call(model, params, x if isinstance(x, tuple) else (x,), strict=False)
-            loss = loss_fn(out, y)
+            theta = _scales.theta(s, a)
+            out = _scales.forward(model, s, theta, x)
+            loss = _scales.loss_of(out, y, loss_fn, "metainit")
             gq = gradient_quotient(loss, list(theta.values()), eps)
             if not math.isfinite(gq.item()):
                 raise InitlabError(
@@ -189,15 +184,13 @@ def metainit(
             ga = all_reduce_mean_(ga.detach().to(torch.float64).clone())
             with torch.no_grad():
                 for j, n in enumerate(tuned):
-                    s = float(alpha[j])
-                    norm = abs(s) * base_norm[n]
+                    sj = float(alpha[j])
+                    norm = abs(sj) * s.base_norm[n]
                     # W = a W0: <dGQ/dW, W> = a dGQ/da, so d = sign(a dGQ/da) (torch.sign: 0 -> 0)
-                    d = math.copysign(1.0, float(ga[j]) * s) if float(ga[j]) * s != 0 else 0.0
+                    d = math.copysign(1.0, float(ga[j]) * sj) if float(ga[j]) * sj != 0 else 0.0
                     memory[j] = momentum * memory[j] - lr * d
                     new_norm = norm + memory[j]
-                    alpha[j] = s * new_norm / norm
-        with torch.no_grad():
-            for j, n in enumerate(tuned):
-                trainable[n].copy_(float(alpha[j]) * base[n])
-    norms = {n: abs(float(alpha[j])) * base_norm[n] for j, n in enumerate(tuned)}
+                    alpha[j] = sj * new_norm / norm
+        _scales.write(s, alpha.tolist())
+    norms = {n: abs(float(alpha[j])) * s.base_norm[n] for j, n in enumerate(tuned)}
     return MetaInitResult(tuple(history), norms, {n: float(alpha[j]) for j, n in enumerate(tuned)})
