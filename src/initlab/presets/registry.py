@@ -61,6 +61,7 @@ def preset_rules(name: str, model: nn.Module, graph: Graph | None = None, **opti
         graph: its traced graph; some presets use it to find heads and residual branches.
         **options: the preset's options (e.g. ``sigma=0.02``, ``depth_init=False``).
 
+    >>> import torch
     >>> from initlab.planning import init
     >>> net = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 10))
     >>> p = init(net, example=torch.tensor([[1, 2]]), rules=preset_rules("gpt2", net, n_layers=1))
