@@ -1,0 +1,89 @@
+"""Residual branches and embedding sums, read from the additions the tracer recorded."""
+
+from __future__ import annotations
+
+from .tracer import _Info
+from .types import Branch, Layer
+
+
+def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
+              layers: dict[str, Layer]) -> list[Branch]:  # fmt: skip
+    """The residual additions among the traced ``a + b``: ``x + f(x)`` on one stream.
+
+    Both operands must depend on one stream (a common root; the fork is where their longest
+    paths from it part), the branch side must hold a weight layer after the fork, and the
+    branch must *end* in its layers: no weight layer at or before the fork still feeds the
+    branch operand. That leaves out sums of independent streams (embeddings, masks built from
+    ids), and recurrences inside one layer that mix the fork's own output back in (a selective
+    scan's ``y + D x``, whose ``y`` is also fed directly by the convolution before the fork).
+    A cross-attention branch counts on the stream it is added to, whatever its keys and values
+    come from. Parallel branches summed before the skip (``x + attn(x) + mlp(x)``) are one
+    branch each.
+    """
+    found: dict[tuple[str, ...], Branch] = {}
+    for a, b, feeds in adds:
+        shared = a.streams.keys() & b.streams.keys()
+        if not shared:
+            continue  # independent streams: no fork, no skip connection
+        root = max(shared, key=lambda r: a.streams[r].weight + b.streams[r].weight)
+        pa, pb = a.streams[root].names(), b.streams[root].names()
+        common = _common(pa, pb)
+        sa, sb = pa[common:], pb[common:]
+        wa = [n for n in sa if layers[n].kind == "weight"]
+        wb = [n for n in sb if layers[n].kind == "weight"]
+        if not wa and not wb:
+            continue
+        a_is_branch = (len(wa), len(sa)) > (len(wb), len(sb))
+        branch, skip, skip_path = (sa, sb, pb) if a_is_branch else (sb, sa, pa)
+        feeding = set((a if a_is_branch else b).pending)
+        if feeding & set(pa[:common]):
+            continue  # the sum is not the branch's output: the fork's own layers still feed it
+        if len(feeding) > 1 and not (wb if a_is_branch else wa):
+            for key in [k for k, br in found.items() if _joins(br, feeding, layers)]:
+                del found[key]  # the join of parallel branches, first taken for a shortcut
+            ends = [feeds[n].streams.get(root) for n in sorted(feeding) if n in feeds]
+            for path in [p for p in ends if p is not None]:
+                names = path.names()
+                _record(found, names[_common(names, skip_path) :], (), layers)
+        elif feeding <= set(branch):
+            _record(found, branch, skip, layers)
+    return list(found.values())
+
+
+def _common(pa: list[str], pb: list[str]) -> int:
+    n = 0
+    while n < min(len(pa), len(pb)) and pa[n] == pb[n]:
+        n += 1
+    return n
+
+
+def _record(found: dict[tuple[str, ...], Branch], branch: list[str], skip: list[str],
+            layers: dict[str, Layer]) -> None:  # fmt: skip
+    weights = [n for n in branch if layers[n].kind == "weight"]
+    if not weights or tuple(branch) in found:
+        return
+    units = [n for n in weights for _ in range(layers[n].weight_depth)]
+    found[tuple(branch)] = Branch(tuple(branch), tuple(units), branch[-1], weights[-1], tuple(skip))
+
+
+def _joins(br: Branch, feeding: set[str], layers: dict[str, Layer]) -> bool:
+    skip_weights = [n for n in br.skip_layers if layers[n].kind == "weight"]
+    return br.last_weight in feeding and bool(skip_weights) and skip_weights[-1] in feeding
+
+
+def _embedding_groups(sums: list[frozenset[str]], layers: dict[str, Layer],
+                      params: list[str]) -> tuple[tuple[str, ...], ...]:  # fmt: skip
+    """Merge the traced embedding sums into maximal groups (``(a + b) + c`` is one group).
+
+    Members are ordered as they ran (layers), then parameters in the model's order.
+    """
+    groups: list[set[str]] = []
+    for members in sums:
+        merged = set(members)
+        for g in [g for g in groups if g & merged]:
+            merged |= g
+            groups.remove(g)
+        groups.append(merged)
+    rank = {n: (0, la.order) for n, la in layers.items()}
+    rank.update({n: (1, i) for i, n in enumerate(params) if n not in rank})
+    return tuple(tuple(sorted(g, key=lambda n: rank.get(n, (2, 0)))) for g in groups)

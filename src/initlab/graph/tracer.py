@@ -1,0 +1,326 @@
+"""The tracer: a :class:`~torch.overrides.TorchFunctionMode` plus module hooks that follow every
+tensor from the input to the output (``_Info``: the weight layers feeding a tensor and its
+paths of layers from each root, ``_Path``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .activations import _CONCAT, _MIXING, _VALUE_FREE, ACTIVATION_FUNCTIONS, ADD_FUNCTIONS
+from .meta import _leaves, _meta_operands, _MetaCalls
+from .types import Layer
+
+
+@dataclass(frozen=True)
+class _Path:
+    """A persistent linked list of layer calls on a tensor's longest path from the input."""
+
+    layer: str
+    weight: int  # weight layers on the path up to here
+    prev: _Path | None
+
+    def names(self) -> list[str]:
+        out, node = [], self
+        while node is not None:
+            out.append(node.layer)
+            node = node.prev
+        return out[::-1]
+
+
+_ROOT = "\x00"  # marks a path's root that is no layer: an example input or a parameter
+_STATE_ROOT = _ROOT + "param "  # a parameter or buffer used as a plain tensor
+
+
+def _root_path(label: str) -> _Path:
+    return _Path(_ROOT + label, 0, None)
+
+
+Streams = Mapping[str, _Path]
+
+
+@dataclass(frozen=True)
+class _Info:
+    """What flows with a tensor: the last weight layers feeding it and their first activation.
+
+    ``streams`` maps each root the tensor depends on to the longest path of layers from it:
+    an example input (``"\x00input 0"``), a parameter or buffer used as a plain tensor
+    (``"\x00param pos_embed"``, kept only while no other root is mixed in), or the first layer of
+    a stream no input feeds (an embedding's lookup of integer ids). ``path`` is the longest of
+    them. ``embed`` names the embedding-like sources this tensor is a plain sum (or
+    concatenation) of, when it is one: the layer that produced it, a parameter, or several of
+    them after an embedding sum; empty once two streams are mixed any other way.
+    """
+
+    pending: Mapping[str, tuple[str | None, float | None]]  # layer -> (activation, its param)
+    streams: Streams
+    embed: frozenset[str] = frozenset()
+
+    @property
+    def path(self) -> _Path | None:
+        return max(self.streams.values(), key=_path_key) if self.streams else None
+
+    @property
+    def depth(self) -> int:
+        path = self.path
+        return path.weight if path else 0
+
+
+def _path_key(p: _Path) -> int:
+    return p.weight
+
+
+def _rooted(label: str, embed: frozenset[str] = frozenset()) -> _Info:
+    path = _root_path(label)
+    return _Info({}, {path.layer: path}, embed)
+
+
+_EMPTY = _Info({}, {})
+
+
+def _merge_streams(infos: list[_Info]) -> Streams:
+    streams: dict[str, _Path] = {}
+    for info in infos:
+        for root, path in info.streams.items():
+            if root not in streams or _path_key(path) > _path_key(streams[root]):
+                streams[root] = path
+    if any(not r.startswith(_STATE_ROOT) for r in streams):  # x * gamma, x + bias: x's streams
+        streams = {r: p for r, p in streams.items() if not r.startswith(_STATE_ROOT)}
+    return streams
+
+
+def _merge(infos: list[_Info], embed: frozenset[str] | None = None) -> _Info:
+    """One tensor's info from its operands': pending layers and streams united.
+
+    ``embed`` sets the result's embedding sources (default: kept from a single operand, dropped
+    when several are mixed).
+    """
+    if not infos:
+        return _EMPTY if embed is None else _Info({}, {}, embed)
+    if len(infos) == 1 and embed is None:
+        return infos[0]
+    pending: dict[str, tuple[str | None, float | None]] = {}
+    for info in infos:
+        for k, v in info.pending.items():
+            if pending.get(k, (None, None))[0] is None:
+                pending[k] = v  # an activation seen on any operand beats none
+    return _Info(pending, _merge_streams(infos), embed if embed is not None else frozenset())
+
+
+class _Tracer(TorchFunctionMode):
+    def __init__(self, model: nn.Module, layers: dict[str, Layer], owners: dict[int, str],
+                 slopes: Mapping[int, float] | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.model = model
+        self.slopes = dict(slopes or {})  # id(PReLU) -> its mean slope, read before a meta pass
+        self.meta = False  # a meta pass: move real operands of an op with meta ones to meta
+        self.meta_calls = _MetaCalls()
+        self.layers = layers
+        self.by_module = {id(la.module): la for la in layers.values()}
+        self.owners = owners  # id(param) -> layer name
+        self.info: dict[int, tuple[torch.Tensor, _Info]] = {}
+        self.depth = 0  # > 0 while inside a leaf layer's forward
+        self.counter = 0
+        self.adds: list[tuple[_Info, _Info, dict[str, _Info]]] = []  # with each source's output
+        self.outputs: dict[str, _Info] = {}  # each weight layer's latest output
+        self.functional: dict[str, list[str]] = {}
+        self.stash: dict[int, list[_Info]] = {}
+        self.act_modules: dict[int, str] = {}
+        # id(parameter or buffer) -> qualified name: such a tensor used as a plain operand roots
+        # a stream. Read at the first operation, so that a pass on copies of the state
+        # (torch.func.functional_call) names the copies it runs on
+        self.tensor_names: dict[int, str] | None = None
+        self.sums: list[frozenset[str]] = []  # embedding sums, as they were added up
+        self.roots = 0  # example tensors rooted so far
+
+    # -- tensor bookkeeping
+    def get(self, t: object) -> _Info | None:
+        if isinstance(t, torch.Tensor):
+            entry = self.info.get(id(t))
+            if entry is not None and entry[0] is t:
+                return entry[1]
+        return None
+
+    def put(self, outputs: object, info: _Info) -> None:
+        """Attach ``info`` to every floating tensor in ``outputs``.
+
+        Integer and boolean tensors (token ids, masks, indices) carry no signal: a mask built
+        from the input and added to attention scores is no path of the stream. ``_EMPTY`` (the
+        example's tensors) roots a stream of its own at each tensor.
+        """
+        for t in _leaves(outputs):
+            if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+                if info is _EMPTY:
+                    self.info[id(t)] = (t, _rooted(f"input {self.roots}"))
+                    self.roots += 1
+                else:
+                    self.info[id(t)] = (t, info)
+
+    def infos(self, args: object, params: bool = False) -> list[_Info]:
+        """The infos of the tensors in ``args``; with ``params``, parameters and buffers too.
+
+        A parameter or floating buffer used as a plain tensor (``x + self.pos_embed``, a fixed
+        sinusoidal table) roots a stream of its own; its embedding source is the layer that owns
+        it, or its qualified name when no layer does.
+        """
+        out = []
+        for t in _leaves(args):
+            info = self.get(t)
+            if info is None and params and isinstance(t, torch.Tensor) and t.is_floating_point():
+                name = self.owners.get(id(t)) or self.state_name(t)
+                if name is not None:
+                    info = _rooted(f"param {name}", frozenset({name}))
+                    self.info[id(t)] = (t, info)
+            if info is not None:
+                out.append(info)
+        return out
+
+    def state_name(self, t: torch.Tensor) -> str | None:
+        """The qualified name of a parameter or buffer of the model, ``None`` for other tensors.
+
+        Names are read from the model as it is now: a pass on copies of the state
+        (``torch.func.functional_call``) swaps them in after the mode is entered.
+        """
+        first = next(self.model.parameters(), None)
+        if self.tensor_names is None or (first is not None and id(first) not in self.tensor_names):
+            named = [*self.model.named_buffers(), *self.model.named_parameters()]
+            self.tensor_names = {id(x): n for n, x in named}
+        return self.tensor_names.get(id(t))
+
+    # -- layer calls
+    def consume(self, layer: Layer, inputs: list[_Info]) -> None:
+        """``layer`` reads tensors: settle the activation of every weight layer feeding it."""
+        if layer.order < 0:
+            layer.order = self.counter
+            self.counter += 1
+        layer.calls += 1
+        if layer.kind in ("norm", "activation", "scalar"):
+            return
+        for info in inputs:
+            for source, (act, param) in info.pending.items():
+                self.layers[source].consumed = True
+                self.settle(self.layers[source], act, param)
+
+    def settle(self, layer: Layer, act: str | None, param: float | None) -> None:
+        if not layer._seen_activation:
+            layer._seen_activation = True
+            layer.activation, layer.activation_param = act, param
+        if act not in layer.conflicts:
+            layer.conflicts.append(act)
+
+    def produce(self, layer: Layer, inputs: list[_Info]) -> _Info:
+        base = _merge(inputs)
+        if layer.kind == "scalar":
+            return base
+        streams = {r: _Path(layer.name, p.weight + layer.weight_depth, p)
+                   for r, p in base.streams.items()} or {
+            layer.name: _Path(layer.name, layer.weight_depth, None)}  # fmt: skip
+        if layer.kind == "norm":  # transparent for activations
+            return _Info(base.pending, streams, base.embed)
+        if layer.kind == "activation":
+            act = "leaky_relu"
+            slope = self.slopes.get(id(layer.module), 0.25)
+            return _Info(self.activate(base, act, slope).pending, base.streams, base.embed)
+        out = _Info({layer.name: (None, None)}, streams, frozenset({layer.name}))
+        self.outputs[layer.name] = out
+        return out
+
+    @staticmethod
+    def activate(info: _Info, act: str, param: float | None) -> _Info:
+        if act == "linear":  # nn.Identity (e.g. a removed norm): no activation, nothing settles
+            return info
+        pending = {k: (v if v[0] is not None else (act, param)) for k, v in info.pending.items()}
+        return _Info(pending, info.streams, info.embed)
+
+    # -- module hooks
+    def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        layer = self.by_module.get(id(module))
+        if layer is None:
+            return
+        if self.depth == 0:
+            inputs = self.infos((args, kwargs))
+            self.consume(layer, inputs)
+            self.stash.setdefault(id(module), []).append(_merge(inputs))
+        self.depth += 1
+
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        layer = self.by_module.get(id(module))
+        if layer is None:
+            return
+        self.depth -= 1
+        if self.depth == 0:
+            base = self.stash[id(module)].pop()
+            self.put(output, self.produce(layer, [base]))
+
+    # -- activation modules: one activation, whatever functions they are built of
+    def act_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.depth == 0:
+            self.stash.setdefault(id(module), []).append(_merge(self.infos((args, kwargs))))
+        self.depth += 1
+
+    def act_post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            base = self.stash[id(module)].pop()
+            slope = getattr(module, "negative_slope", None)
+            self.put(output, self.activate(base, self.act_modules[id(module)], slope))
+
+    # -- functions
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if self.meta:
+            out = self.meta_calls(func, *_meta_operands(args, kwargs, func))
+        else:
+            out = func(*args, **kwargs)
+        if self.depth > 0 or func in _VALUE_FREE:
+            return out
+        if func in _MIXING:
+            owner = self.param_owner((args, kwargs))
+            if owner is not None:
+                inputs = self.infos((args, kwargs))
+                layer = self.layers[owner]
+                self.consume(layer, inputs)
+                self.functional.setdefault(owner, []).append(getattr(func, "__name__", str(func)))
+                self.put(out, self.produce(layer, inputs))
+                return out
+        inputs = self.infos((args, kwargs), params=True)
+        act = ACTIVATION_FUNCTIONS.get(func)
+        if act is not None:
+            param = None
+            if act == "leaky_relu":
+                param = kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
+                param = param if isinstance(param, float) else None
+            self.put(out, self.activate(_merge(inputs), act, param))
+            return out
+        if func in ADD_FUNCTIONS and len(inputs) == 2:
+            a, b = inputs
+            if self.is_embedding_sum(a, b):
+                self.sums.append(a.embed | b.embed)
+                self.put(out, _merge(inputs, a.embed | b.embed))
+                return out
+            feeds = {k: self.outputs[k] for k in (*a.pending, *b.pending) if k in self.outputs}
+            self.adds.append((a, b, feeds))
+        if func in _CONCAT and inputs and all(i.embed for i in inputs):
+            self.put(out, _merge(inputs, frozenset().union(*(i.embed for i in inputs))))
+            return out
+        if inputs:
+            self.put(out, _merge(inputs))
+        return out
+
+    def is_embedding_sum(self, a: _Info, b: _Info) -> bool:
+        """``a + b`` adds two independent streams, each a plain embedding-like source, one at
+        least a lookup table or a parameter: tokens + positions, patches + position parameter."""
+        if not (a.embed and b.embed) or a.streams.keys() & b.streams.keys():
+            return False
+        return any(n not in self.layers or self.layers[n].kind == "embedding"
+                   for n in a.embed | b.embed)  # fmt: skip
+
+    def param_owner(self, args: object) -> str | None:
+        for t in _leaves(args):
+            if isinstance(t, nn.Parameter) and id(t) in self.owners:
+                return self.owners[id(t)]
+        return None

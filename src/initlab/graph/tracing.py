@@ -1,0 +1,235 @@
+"""The entry points: :func:`trace` (one traced pass, on meta when it can) and :func:`run_forward`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..errors import InitlabError, check_choice
+from ..hooks import eval_mode, forward_hooks
+from .activations import activation_module_name
+from .branches import _branches, _embedding_groups
+from .meta import _meta_copies, _restoring_module_state
+from .tracer import _EMPTY, _Tracer
+from .types import _LEAF_TYPES, Graph, Layer, is_norm
+
+
+def _kind(module: nn.Module) -> str:
+    own = list(module.parameters(recurse=False))
+    if own and all(p.numel() == 1 for p in own) and not isinstance(module, _LEAF_TYPES):
+        return "scalar"  # a learnable scalar multiplier or bias (Fixup, SkipInit): transparent
+    if is_norm(module):
+        return "norm"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "embedding"
+    if isinstance(module, (nn.PReLU,)):
+        return "activation"
+    return "weight"
+
+
+def _find_layers(model: nn.Module) -> tuple[dict[str, Layer], list[str]]:
+    """Leaf parametrized modules, and the 'loose' parameters of containers that also own some."""
+    layers: dict[str, Layer] = {}
+    loose: list[str] = []
+    inside_leaf: set[str] = set()
+    seen: set[int] = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        parts = name.split(".")
+        if any(".".join(parts[:i]) in inside_leaf for i in range(1, len(parts))):
+            continue
+        own = list(module.named_parameters(recurse=False))
+        has_param_children = any(True for c in module.children() for _ in c.parameters())
+        if isinstance(module, _LEAF_TYPES) or (own and not has_param_children):
+            if id(module) not in seen:
+                seen.add(id(module))
+                layers[name] = Layer(name, module, _kind(module))
+            inside_leaf.add(name)
+        elif own:
+            prefix = f"{name}." if name else ""
+            loose.extend(prefix + n for n, _ in own)
+    return layers, loose
+
+
+def _example_args(example: object) -> tuple[tuple, dict]:
+    if isinstance(example, Mapping):
+        return (), dict(example)
+    if isinstance(example, tuple):
+        return example, {}
+    if isinstance(example, list) and example and all(isinstance(e, torch.Tensor) for e in example):
+        return tuple(example), {}
+    return (example,), {}
+
+
+def _raised_at(model: nn.Module, exc: BaseException) -> str:
+    """Where in ``model`` ``exc`` was raised: the innermost submodule whose ``forward`` was running
+    (its qualified name and class) and the innermost frame outside torch (``file:line in fn``)."""
+    import os
+    import traceback
+
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    skip = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+    module = frame_at = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names:
+            module = owner
+        code = frame.f_code
+        if not code.co_filename.startswith(skip):
+            frame_at = f"{os.path.basename(code.co_filename)}:{line} in {code.co_name}"
+    parts = []
+    if module is not None:
+        name = names[id(module)]
+        parts.append(
+            f"in module {name!r} ({type(module).__name__})"
+            if name
+            else f"in {type(module).__name__}"
+        )
+    if frame_at:
+        parts.append(f"at {frame_at}")
+    return " ".join(parts)
+
+
+def run_forward(model: nn.Module, example: object) -> object:
+    """Call ``model`` on ``example`` (a tensor, a tuple of args, or a dict of kwargs).
+
+    A failure (any ``Exception``) is re-raised as :class:`~initlab.errors.ForwardError` that
+    names the user's exception, the submodule and source line that raised it, a meta-device,
+    device or dtype mismatch when there is one, and what initlab passed; ``KeyboardInterrupt``
+    propagates unchanged.
+    """
+    from ..errors import ForwardError
+    from ..placement import placement_problem
+
+    args, kwargs = _example_args(example)
+    try:
+        return model(*args, **kwargs)
+    except (InitlabError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:
+        shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
+        where = _raised_at(model, exc)
+        cause = f"{type(model).__name__}.forward raised {type(exc).__name__}{' ' + where if where else ''}: {exc}"
+        problem = placement_problem(model, example, needs_values=False)
+        if problem:
+            cause = f"{problem} ({cause})"
+        hint = (
+            f"initlab called model(*args, **kwargs) with args {shapes} and kwargs {sorted(kwargs)}; "
+            "if the example did not fit, pass example= as the exact input of one forward call "
+            "(a tensor, a tuple of positional args, or a dict of keyword args)"
+        )
+        raise ForwardError(cause, hint) from exc
+
+
+TraceMode = Literal["meta", "real"]
+
+
+def trace(model: nn.Module, example: object, *, forward: TraceMode = "meta") -> Graph:
+    """Trace one forward pass of ``model`` on ``example`` and return its :class:`Graph`.
+
+    The pass computes nothing: with ``forward="meta"`` (the default) it runs on meta copies of the
+    parameters and buffers and a meta copy of the example (:func:`torch.func.functional_call`), so
+    tracing a ResNet-50 costs about what tracing its meta twin does, whatever the example's size.
+    The graph is the one a real pass records (only shapes and the order of calls matter). A model
+    that needs values (``.item()``, ``nonzero``, Python branches on a tensor, CPU tensors made in
+    ``forward``) fails on meta; it is then traced with a real forward pass, and
+    :attr:`Graph.note` says why. ``forward="real"`` asks for the real pass directly. A model whose
+    parameters are already on meta is always traced on meta.
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    >>> g = trace(net, torch.randn(2, 4))
+    >>> [(la.name, la.activation, sorted(la.roles)) for la in g]
+    [('0', 'tanh', []), ('2', None, ['head'])]
+    """
+    if not isinstance(model, nn.Module):
+        raise InitlabError(f"expected an nn.Module, got {type(model).__name__}")
+    check_choice("forward", forward, ["meta", "real"])
+    tensors = [*model.parameters(), *model.buffers()]
+    on_meta = bool(tensors) and all(t.device.type == "meta" for t in tensors)
+    if on_meta or forward == "real":
+        return _trace(model, example, meta=on_meta)
+    try:
+        with _restoring_module_state(model):
+            return _trace(model, example, meta=True)
+    except Exception as exc:  # any failure on meta means: it needs values; trace for real
+        graph = _trace(model, example, meta=False)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        graph.note = (
+            f"traced with a real forward pass: the meta pass failed ({type(exc).__name__}: "
+            f"{first[:200]}); the model reads values in forward, so planning costs one forward "
+            "pass at the example's size"
+        )
+        return graph
+
+
+def _trace(model: nn.Module, example: object, *, meta: bool) -> Graph:
+    """One traced pass; ``meta``: on meta copies of the state and the example."""
+    layers, loose = _find_layers(model)
+    owners: dict[int, str] = {}
+    shared: dict[str, list[str]] = {}
+    first_name: dict[int, str] = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first_name and first_name[id(p)] != pname:
+            shared.setdefault(first_name[id(p)], []).append(pname)
+        first_name.setdefault(id(p), pname)
+    for name, layer in layers.items():
+        for p in layer.module.parameters():
+            owners.setdefault(id(p), name)
+    state: dict[str, torch.Tensor] = {}
+    slopes = {
+        id(la.module): float(la.module.weight.detach().float().mean())
+        for la in layers.values()
+        if isinstance(la.module, nn.PReLU) and la.module.weight.device.type != "meta"
+    }
+    if meta and any(t.device.type != "meta" for t in [*model.parameters(), *model.buffers()]):
+        state = _meta_copies(model)
+        for pname, p in model.named_parameters(remove_duplicate=False):
+            if id(p) in owners:
+                owners.setdefault(id(state[pname]), owners[id(p)])
+    tracer = _Tracer(model, layers, owners, slopes)
+    tracer.meta = meta
+    act_modules = []
+    for module in model.modules():
+        act = activation_module_name(module)
+        if act is not None and id(module) not in tracer.by_module:
+            tracer.act_modules[id(module)] = act
+            act_modules.append(module)
+    args, kwargs = _example_args(example)
+    with (
+        forward_hooks(act_modules, tracer.act_post_hook, pre=tracer.act_pre_hook, with_kwargs=True),
+        forward_hooks([layer.module for layer in layers.values()], tracer.post_hook,
+                      pre=tracer.pre_hook, with_kwargs=True),
+        eval_mode(model),
+        torch.random.fork_rng(devices=[]),
+        warnings.catch_warnings(),
+    ):  # fmt: skip
+        warnings.simplefilter("ignore")  # e.g. the transformer fast-path notice
+        tracer.put((args, kwargs), _EMPTY)
+        with tracer:
+            if state:
+                output = torch.func.functional_call(model, state, args, kwargs, strict=False)
+            else:
+                output = run_forward(model, example)
+    # roles
+    for layer in layers.values():
+        if layer.kind in ("norm", "embedding"):
+            layer.roles.add(layer.kind)
+    branches = _branches(tracer.adds, layers)
+    for b in branches:
+        layers[b.last].roles.add("residual_out")
+    # the head: feeds the output through no other weight layer, and not merely along skip paths
+    for info in tracer.infos(output):
+        for source in info.pending:
+            layer = layers[source]
+            tied_head = layer.kind == "embedding" and any(
+                f != "embedding" for f in tracer.functional.get(source, [])
+            )
+            direct = layer.kind == "weight" and not layer.consumed
+            if (direct or tied_head) and "residual_out" not in layer.roles:
+                layer.roles.add("head")
+    unreached = [la.name for la in layers.values() if la.calls == 0]
+    sums = _embedding_groups(tracer.sums, layers, [n for n, _ in model.named_parameters()])
+    return Graph(model, layers, branches, shared, tracer.functional, unreached, loose, sums)
