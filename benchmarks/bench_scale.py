@@ -114,13 +114,18 @@ def fill_child(layers: int, width: int, repeat: int, orthogonal: list[int]) -> d
             model = meta_model()
             x = torch.randn(2, width)
             t = time.perf_counter()
-            p = plan(model, scheme, example=x, seed=0, **kw)
+            p = plan(model, scheme, example=x, seed=0, rules=every_linear(scheme, kw), **kw)
             times.setdefault("plan", []).append(time.perf_counter() - t)
             res, _ = _timed(p.apply)
             times.setdefault("apply", []).append(res)
             return model
 
         return run
+
+    def every_linear(scheme: str, kw: dict[str, float]) -> dict[Any, Any]:
+        """A rule that draws every layer with ``scheme``: without it the default policy makes this
+        deep plain chain isometric (ZerO), and the row would not measure the scheme's fill."""
+        return {nn.Linear: (scheme, dict(kw))}
 
     def in_memory(times: dict[str, list]) -> None:
         """``init`` (default ``transactional=True``) on the model already allocated and filled."""
@@ -133,7 +138,8 @@ def fill_child(layers: int, width: int, repeat: int, orthogonal: list[int]) -> d
         warm, _ = _timed(lambda ws=ws: [w.normal_(0.0, 0.02, generator=g) for w in ws])
         times.setdefault("warm_limit", []).append(warm)  # the limit over memory already touched
         x = torch.randn(2, width)
-        res, _ = _timed(lambda m=model: init(m, "kaiming_normal", example=x, seed=0))
+        kaiming = every_linear("kaiming_normal", {})
+        res, _ = _timed(lambda m=model: init(m, example=x, seed=0, rules=kaiming))
         res["peak_rss"] = float(_status("VmHWM"))  # interpreter + weights + what init added
         res["rss_before"] = res["peak_rss"] - res["peak_growth"]
         del ws
