@@ -10,12 +10,15 @@ ratio compares runs of the same process:
   and with ``trunc_normal(std=0.02)``, and ``trunc_normal`` with the previous sampler (a tensor
   loop: mask, ``nonzero``, ``index_put`` over the whole tensor) for comparison. Each row gives
   ``limit time / its time`` (1.0 = the limit's fill rate) and its peak RSS growth over the
-  parameter bytes. The plan of the 1 B meta model is timed apart.
+  parameter bytes. The plan of the 1 B meta model is timed apart. One more row: ``initlab.init``
+  (default ``transactional=True``, plan included) on the same model already allocated and filled,
+  with its peak RSS over the weights' bytes and its time against the limit and against
+  ``normal_`` over the same, already touched, memory.
 * **models of 10 M parameters and more** (``scale_models.py``: a torchvision-style ResNet-50 and
   ViT-B/16, and transformers' Llama at 110 M from a config), built on the CPU: the model's own
   init re-run on the built model, against ``initlab.plan`` (a meta pass: no compute) +
-  ``apply()`` on the same model, with and without the undo copy (``transactional=False``), the
-  plan with a real forward pass (how planning ran before), and the plan of the model's meta twin.
+  ``apply()`` on the same model, with the default undo and with ``transactional=False`` (the undo
+  keeps no copy of the weights, so the two should cost the same), the plan with a real forward pass (how planning ran before), and the plan of the model's meta twin.
 
 Wall times on a shared machine are inflated by other processes; the CPU-time ratios (process
 time, page faults included) are steadier and are printed beside them. Usage::
@@ -111,7 +114,7 @@ def fill_child(layers: int, width: int, repeat: int, orthogonal: list[int]) -> d
             model = meta_model()
             x = torch.randn(2, width)
             t = time.perf_counter()
-            p = plan(model, scheme, example=x, seed=0, **kw)
+            p = plan(model, scheme, example=x, seed=0, rules=every_linear(scheme, kw), **kw)
             times.setdefault("plan", []).append(time.perf_counter() - t)
             res, _ = _timed(p.apply)
             times.setdefault("apply", []).append(res)
@@ -119,10 +122,36 @@ def fill_child(layers: int, width: int, repeat: int, orthogonal: list[int]) -> d
 
         return run
 
+    def every_linear(scheme: str, kw: dict[str, float]) -> dict[Any, Any]:
+        """A rule that draws every layer with ``scheme``: without it the default policy makes this
+        deep plain chain isometric (ZerO), and the row would not measure the scheme's fill."""
+        return {nn.Linear: (scheme, dict(kw))}
+
+    def in_memory(times: dict[str, list]) -> None:
+        """``init`` (default ``transactional=True``) on the model already allocated and filled."""
+        model = meta_model().to_empty(device="cpu")
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for w in model.parameters():
+                w.normal_(0.0, 0.02, generator=g)  # values to protect, every page touched
+        ws = [w.detach() for w in model.parameters()]
+        warm, _ = _timed(lambda ws=ws: [w.normal_(0.0, 0.02, generator=g) for w in ws])
+        times.setdefault("warm_limit", []).append(warm)  # the limit over memory already touched
+        x = torch.randn(2, width)
+        kaiming = every_linear("kaiming_normal", {})
+        res, _ = _timed(lambda m=model: init(m, example=x, seed=0, rules=kaiming))
+        res["peak_rss"] = float(_status("VmHWM"))  # interpreter + weights + what init added
+        res["rss_before"] = res["peak_rss"] - res["peak_growth"]
+        del ws
+        times.setdefault("apply", []).append(res)
+        del model
+        _release()
+
     rows: dict[str, dict[str, list]] = {}
     numpy_floats = schemes._NUMPY_FLOATS
     for _ in range(repeat):
         rows.setdefault("limit", {}).setdefault("apply", []).append(_timed(limit)[0])
+        in_memory(rows.setdefault("in_memory", {}))
         for label, scheme, kw in [("kaiming_normal", "kaiming_normal", {}),
                                   ("trunc_normal", "trunc_normal", {"std": 0.02}),
                                   ("trunc_normal_before", "trunc_normal", {"std": 0.02})]:  # fmt: skip
@@ -148,6 +177,8 @@ def fill_child(layers: int, width: int, repeat: int, orthogonal: list[int]) -> d
         out[label] = _best(times["apply"])
         if "plan" in times:
             out[label]["plan"] = min(times["plan"])
+        if "warm_limit" in times:
+            out[label]["warm_limit"] = _best(times["warm_limit"])
     return out
 
 
@@ -243,6 +274,16 @@ def _print_fill(r: dict[str, Any], threads: int, layers: int, width: int) -> Non
         x = r[key]
         print(f"  {label:44s} {x['wall']:7.2f} {x['cpu']:7.2f} {lim['wall'] / x['wall']:9.2f} "
               f"{lim['cpu'] / x['cpu']:6.2f} {x['peak_growth'] / (r['params'] * 4):30.3f}")  # fmt: skip
+    m = r["in_memory"]
+    weights = r["params"] * 4
+    print(f"  {'initlab.init on the model in memory (undo on)':44s} {m['wall']:7.2f} {m['cpu']:7.2f} "
+          f"{lim['wall'] / m['wall']:9.2f} {lim['cpu'] / m['cpu']:6.2f} "
+          f"{m['peak_growth'] / weights:30.3f}")  # fmt: skip
+    w = m["warm_limit"]
+    print(f"    kaiming_normal, transactional=True (default), plan included; peak RSS / weights "
+          f"{m['peak_rss'] / weights:.3f} (RSS before {m['rss_before'] / weights:.3f}); vs "
+          f"normal_ over the same touched memory {w['wall'] / m['wall']:.2f} "
+          f"({w['cpu'] / m['cpu']:.2f} CPU)")  # fmt: skip
     print(f"  plan of the meta model (trace + decisions): {r['kaiming_normal']['plan']:.2f} s wall")
     for size, o in r["orthogonal"].items():
         print(f"  orthogonal {size}x{size}: initlab.init {o['initlab']:.2f} s CPU, "
