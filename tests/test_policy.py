@@ -107,6 +107,17 @@ def test_deep_plain_chains_are_isometric_shallow_ones_keep_kaiming(act: str) -> 
     assert shallow["2.weight"].gain == pytest.approx(initlab.gain(act))
 
 
+@pytest.mark.parametrize("scheme", ["kaiming_normal", "xavier_uniform", "trunc_normal"])
+def test_a_scheme_the_user_names_is_used_in_a_deep_plain_chain(scheme: str) -> None:
+    net = plain_mlp(64, 10, DEEP_PLAIN_DEPTH + 5, 128, "relu")
+    p = initlab.plan(net, scheme, example=torch.randn(4, 64))
+    hidden = [e for e in p if e.role == "weight"]
+    assert len(hidden) == DEEP_PLAIN_DEPTH + 4 and {e.scheme for e in hidden} == {scheme}
+    assert p[f"{2 * (DEEP_PLAIN_DEPTH + 4)}.weight"].gain == 1.0  # the deep chain's head gain
+    assert {e.scheme for e in initlab.plan(net, example=torch.randn(4, 64)) if e.role == "weight"} == {
+        "orthogonal", "ZerO"}  # unnamed: the isometric default  # fmt: skip
+
+
 def test_deep_plain_chain_keeps_the_signal() -> None:
     net = plain_mlp(64, 10, 50, 128, "tanh")
     initlab.init(net, example=torch.randn(4, 64), seed=0)

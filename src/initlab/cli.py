@@ -369,7 +369,7 @@ def _plan_options(f: Any) -> Any:
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
-    return _init_options(f, default_scheme="kaiming_normal")
+    return _init_options(f, default_scheme=None)
 
 
 def _load_rules(rules_path: str | None) -> Any:

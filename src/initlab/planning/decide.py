@@ -263,10 +263,12 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
         default: float | None = 0.0 if is_bias else 1.0
     else:
         default = None  # weights and biases of mixing layers: random by default
+    chosen_role = is_bias or "norm" in roles or bool({"head", "residual_out"} & set(roles))
+    if not chosen_role:  # a mixing layer's weight: nothing to read (planning stays cheap)
+        return ""
     first = float(v.reshape(-1)[0])
     constant = bool((v == first).all())
     planned_constant = {"zeros": 0.0, "ones": 1.0}.get(planned)
-    chosen_role = is_bias or "norm" in roles or bool({"head", "residual_out"} & set(roles))
     if constant and first != default and first != planned_constant and chosen_role:
         return (f"constructed as the constant {first:.4g} (the module type's default is "
                     f"{'random' if default is None else default}): kept as a deliberate "

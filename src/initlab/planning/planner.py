@@ -23,7 +23,7 @@ from .types import Plan, PlanEntry
 
 def plan(
     model: nn.Module,
-    scheme: str = "kaiming_normal",
+    scheme: str | None = None,
     *,
     example: Any,
     rules: Mapping[Any, RuleValue] | None = None,
@@ -43,6 +43,9 @@ def plan(
     Args:
         model: any ``nn.Module`` (on CPU, GPU or the meta device).
         scheme: the default scheme for weights (a :data:`~initlab.schemes.SCHEMES` name).
+            ``None`` (the default): ``kaiming_normal`` with the traced gain, except in a deep
+            plain chain (:data:`DEEP_PLAIN_DEPTH` weight layers or more, no normalization, no
+            residual branch), which gets an isometric init; a scheme you name is used as named.
         example: the input of one forward call: a tensor, a tuple of args, or a dict of kwargs.
         rules: overrides; see the module docstring.
         seed: the seed every parameter's stream derives from.
@@ -74,7 +77,7 @@ def plan(
      ('2.weight', 'head', 'kaiming_normal', 0.1), ('2.bias', 'bias', 'zeros', 1.0)]
     """
     check_placement(model, example, who="initlab.plan", needs_values=False)
-    default = get_scheme(scheme)
+    default = get_scheme(scheme if scheme is not None else "kaiming_normal")
     _check_options(default.name, options)
     parsed = _parse_rules(rules)
     graph = graph if graph is not None else trace(model, example)
@@ -87,7 +90,7 @@ def plan(
             fallback = _parse_rules(preset_rules(preset, model, graph, **(preset_options or {})))
         if skip_initialized:
             loaded = set(initialized_params(model))
-    policy = _policy(model, graph, head_scale, residual_scale)
+    policy = _policy(model, graph, head_scale, residual_scale, isometric=scheme is None)
     context = _Context(model, graph, default.name, options, tuple(parsed), tuple(fallback), policy,
                        include_frozen, frozenset(loaded))  # fmt: skip
     used: set[int] = set()  # the indices of the user's rules that matched some parameter
@@ -142,7 +145,7 @@ def _plan_keywords() -> str:
     return ", ".join(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-def init(model: nn.Module, scheme: str = "kaiming_normal", *, example: Any,
+def init(model: nn.Module, scheme: str | None = None, *, example: Any,
          transactional: bool = True, meta_state: MetaState | None = None,
          **kwargs: Any) -> Plan:  # fmt: skip
     """Plan (see :func:`plan`, same arguments) and apply; return the applied :class:`Plan`.

@@ -51,7 +51,7 @@ class _Policy:
 
 
 def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
-            residual_scale: bool) -> _Policy:  # fmt: skip
+            residual_scale: bool, isometric: bool = True) -> _Policy:  # fmt: skip
     """The model-level decisions, from the traced graph, in three pure steps.
 
     1. Residual branches (``L`` of them, ``m`` weight layers each). With normalization layers:
@@ -60,7 +60,8 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
        layers at gain x :math:`L^{-1/(2m-2)}`, Fixup's rule (Zhang et al. 2019) without its
        scalars; that is the init that trains the bench's 20-block residual MLP at lr 0.1.
     2. A plain chain (no branch, no norm) of :data:`DEEP_PLAIN_DEPTH` weight layers or more:
-       isometric, ZerO (Zhao et al. 2022), head at gain 1.
+       isometric, ZerO (Zhao et al. 2022), head at gain 1; with ``isometric=False`` (the user
+       named a scheme) the named scheme is kept and only the head's gain is 1.
     3. Embeddings whose outputs are summed start at one scale (:func:`_embedding_groups`).
     """
     normed = any(la.kind == "norm" and la.calls > 0 for la in graph.layers.values())
@@ -90,7 +91,7 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
         tied = any(_is_tied_head(graph, graph.layers[n]) for n in group)
         for n in group:
             stds[n] = tied_gain / math.sqrt(d) if tied else 1.0
-    return _Policy(head_gain, tied_gain, normed, ends, inner, deep, stds)
+    return _Policy(head_gain, tied_gain, normed, ends, inner, deep and isometric, stds)
 
 
 def _embedding_width(layer: Layer) -> int:
