@@ -24,16 +24,17 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
 
     1. *Prepare*: everything that can fail runs before a weight changes: the values of a meta
        model's buffers and kept parameters (:func:`initlab.materialize.resolve`), each
-       elementwise scheme's options (its distribution is built), and every draw that runs code
-       beyond an elementwise fill (rule callables and structured schemes such as orthogonal), on
-       a scratch copy of its parameter that is kept until it is written.
+       elementwise scheme's options (its distribution is built), each built-in structured
+       scheme's checks (orthogonal, ZerO, ...: run on a meta tensor of the parameter's shape),
+       and every rule callable (user code), on a scratch copy of its parameter that is kept
+       until it is written.
     2. *Write*: elementwise fills straight into the parameters, the prepared values copied in,
        meta tensors swapped for their values. Nothing here allocates more than a block of the
        random stream; an interrupt (Ctrl-C) arriving meanwhile is held until the writing ends
        and delivered then, with the model fully initialized.
 
-    The extra memory is the scratch copies of step 1 (none for elementwise schemes) and one
-    block of random numbers. With ``transactional=False`` step 1 prepares only the meta values
+    The extra memory is the scratch copies of step 1 (rule callables only) and, while writing,
+    one block of random numbers or one structured draw's buffer at a time. With ``transactional=False`` step 1 prepares only the meta values
     and draws everything in place (structured schemes too).
     """
     model = p.model
@@ -53,6 +54,14 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
             if elementwise and (tensor.is_contiguous() or tensor.device.type == "meta"):
                 kw = {k: v for k, v in entry.kwargs.items() if k != "gain"}
                 SCHEMES[entry.scheme].distribution(entry.fans, entry.gain, **kw)  # checks options
+                continue
+            if entry.fn is None and tensor.device.type != "meta":
+                # a built-in structured scheme (orthogonal, ZerO, ...): its checks run here on a
+                # meta tensor (no values, no cost); the draw itself happens while writing, into
+                # one transient buffer of this parameter's size
+                kw = {k: v for k, v in entry.kwargs.items() if k != "gain"}
+                probe = torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
+                SCHEMES[entry.scheme].apply(probe, fans=entry.fans, gain=entry.gain, **kw)
                 continue
             if tensor.device.type == "meta":
                 work = torch.empty(tensor.shape, dtype=tensor.dtype, device=device)
