@@ -137,11 +137,14 @@ _MEASURE = textwrap.dedent(
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
-def test_init_on_a_model_in_memory_adds_little_beyond_its_weights():
-    """Default settings (transactional): the peak grows by far less than a copy of the weights."""
+@pytest.mark.parametrize(("layers", "width"), [("6", "2048"), ("12", "1536")])
+def test_init_on_a_model_in_memory_adds_little_beyond_its_weights(layers: str, width: str):
+    """Default settings (transactional): the peak grows by far less than a copy of the weights,
+    with elementwise draws (6 layers: Kaiming) and structured ones (12 layers, a deep plain
+    chain: the default's ZerO)."""
     src = str(Path(apply_module.__file__).resolve().parents[2])
     res = subprocess.run(
-        [sys.executable, "-c", _MEASURE, "6", "2048"],
+        [sys.executable, "-c", _MEASURE, layers, width],
         capture_output=True, text=True, check=True,
         env={"PYTHONPATH": src, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip

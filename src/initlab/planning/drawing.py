@@ -29,10 +29,12 @@ def draw(entry: shard.Entry, tensor: torch.Tensor, seed: int) -> torch.Tensor:
             return rng.fill_(tensor, dist.sample_, seed, entry.name)
         work = rng.fill_(torch.empty(tensor.shape), dist.sample_, seed, entry.name)
         return tensor.copy_(work)
-    # structured schemes compute in float32, or in the parameter's dtype when wider (float64)
+    # structured schemes compute in float32, or in the parameter's dtype when wider (float64);
+    # a contiguous float32/float64 parameter is written directly (no buffer of its size)
+    g = rng.generator(seed, entry.name)
+    if tensor.dtype in (torch.float32, torch.float64) and tensor.is_contiguous():
+        return scheme.apply(tensor, fans=entry.fans, gain=entry.gain, generator=g, **kw)
     wide = tensor.dtype.is_floating_point and tensor.dtype.itemsize > 4
     work = torch.empty(tensor.shape, dtype=tensor.dtype if wide else torch.float32)
-    scheme.apply(
-        work, fans=entry.fans, gain=entry.gain, generator=rng.generator(seed, entry.name), **kw
-    )
+    scheme.apply(work, fans=entry.fans, gain=entry.gain, generator=g, **kw)
     return tensor.copy_(work)

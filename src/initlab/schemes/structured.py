@@ -100,7 +100,7 @@ def _identity_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: flo
         return tensor
     with torch.no_grad():
         for chunk in _chunks(tensor, fans):
-            chunk.copy_(torch.eye(*chunk.shape, dtype=_work_dtype(tensor)) * gain)
+            chunk.zero_().diagonal().fill_(gain)  # eye * gain, rounded once, no buffer
     return tensor
 
 
@@ -216,7 +216,10 @@ def _zero_apply(tensor: torch.Tensor, *, fans: Fans | None = None, gain: float =
         if tensor.dim() == 2:
             for chunk in _chunks(tensor, fans):
                 _warn_tied(chunk.shape, tensor.shape)
-                chunk.copy_(zero_matrix(*chunk.shape, dtype))
+                if chunk.shape[0] <= chunk.shape[1]:  # (partial) identity: written in place
+                    chunk.zero_().diagonal().fill_(1.0)
+                else:
+                    chunk.copy_(zero_matrix(*chunk.shape, dtype))
             return tensor
         tensor.zero_()
         centre = tuple(k // 2 for k in tensor.shape[2:])
