@@ -96,7 +96,7 @@ def fill_child(layers: int, width: int, repeat: int, orthogonal: list[int]) -> d
     import torch
     from torch import nn
 
-    from initlab import schemes
+    from initlab.schemes import sampling as schemes  # the sampler module
     from initlab.planning import init, plan
 
     def meta_model() -> nn.Module:
