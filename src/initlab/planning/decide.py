@@ -20,14 +20,7 @@ from ..graph import Graph, Layer
 from ..schemes import SCHEMES, get_scheme
 from .policy import _Policy
 from .rules import _ROLE_ORDER, _matching, _Rule, _winner
-from .types import (
-    RESIDUAL_INNER,
-    RESIDUAL_NORM_ZEROED,
-    RESIDUAL_SCALED,
-    RESIDUAL_ZEROED,
-    PlanEntry,
-    _expected_std,
-)
+from .types import RESIDUAL_INNER, RESIDUAL_SCALED, RESIDUAL_ZEROED, PlanEntry, _expected_std
 
 
 def _roles_of(local: str, tensor: torch.Tensor, layer: Layer | None, module: nn.Module,
@@ -231,11 +224,7 @@ def _structural(scheme: str, kwargs: Mapping[str, Any], g: float, role: str,
                 roles: tuple[str, ...], layer: Layer | None,
                 policy: _Policy) -> tuple[str, Mapping[str, Any], float, str]:  # fmt: skip
     """Residual branches: the end's gain x :math:`L^{-1/2}` (normalized nets) or zero, and the
-    other branch layers x :math:`L^{-1/(2m-2)}` (nets without normalization); a norm that ends
-    a branch: its weight at 0 (Goyal et al. 2017)."""
-    ends_norm = layer is not None and layer.name in policy.zero_norms
-    if ends_norm and role == "residual_out" and "norm" in roles and scheme == "ones":
-        return "zeros", {}, 1.0, RESIDUAL_NORM_ZEROED
+    other branch layers x :math:`L^{-1/(2m-2)}` (nets without normalization)."""
     if layer is None or scheme == "keep" or role in ("bias", "head") or "norm" in roles:
         return scheme, kwargs, g, "default"
     if role == "residual_out" and layer.name in policy.branch_ends:

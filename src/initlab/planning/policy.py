@@ -48,18 +48,14 @@ class _Policy:
     branch_inner: Mapping[str, float] = field(default_factory=dict)  # other branch layers -> factor
     deep_plain: bool = False
     embedding_std: Mapping[str, float] = field(default_factory=dict)  # layer -> its group's std
-    zero_norms: frozenset[str] = frozenset()  # norms that end a residual branch: gamma at 0
 
 
 def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
             residual_scale: bool, isometric: bool = True) -> _Policy:  # fmt: skip
     """The model-level decisions, from the traced graph, in three pure steps.
 
-    1. Residual branches (``L`` of them, ``m`` weight layers each). A branch whose last layer is
-       a norm (a BN ResNet's ``bn3``): that norm's weight at 0, so each block starts as the
-       identity (Goyal et al. 2017), and its weight layers at their default gain (the norm
-       undoes any scale). Other branches, with normalization layers elsewhere: the last weight
-       layer at gain x :math:`L^{-1/2}`. Without any (nothing bounds
+    1. Residual branches (``L`` of them, ``m`` weight layers each). With normalization layers:
+       each branch's last weight layer at gain x :math:`L^{-1/2}`. Without any (nothing bounds
        the stream or the updates): the last weight layer at zero and the branch's other weight
        layers at gain x :math:`L^{-1/(2m-2)}`, Fixup's rule (Zhang et al. 2019) without its
        scalars; that is the init that trains the bench's 20-block residual MLP at lr 0.1.
@@ -72,13 +68,9 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
     tied_gain = TIED_HEAD_GAIN if head_scale is None else head_scale
     ends: dict[str, float] = {}
     inner: dict[str, float] = {}
-    zero_norms: set[str] = set()
     L = len(graph.branches)
     if residual_scale and L:
         for b in graph.branches:
-            if _ends_in_norm(graph, b.last):
-                zero_norms.add(b.last)
-                continue
             if b.last_weight is None:
                 continue
             if normed:
@@ -99,16 +91,7 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
         tied = any(_is_tied_head(graph, graph.layers[n]) for n in group)
         for n in group:
             stds[n] = tied_gain / math.sqrt(d) if tied else 1.0
-    return _Policy(head_gain, tied_gain, normed, ends, inner, deep and isometric, stds,
-                   frozenset(zero_norms))  # fmt: skip
-
-
-def _ends_in_norm(graph: Graph, last: str) -> bool:
-    """Whether a branch's last layer is a traced norm with a weight (its gamma can start at 0)."""
-    layer = graph.layers.get(last)
-    if layer is None or layer.kind != "norm" or layer.calls == 0:
-        return False
-    return isinstance(getattr(layer.module, "weight", None), torch.Tensor)
+    return _Policy(head_gain, tied_gain, normed, ends, inner, deep and isometric, stds)
 
 
 def _embedding_width(layer: Layer) -> int:

@@ -23,8 +23,6 @@ RESIDUAL_SCALED = "default x L^-1/2 (residual_scale)"
 """The ``source`` of a residual branch end whose gain :func:`plan` scaled by ``L^-1/2``."""
 RESIDUAL_ZEROED = "default: branch end at 0, no normalization (residual_scale)"
 """The ``source`` of a residual branch end :func:`plan` zeroed (a model without normalization)."""
-RESIDUAL_NORM_ZEROED = "default: branch ends in a norm, its weight at 0 (residual_scale)"
-"""The ``source`` of a norm weight that ends a residual branch, started at 0 (Goyal et al. 2017)."""
 RESIDUAL_INNER = "default x L^-1/(2m-2), no normalization (residual_scale)"
 """The ``source`` of a branch's inner weight layer scaled by Fixup's rule."""
 
@@ -175,10 +173,6 @@ class Plan:
             foot.append(f"no normalization: {len(zeroed)} residual branch ends at 0, the branches' "
                         "other weight layers x L^-1/(2m-2), Fixup's rule (residual_scale=False "
                         "for the plain gain)")  # fmt: skip
-        normz = [e for e in self if e.source == RESIDUAL_NORM_ZEROED]
-        if normz:
-            foot.append(f"{len(normz)} residual branches end in a norm: its weight at 0, each "
-                        "block starts as the identity (residual_scale=False for 1)")  # fmt: skip
         return "\n".join(lines + foot + (["notes:", *notes] if notes else []))
 
     __repr__ = __str__
