@@ -96,8 +96,8 @@ def fill_child(layers: int, width: int, repeat: int, orthogonal: list[int]) -> d
     import torch
     from torch import nn
 
-    from initlab.schemes import sampling as schemes  # the sampler module
     from initlab.planning import init, plan
+    from initlab.schemes import sampling as schemes  # the sampler module
 
     def meta_model() -> nn.Module:
         with torch.device("meta"):

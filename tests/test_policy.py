@@ -77,6 +77,8 @@ def test_resnet50_in_train_mode_starts_near_log_classes() -> None:
     model = _built(ResNet50, 10)
     _init_like_suite("resnet50", model, 10)
     assert abs(_random_loss("resnet50", model, 10) - math.log(10)) < 0.05
+    # a norm that ends a branch keeps gamma 1 (zero gamma measured no better: README)
+    assert all(bool((b.bn3.weight == 1).all()) for b in model.layers)
 
 
 def test_head_scale_is_the_heads_gain_and_raises_without_a_head() -> None:
