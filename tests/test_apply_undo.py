@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from initlab.errors import InitlabError
 from initlab.planning import init, plan
 
 apply_module = sys.modules["initlab.planning.apply"]  # _apply draws through its module's `draw`
@@ -150,3 +151,16 @@ def test_init_on_a_model_in_memory_adds_little_beyond_its_weights(layers: str, w
     )  # fmt: skip
     r = json.loads(res.stdout.strip().splitlines()[-1])
     assert r["extra"] <= 0.15 * r["weights"], r  # a copy of the weights would add 1.0x
+
+
+@pytest.mark.parametrize(
+    "rule", ["delta_orthogonal", "dirac", ("sparse", {"sparsity": 1.5})], ids=str
+)
+def test_a_structured_scheme_that_cannot_apply_fails_before_any_weight_changes(rule):
+    """Built-in structured schemes are drawn while writing, in place; their checks run first, on
+    a meta tensor of the parameter's shape, so a misfit on the last layer changes nothing."""
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(InitlabError):
+        init(net, example=torch.randn(2, 4), seed=0, rules={"4.weight": rule})
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
