@@ -286,10 +286,8 @@ def test_doctor_examines_initlabs_init_with_the_given_optimizer(user_file: Path)
     sat = next(f for f in d["findings"] if f["check"] == "saturation")
     assert sat["severity"] == "fail" and sat["cli"] == "--scheme xavier_normal"
     result = CliRunner().invoke(
-        main,
-        [*base, "--scheme", "xavier_normal", "--optimizer", "adam", "--lr", "0.002",
-         "--head-scale", "1"],  # the default 0.1 head moves 10^-1 per Adam step at this lr
-    )  # fmt: skip
+        main, [*base, "--scheme", "xavier_normal", "--optimizer", "adam", "--lr", "0.002"]
+    )
     assert result.exit_code == 0, result.output
     d = json.loads(result.stdout)
     assert d["setup"]["optimizer"] == "Adam(lr=0.002)"

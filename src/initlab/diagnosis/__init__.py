@@ -247,7 +247,10 @@ def _planned_stds(
             # the head at gain 1: the checks judge a shrunk head against the unscaled one
             given = make_plan(work, "kaiming_normal", example=example, graph=graph,
                               head_scale=1.0 if graph.heads else None)  # fmt: skip
-        return {e.name: e.std for e in given}
+        # a head the plan shrinks on purpose (gain < 1) is judged against its gain-1 std, as
+        # when the doctor plans itself: its first updates are large by design
+        return {e.name: e.std / e.gain if "head" in e.roles and e.std and 0 < e.gain < 1
+                else e.std for e in given}  # fmt: skip
     except Exception as exc:  # the plan is a bonus; never block the diagnosis
         warnings.warn(f"initlab.doctor: no plan for predicted stds ({exc})", UserWarning,
                       stacklevel=3)  # fmt: skip
