@@ -33,6 +33,8 @@ _VALUE_FREE = {torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_f
                torch.randint_like}  # fmt: skip
 ADD_FUNCTIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__,
          torch.Tensor.__radd__, torch.Tensor.__iadd__}  # fmt: skip
+MUL_FUNCTIONS = {torch.mul, torch.multiply, torch.Tensor.mul, torch.Tensor.mul_,
+                 torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__imul__}  # fmt: skip
 _MIXING = {F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
            torch.Tensor.__rmatmul__, torch.mm, torch.bmm, torch.einsum, F.conv1d, F.conv2d,
            F.conv3d, F.embedding, F.bilinear, torch.addmm}  # fmt: skip

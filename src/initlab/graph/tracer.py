@@ -11,7 +11,14 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .activations import _CONCAT, _MIXING, _VALUE_FREE, ACTIVATION_FUNCTIONS, ADD_FUNCTIONS
+from .activations import (
+    _CONCAT,
+    _MIXING,
+    _VALUE_FREE,
+    ACTIVATION_FUNCTIONS,
+    ADD_FUNCTIONS,
+    MUL_FUNCTIONS,
+)
 from .meta import _leaves, _meta_operands, _MetaCalls
 from .types import Layer
 
@@ -304,12 +311,26 @@ class _Tracer(TorchFunctionMode):
                 return out
             feeds = {k: self.outputs[k] for k in (*a.pending, *b.pending) if k in self.outputs}
             self.adds.append((a, b, feeds))
+        if func in MUL_FUNCTIONS and len(inputs) == 2:
+            self.note_multiplier(*inputs)
         if func in _CONCAT and inputs and all(i.embed for i in inputs):
             self.put(out, _merge(inputs, frozenset().union(*(i.embed for i in inputs))))
             return out
         if inputs:
             self.put(out, _merge(inputs))
         return out
+
+    def note_multiplier(self, a: _Info, b: _Info) -> None:
+        """``layer(x) * s`` with ``s`` model state alone (a parameter or buffer, reshaped or not):
+        record ``s`` on the layer as the multiplier of its output (a layer scale)."""
+        for out, scale in ((a, b), (b, a)):
+            if len(out.pending) != 1 or len(scale.embed) != 1 or not scale.streams:
+                continue
+            if not all(r.startswith(_STATE_ROOT) for r in scale.streams):
+                continue
+            (source,) = out.pending
+            if self.outputs.get(source) is out:
+                (self.layers[source].multiplier,) = scale.embed
 
     def is_embedding_sum(self, a: _Info, b: _Info) -> bool:
         """``a + b`` adds two independent streams, each a plain embedding-like source, one at

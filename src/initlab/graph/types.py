@@ -50,6 +50,9 @@ class Layer:
         roles: ``head``, ``residual_out``, ``embedding``, ``norm`` as found.
         order: position of its first call (``-1`` when never reached).
         activation_param: the activation's parameter when it has one (LeakyReLU's slope).
+        multiplier: the model state that multiplies its output elementwise right after it
+            (``gamma * layer(x)``: a layer scale), when there is one: a qualified parameter or
+            buffer name, or the name of the layer that owns it.
     """
 
     name: str
@@ -62,6 +65,7 @@ class Layer:
     activation_param: float | None = None
     conflicts: list[str | None] = field(default_factory=list)
     consumed: bool = False  # some weight layer read its output
+    multiplier: str | None = None
     _seen_activation: bool = False
 
     @property

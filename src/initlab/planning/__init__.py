@@ -66,6 +66,7 @@ from .policy import DEEP_PLAIN_DEPTH, HEAD_GAIN, TIED_HEAD_GAIN
 from .rules import ROLES
 from .rules import RuleValue as RuleValue
 from .types import RESIDUAL_INNER as RESIDUAL_INNER
+from .types import RESIDUAL_LAYER_SCALED as RESIDUAL_LAYER_SCALED
 from .types import RESIDUAL_SCALED as RESIDUAL_SCALED
 from .types import RESIDUAL_ZEROED as RESIDUAL_ZEROED
 from .types import Plan, PlanEntry

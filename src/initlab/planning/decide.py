@@ -20,7 +20,14 @@ from ..graph import Graph, Layer
 from ..schemes import SCHEMES, get_scheme
 from .policy import _Policy
 from .rules import _ROLE_ORDER, _matching, _Rule, _winner
-from .types import RESIDUAL_INNER, RESIDUAL_SCALED, RESIDUAL_ZEROED, PlanEntry, _expected_std
+from .types import (
+    RESIDUAL_INNER,
+    RESIDUAL_LAYER_SCALED,
+    RESIDUAL_SCALED,
+    RESIDUAL_ZEROED,
+    PlanEntry,
+    _expected_std,
+)
 
 
 def _roles_of(local: str, tensor: torch.Tensor, layer: Layer | None, module: nn.Module,
@@ -223,10 +230,13 @@ def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor,
 def _structural(scheme: str, kwargs: Mapping[str, Any], g: float, role: str,
                 roles: tuple[str, ...], layer: Layer | None,
                 policy: _Policy) -> tuple[str, Mapping[str, Any], float, str]:  # fmt: skip
-    """Residual branches: the end's gain x :math:`L^{-1/2}` (normalized nets) or zero, and the
-    other branch layers x :math:`L^{-1/(2m-2)}` (nets without normalization)."""
+    """Residual branches: the end's gain x :math:`L^{-1/2}` (normalized nets; plain where a layer
+    scale follows it) or zero, and the other branch layers x :math:`L^{-1/(2m-2)}` (nets without
+    normalization)."""
     if layer is None or scheme == "keep" or role in ("bias", "head") or "norm" in roles:
         return scheme, kwargs, g, "default"
+    if role == "residual_out" and layer.name in policy.layer_scaled:
+        return scheme, kwargs, g, RESIDUAL_LAYER_SCALED
     if role == "residual_out" and layer.name in policy.branch_ends:
         factor = policy.branch_ends[layer.name]
         if factor == 0.0:

@@ -48,6 +48,9 @@ class _Policy:
     branch_inner: Mapping[str, float] = field(default_factory=dict)  # other branch layers -> factor
     deep_plain: bool = False
     embedding_std: Mapping[str, float] = field(default_factory=dict)  # layer -> its group's std
+    layer_scaled: Mapping[str, str] = field(
+        default_factory=dict
+    )  # branch end at its plain gain -> the layer scale that follows it
 
 
 def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
@@ -55,7 +58,9 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
     """The model-level decisions, from the traced graph, in three pure steps.
 
     1. Residual branches (``L`` of them, ``m`` weight layers each). With normalization layers:
-       each branch's last weight layer at gain x :math:`L^{-1/2}`. Without any (nothing bounds
+       each branch's last weight layer at gain x :math:`L^{-1/2}`, unless a learned layer scale
+       of at most :math:`L^{-1/2}` multiplies its output (:func:`_layer_scale`): that branch
+       is already shrunk, and keeps its plain gain. Without any (nothing bounds
        the stream or the updates): the last weight layer at zero and the branch's other weight
        layers at gain x :math:`L^{-1/(2m-2)}`, Fixup's rule (Zhang et al. 2019) without its
        scalars; that is the init that trains the bench's 20-block residual MLP at lr 0.1.
@@ -68,13 +73,18 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
     tied_gain = TIED_HEAD_GAIN if head_scale is None else head_scale
     ends: dict[str, float] = {}
     inner: dict[str, float] = {}
+    scaled: dict[str, str] = {}
     L = len(graph.branches)
     if residual_scale and L:
         for b in graph.branches:
             if b.last_weight is None:
                 continue
             if normed:
-                ends[b.last_weight] = L**-0.5
+                scale = _layer_scale(model, graph, graph.layers[b.last_weight], L**-0.5)
+                if scale is not None:
+                    scaled[b.last_weight] = scale
+                else:
+                    ends[b.last_weight] = L**-0.5
                 continue
             ends[b.last_weight] = 0.0
             factor = 1.0 if b.m < 2 else float(L) ** (-1.0 / (2 * b.m - 2))
@@ -91,7 +101,37 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
         tied = any(_is_tied_head(graph, graph.layers[n]) for n in group)
         for n in group:
             stds[n] = tied_gain / math.sqrt(d) if tied else 1.0
-    return _Policy(head_gain, tied_gain, normed, ends, inner, deep and isometric, stds)
+    return _Policy(head_gain, tied_gain, normed, ends, inner, deep and isometric, stds, scaled)
+
+
+def _layer_scale(model: nn.Module, graph: Graph, layer: Layer, bound: float) -> str | None:
+    r"""The learned layer scale that shrinks ``layer``'s output enough on its own, if any.
+
+    ``gamma * layer(x)`` with ``gamma`` a parameter (ConvNeXt's ``layer_scale_parameter``,
+    CaiT's and timm's ``ls.gamma``; Touvron et al. 2021) whose every value is at most ``bound``
+    (:math:`L^{-1/2}`) in magnitude: the branch already adds at most :math:`L^{-1/2}` of the
+    layer's output, and the factor on top would shrink its gradient a further
+    :math:`L^{-1/2}` (the gradient of ``gamma`` is proportional to the layer's output). The
+    default keeps such a bare parameter as the model built it, so the bound holds at the start.
+    Returns its name (``Layer.multiplier``); ``None`` for a buffer (a fixed constant), a larger
+    or meta value, or no multiplier.
+    """
+    name = layer.multiplier
+    if name is None:
+        return None
+    if name in graph.layers:
+        params = list(graph.layers[name].module.parameters())
+    else:
+        try:
+            params = [model.get_parameter(name)]
+        except AttributeError:  # a buffer
+            return None
+    if not params or any(p.device.type == "meta" or p.numel() == 0 for p in params):
+        return None
+    if not all(p.dtype.is_floating_point for p in params):
+        return None
+    peak = max(float(p.detach().abs().max()) for p in params)
+    return name if peak <= bound else None
 
 
 def _embedding_width(layer: Layer) -> int:

@@ -21,6 +21,9 @@ from .drawing import draw
 
 RESIDUAL_SCALED = "default x L^-1/2 (residual_scale)"
 """The ``source`` of a residual branch end whose gain :func:`plan` scaled by ``L^-1/2``."""
+RESIDUAL_LAYER_SCALED = "default, plain gain: a layer scale <= L^-1/2 follows (residual_scale)"
+"""The ``source`` of a residual branch end kept at its plain gain because a learned layer scale
+of at most ``L^-1/2`` multiplies its output (see :func:`initlab.planning.policy._policy`)."""
 RESIDUAL_ZEROED = "default: branch end at 0, no normalization (residual_scale)"
 """The ``source`` of a residual branch end :func:`plan` zeroed (a model without normalization)."""
 RESIDUAL_INNER = "default x L^-1/(2m-2), no normalization (residual_scale)"
