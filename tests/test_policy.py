@@ -20,7 +20,13 @@ import initlab
 from initlab.bench.architectures import ARCHITECTURES, ResNet50, TimmViT, inputs, logits_and_targets
 from initlab.bench.models import plain_mlp
 from initlab.errors import InitlabError
-from initlab.planning import DEEP_PLAIN_DEPTH, HEAD_GAIN, TIED_HEAD_GAIN
+from initlab.planning import (
+    DEEP_PLAIN_DEPTH,
+    HEAD_GAIN,
+    RESIDUAL_LAYER_SCALED,
+    RESIDUAL_SCALED,
+    TIED_HEAD_GAIN,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -165,6 +171,75 @@ def test_flags_and_out_of_range_biases_are_kept_meta_is_not_read() -> None:
     with torch.device("meta"):
         meta = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
     assert all(e.scheme != "keep" for e in initlab.plan(meta, example=torch.randn(2, 8)))
+
+
+# --------------------------------------------------------------------------- layer scale
+
+
+class _ScaledBlock(nn.Module):
+    """A ConvNeXt block: depthwise 7x7, LayerNorm, 4x MLP, ``gamma * branch`` (channels first)."""
+
+    def __init__(self, c: int, gamma: float, buffer: bool = False) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.fc1, self.fc2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        scale = torch.full((c,), gamma)
+        if buffer:
+            self.register_buffer("gamma", scale)
+        else:
+            self.gamma = nn.Parameter(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        h = self.fc2(F.gelu(self.fc1(h))).permute(0, 3, 1, 2)
+        return x + self.gamma.view(1, -1, 1, 1) * h
+
+
+def _convnext_like(blocks: int, gamma: float, buffer: bool = False) -> nn.Module:
+    stem, head = nn.Conv2d(3, 16, 4, stride=4), nn.Sequential(nn.Flatten(), nn.Linear(16 * 4, 10))
+    return nn.Sequential(stem, *[_ScaledBlock(16, gamma, buffer) for _ in range(blocks)], head)
+
+
+def test_branch_end_behind_a_small_layer_scale_keeps_its_plain_gain() -> None:
+    x = torch.randn(2, 3, 8, 8, generator=_gen(3))
+    L = 4
+    model = _built(_convnext_like, L, 1e-6)
+    p = initlab.init(model, example=x, seed=0)
+    assert p.graph.layers["1.fc2"].multiplier == "1.gamma"
+    for i in range(1, L + 1):
+        end = p[f"{i}.fc2.weight"]
+        assert end.source == RESIDUAL_LAYER_SCALED and end.gain == pytest.approx(1.0)
+        assert end.std == pytest.approx(1 / math.sqrt(64))  # linear gain, fan_in 4c
+        assert p[f"{i}.gamma"].scheme == "keep"
+        assert torch.equal(model[i].gamma.detach(), torch.full((16,), 1e-6))
+    assert p["1.fc1.weight"].source == "default"  # only the branch end is affected
+    # a layer scale larger than L^-1/2 does not shrink the branch enough: the factor stays
+    big = initlab.plan(_built(_convnext_like, L, 0.6), example=x)
+    assert big["1.fc2.weight"].source == RESIDUAL_SCALED
+    assert big["1.fc2.weight"].gain == pytest.approx(L**-0.5)
+    # a fixed multiplier (a buffer) is no learned layer scale
+    fixed = initlab.plan(_built(_convnext_like, L, 1e-6, True), example=x)
+    assert fixed["1.fc2.weight"].source == RESIDUAL_SCALED
+    # residual_scale=False: the plain gain everywhere, as before
+    plain = initlab.plan(model, example=x, residual_scale=False)
+    assert plain["1.fc2.weight"].source == "default"
+
+
+@pytest.mark.hf
+def test_transformers_convnext_branch_ends_keep_their_plain_gain() -> None:
+    pytest.importorskip("transformers", reason="needs the optional extra: pip install transformers")
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    config = ConvNextConfig(hidden_sizes=[16, 32], depths=[2, 2], num_stages=2, num_labels=10)
+    model = _built(ConvNextForImageClassification, config)
+    p = initlab.init(model, example=torch.randn(2, 3, 32, 32, generator=_gen(3)), seed=0)
+    ends = [e for e in p if e.name.endswith("pwconv2.weight")]
+    assert len(ends) == 4 and all(e.source == RESIDUAL_LAYER_SCALED for e in ends)
+    assert all(e.gain == pytest.approx(1.0) for e in ends)
+    scale = "convnext.encoder.stages.1.layers.1.layer_scale_parameter"
+    assert p[scale].scheme == "keep"
+    assert float(model.get_parameter(scale).detach().max()) == pytest.approx(1e-6)
 
 
 # --------------------------------------------------------------------------- real architectures
