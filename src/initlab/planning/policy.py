@@ -108,13 +108,15 @@ def _layer_scale(model: nn.Module, graph: Graph, layer: Layer, bound: float) -> 
     r"""The learned layer scale that shrinks ``layer``'s output enough on its own, if any.
 
     ``gamma * layer(x)`` with ``gamma`` a parameter (ConvNeXt's ``layer_scale_parameter``,
-    CaiT's and timm's ``ls.gamma``; Touvron et al. 2021) whose every value is at most ``bound``
+    CaiT's layer scale, Touvron et al. 2021) whose every value is at most ``bound``
     (:math:`L^{-1/2}`) in magnitude: the branch already adds at most :math:`L^{-1/2}` of the
     layer's output, and the factor on top would shrink its gradient a further
     :math:`L^{-1/2}` (the gradient of ``gamma`` is proportional to the layer's output). The
     default keeps such a bare parameter as the model built it, so the bound holds at the start.
-    Returns its name (``Layer.multiplier``); ``None`` for a buffer (a fixed constant), a larger
-    or meta value, or no multiplier.
+    A layer-scale module of its own (timm's ``LayerScale``) is itself the branch's last weight
+    layer, kept as a deliberate constant, so the layer before it already keeps its plain gain:
+    this makes the bare parameter agree with it. Returns its name (``Layer.multiplier``);
+    ``None`` for a buffer (a fixed constant), a larger or meta value, or no multiplier.
     """
     name = layer.multiplier
     if name is None:
