@@ -176,16 +176,28 @@ def test_flags_and_out_of_range_biases_are_kept_meta_is_not_read() -> None:
 # --------------------------------------------------------------------------- layer scale
 
 
-class _ScaledBlock(nn.Module):
-    """A ConvNeXt block: depthwise 7x7, LayerNorm, 4x MLP, ``gamma * branch`` (channels first)."""
+class _LayerScale(nn.Module):
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(scale.view(1, -1, 1, 1))
 
-    def __init__(self, c: int, gamma: float, buffer: bool = False) -> None:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class _ScaledBlock(nn.Module):
+    """A ConvNeXt block: depthwise 7x7, LayerNorm, 4x MLP, ``gamma * branch`` (channels first);
+    ``gamma`` a parameter, a buffer (``how="buffer"``) or a module's (``how="module"``)."""
+
+    def __init__(self, c: int, gamma: float, how: str = "parameter") -> None:
         super().__init__()
         self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
         self.norm = nn.LayerNorm(c)
         self.fc1, self.fc2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
         scale = torch.full((c,), gamma)
-        if buffer:
+        if how == "module":
+            self.ls = _LayerScale(scale)
+        elif how == "buffer":
             self.register_buffer("gamma", scale)
         else:
             self.gamma = nn.Parameter(scale)
@@ -193,12 +205,12 @@ class _ScaledBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.dw(x).permute(0, 2, 3, 1))
         h = self.fc2(F.gelu(self.fc1(h))).permute(0, 3, 1, 2)
-        return x + self.gamma.view(1, -1, 1, 1) * h
+        return x + (self.ls(h) if hasattr(self, "ls") else self.gamma.view(1, -1, 1, 1) * h)
 
 
-def _convnext_like(blocks: int, gamma: float, buffer: bool = False) -> nn.Module:
+def _convnext_like(blocks: int, gamma: float, how: str = "parameter") -> nn.Module:
     stem, head = nn.Conv2d(3, 16, 4, stride=4), nn.Sequential(nn.Flatten(), nn.Linear(16 * 4, 10))
-    return nn.Sequential(stem, *[_ScaledBlock(16, gamma, buffer) for _ in range(blocks)], head)
+    return nn.Sequential(stem, *[_ScaledBlock(16, gamma, how) for _ in range(blocks)], head)
 
 
 def test_branch_end_behind_a_small_layer_scale_keeps_its_plain_gain() -> None:
@@ -219,8 +231,12 @@ def test_branch_end_behind_a_small_layer_scale_keeps_its_plain_gain() -> None:
     assert big["1.fc2.weight"].source == RESIDUAL_SCALED
     assert big["1.fc2.weight"].gain == pytest.approx(L**-0.5)
     # a fixed multiplier (a buffer) is no learned layer scale
-    fixed = initlab.plan(_built(_convnext_like, L, 1e-6, True), example=x)
+    fixed = initlab.plan(_built(_convnext_like, L, 1e-6, "buffer"), example=x)
     assert fixed["1.fc2.weight"].source == RESIDUAL_SCALED
+    # a layer-scale module of its own (timm's LayerScale) is the branch end, kept: same gains
+    module = initlab.plan(_built(_convnext_like, L, 1e-6, "module"), example=x)
+    assert module["1.ls.gamma"].scheme == "keep"
+    assert module["1.fc2.weight"].gain == pytest.approx(1.0)
     # residual_scale=False: the plain gain everywhere, as before
     plain = initlab.plan(model, example=x, residual_scale=False)
     assert plain["1.fc2.weight"].source == "default"
