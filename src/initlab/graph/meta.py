@@ -4,6 +4,7 @@ copies of a model's state, and the module state put back after a pass."""
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,6 +98,10 @@ class _MetaCalls:
         self.seen: dict[tuple, tuple | None] = {}
 
     def __call__(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if func is _F_BATCH_NORM:
+            out = _batch_norm_on_meta(args, kwargs)
+            if out is not None:
+                return out
         name = getattr(func, "__name__", "")
         if name.endswith("_") or name.startswith("__i") or name == "__setitem__":
             return func(*args, **kwargs)  # in place: may change the operand's layout; always run
@@ -151,6 +156,50 @@ class _MetaCalls:
             else:
                 outs.append(_meta_like(*part[1:]))
         return outs[0] if spec is None else tree_unflatten(outs, spec)
+
+
+_F_BATCH_NORM = torch.nn.functional.batch_norm
+_BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training",
+                    "momentum", "eps")  # fmt: skip
+
+
+def _batch_norm_on_meta(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``F.batch_norm`` on meta operands without running it, or ``None`` to run it.
+
+    Its meta kernel is torch's Python decomposition (~2 ms a call; a ResNet-50 has a dozen
+    distinct layouts, the bulk of its meta pass). The result is a tensor of the input's shape,
+    dtype and memory format (contiguous or channels-last), requiring grad when grad mode is on
+    and the input, weight or bias does; the running statistics' in-place update (train mode) has
+    no values to change on meta. Only that plain case is short-cut: every operand a plain meta
+    tensor of the input's dtype with one element per channel, and in train mode more than one
+    value per channel (otherwise the real call runs, and raises as it would).
+    """
+    if len(args) > len(_BATCH_NORM_ARGS) or not set(kwargs) <= set(_BATCH_NORM_ARGS):
+        return None
+    bound = {**dict(zip(_BATCH_NORM_ARGS, args)), **kwargs}
+    x = bound.get("input")
+    if type(x) is not torch.Tensor or x.device.type != "meta" or x.dim() < 2:
+        return None
+    if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+        return None
+    for key in ("running_mean", "running_var", "weight", "bias"):
+        t = bound.get(key)
+        if t is None:
+            continue
+        if type(t) not in (torch.Tensor, nn.Parameter) or t.device.type != "meta":
+            return None
+        if t.dtype != x.dtype or t.shape != (x.shape[1],):
+            return None
+    if bound.get("training", False):
+        if bound.get("running_mean") is not None and bound.get("running_var") is None:
+            return None
+        if x.shape[0] * math.prod(x.shape[2:]) == 1:
+            return None  # the real call raises: one value per channel when training
+    out = torch.empty_like(x)
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, bound.get("weight"), bound.get("bias"))
+    )
+    return out.requires_grad_().clone() if grad else out
 
 
 def _meta_like(shape: tuple, stride: tuple, dtype: torch.dtype, grad: bool) -> torch.Tensor:

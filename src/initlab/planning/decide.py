@@ -266,8 +266,9 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
     chosen_role = is_bias or "norm" in roles or bool({"head", "residual_out"} & set(roles))
     if not chosen_role:  # a mixing layer's weight: nothing to read (planning stays cheap)
         return ""
-    first = float(v.reshape(-1)[0])
-    constant = bool((v == first).all())
+    flat = v.reshape(-1)
+    first = float(flat[0])
+    constant = _constant(flat, first)
     planned_constant = {"zeros": 0.0, "ones": 1.0}.get(planned)
     if constant and first != default and first != planned_constant and chosen_role:
         return (f"constructed as the constant {first:.4g} (the module type's default is "
@@ -277,10 +278,30 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
         w = getattr(layer.module, "weight", None)
         if isinstance(w, torch.Tensor) and w.dim() >= 2:
             bound = 1.0 / math.sqrt(w[0].numel())
-            if bool((v.abs() > bound * 1.0001).all()):
+            if _all_outside(flat, bound * 1.0001):
                 return (f"every element outside the default range +-{bound:.3g}: kept as a "
                         "deliberate choice (a rule overrides)")  # fmt: skip
     return ""
+
+
+_SAMPLE = 64  # elements read first by the value checks below
+
+
+def _sample(flat: torch.Tensor) -> torch.Tensor:
+    """At most :data:`_SAMPLE` elements of a flat tensor, evenly strided, the first included."""
+    step = max(1, flat.numel() // _SAMPLE)
+    return flat[::step][:_SAMPLE]
+
+
+def _constant(flat: torch.Tensor, first: float) -> bool:
+    """Whether every element equals ``first``; a strided sample is read first, the whole tensor
+    only when the sample is constant (a random tensor is told apart after 64 reads, not n)."""
+    return bool((_sample(flat) == first).all()) and bool((flat == first).all())
+
+
+def _all_outside(flat: torch.Tensor, bound: float) -> bool:
+    """Whether every element lies outside ``+-bound``; the sample first, as in :func:`_constant`."""
+    return bool((_sample(flat).abs() > bound).all()) and bool((flat.abs() > bound).all())
 
 
 def _rule_decision(rule: _Rule, p: torch.Tensor, activation: str | None, role: str, head_gain: float,
