@@ -50,11 +50,11 @@ def _roles_of(local: str, tensor: torch.Tensor, layer: Layer | None, module: nn.
     return tuple(roles)
 
 
-def _param_fans(model: nn.Module, name: str, tensor: torch.Tensor) -> Fans | None:
+def _param_fans(owner: nn.Module, name: str, tensor: torch.Tensor) -> Fans | None:
+    """The fans of parameter ``name`` of module ``owner`` (its owning module)."""
     if tensor.dim() < 2:
         return None
     prefix, _, local = name.rpartition(".")
-    owner = model.get_submodule(prefix) if prefix else model
     chunks = None
     if is_fused_qkv(prefix) and tensor.dim() == 2:
         rows, cols = tensor.shape if isinstance(owner, nn.Linear) else tensor.shape[::-1]
@@ -79,6 +79,14 @@ class _Context:
     policy: _Policy
     include_frozen: bool
     loaded: frozenset[str]  # parameters read from a checkpoint (skip_initialized)
+    modules: Mapping[str, nn.Module] = dataclasses.field(default_factory=dict)
+    """Every qualified module name (duplicates included) -> module, read once: a dict lookup
+    per parameter instead of ``get_submodule``'s walk (two per parameter)."""
+
+    def module(self, prefix: str) -> nn.Module:
+        """The submodule at ``prefix`` (``""``: the model)."""
+        found = self.modules.get(prefix)
+        return found if found is not None else self.model.get_submodule(prefix)
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,7 @@ def _site(ctx: _Context, name: str, p: torch.Tensor, names: tuple[str, ...]) -> 
     layers = [ctx.graph.layer_of(n) for n in names]
     layer = next((la for la in layers if la is not None), None)
     prefix = name.rpartition(".")[0]
-    module = ctx.model.get_submodule(prefix) if prefix else ctx.model
+    module = ctx.module(prefix)
     local = name[len(layer.name) + 1 :] if layer is not None and layer.name else name
     head_tied = any(la is not None and "head" in la.roles for la in layers)
     roles_set: list[str] = []
@@ -112,7 +120,7 @@ def _site(ctx: _Context, name: str, p: torch.Tensor, names: tuple[str, ...]) -> 
                 roles_set.append(r)
     roles = tuple(sorted(roles_set, key=_ROLE_ORDER.__getitem__))
     activation = layer.activation if layer is not None else None
-    fans = _param_fans(ctx.model, name, p)
+    fans = _param_fans(module, name, p)
     return _Site(name, names, prefix, module, layer, local, roles, activation, fans)
 
 
@@ -268,17 +276,18 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
         return ""
     flat = v.reshape(-1)
     first = float(flat[0])
-    constant = _constant(flat, first)
     planned_constant = {"zeros": 0.0, "ones": 1.0}.get(planned)
-    if constant and first != default and first != planned_constant and chosen_role:
+    # read the values only where the answer depends on them: a constant equal to the default or
+    # to the planned value is no choice (a norm's ones, a bias's zeros: most of what is read)
+    if first != default and first != planned_constant and _constant(flat, first):
         return (f"constructed as the constant {first:.4g} (the module type's default is "
                     f"{'random' if default is None else default}): kept as a deliberate "
                     "choice (a rule overrides)")  # fmt: skip
-    if is_bias and "norm" not in roles and not constant:
+    if is_bias and "norm" not in roles:
         w = getattr(layer.module, "weight", None)
         if isinstance(w, torch.Tensor) and w.dim() >= 2:
             bound = 1.0 / math.sqrt(w[0].numel())
-            if _all_outside(flat, bound * 1.0001):
+            if _all_outside(flat, bound * 1.0001) and not _constant(flat, first):
                 return (f"every element outside the default range +-{bound:.3g}: kept as a "
                         "deliberate choice (a rule overrides)")  # fmt: skip
     return ""
