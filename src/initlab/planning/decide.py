@@ -283,11 +283,11 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
         return (f"constructed as the constant {first:.4g} (the module type's default is "
                     f"{'random' if default is None else default}): kept as a deliberate "
                     "choice (a rule overrides)")  # fmt: skip
-    if is_bias and "norm" not in roles:
+    if is_bias and "norm" not in roles and not _constant(flat, first):
         w = getattr(layer.module, "weight", None)
         if isinstance(w, torch.Tensor) and w.dim() >= 2:
             bound = 1.0 / math.sqrt(w[0].numel())
-            if _all_outside(flat, bound * 1.0001) and not _constant(flat, first):
+            if _all_outside(flat, bound * 1.0001):
                 return (f"every element outside the default range +-{bound:.3g}: kept as a "
                         "deliberate choice (a rule overrides)")  # fmt: skip
     return ""
