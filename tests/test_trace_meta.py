@@ -177,3 +177,34 @@ def test_meta_calls_replay_the_layout_of_a_repeated_call():
     assert calls(torch.Tensor.contiguous, (y,), {}) is y  # an op returning its operand
     assert calls(torch.Tensor.contiguous, (y,), {}) is y
     assert calls(torch.Tensor.add_, (y, 1.0), {}) is y and len(calls.seen) == 2  # in place: run
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_batch_norm_on_meta_gives_the_layout_of_the_real_meta_call(training, channels_last, grad):
+    from initlab.graph import _MetaCalls
+
+    x = torch.empty(2, 4, 5, 3, device="meta")
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    w, b = (torch.empty(4, device="meta", requires_grad=True) for _ in range(2))
+    stats = [torch.empty(4, device="meta"), torch.empty(4, device="meta")]
+    args = (x, *stats, w, b, training)
+    with torch.set_grad_enabled(grad):
+        ours = _MetaCalls()(torch.nn.functional.batch_norm, args, {})
+        theirs = torch.nn.functional.batch_norm(*args)
+    assert (ours.shape, ours.stride(), ours.dtype) == (theirs.shape, theirs.stride(), theirs.dtype)
+    assert ours.requires_grad == theirs.requires_grad == grad
+    assert ours.device.type == "meta"
+
+
+def test_batch_norm_on_meta_runs_the_real_call_where_it_would_raise():
+    from initlab.graph import _MetaCalls
+
+    one = torch.empty(1, 4, device="meta")  # one value per channel in train mode
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        _MetaCalls()(torch.nn.functional.batch_norm, (one, None, None), {"training": True})
+    x = torch.empty(2, 4, device="meta")
+    wrong = torch.empty(3, device="meta")  # not one per channel
+    with pytest.raises(RuntimeError):
+        _MetaCalls()(torch.nn.functional.batch_norm, (x, wrong, wrong), {})
