@@ -230,7 +230,7 @@ def _conv_on_meta(n: int, args: tuple, kwargs: dict) -> torch.Tensor | None:
     r"""``F.conv{n}d`` on meta operands without running it, or ``None`` to run it.
 
     torch's meta kernel for convolutions is Python (shape checks through symbolic-shape
-    guards, ~0.5 ms a call: two thirds of a ResNet-50's meta pass). Its result is a contiguous
+    guards, ~0.5 ms a call: two thirds of a ResNet-50's time in meta kernels). Its result is a contiguous
     tensor of the input's dtype with :math:`\lfloor (i + 2p - d(k - 1) - 1) / s \rfloor + 1`
     positions per spatial dim; that is what this returns for a batched input whose operands
     are plain meta tensors of one dtype and fit (channels, groups, a bias per output channel,
