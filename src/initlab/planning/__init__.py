@@ -68,6 +68,7 @@ from .planner import init, plan
 from .policy import (
     DEEP_PLAIN_DEPTH,
     DEEP_PLAIN_HEAD_GAIN,
+    EXPANDING_ACTIVATIONS,
     HEAD_GAIN,
     IDENTITY_CHAIN_ACTIVATIONS,
     TIED_HEAD_GAIN,
@@ -82,6 +83,7 @@ from .types import Plan, PlanEntry
 __all__ = [
     "DEEP_PLAIN_DEPTH",
     "DEEP_PLAIN_HEAD_GAIN",
+    "EXPANDING_ACTIVATIONS",
     "HEAD_GAIN",
     "IDENTITY_CHAIN_ACTIVATIONS",
     "ROLES",
