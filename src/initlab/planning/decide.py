@@ -18,7 +18,7 @@ from ..errors import InitlabError
 from ..gains import gain as activation_gain
 from ..graph import Graph, Layer
 from ..schemes import SCHEMES, get_scheme
-from .policy import _Policy
+from .policy import IDENTITY_CHAIN_ACTIVATIONS, _Policy
 from .rules import _ROLE_ORDER, _matching, _Rule, _winner
 from .types import RESIDUAL_INNER, RESIDUAL_SCALED, RESIDUAL_ZEROED, PlanEntry, _expected_std
 
@@ -223,7 +223,10 @@ def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor,
     if policy.deep_plain and fans is not None:
         # isometric: identity-like where the layer keeps or narrows the width, a random
         # (semi-)orthogonal map where it widens (ZerO's Hadamard would tie the units of a
-        # one-channel input)
+        # one-channel input); an activation that drifts along an identity chain gets a random
+        # orthogonal map at its traced gain instead (Pennington et al. 2017)
+        if (activation or "linear") not in IDENTITY_CHAIN_ACTIVATIONS:
+            return "orthogonal", {}, activation_gain(activation or "linear", layer.activation_param)
         return ("orthogonal" if fans.fan_out > fans.fan_in else "ZerO"), {}, 1.0
     return default, options, activation_gain(activation or "linear", layer.activation_param)
 
