@@ -25,6 +25,7 @@ time, page faults included) are steadier and are printed beside them. Usage::
 
     .venv/bin/python benchmarks/bench_scale.py            # full: about 10 minutes on 2 cores
     .venv/bin/python benchmarks/bench_scale.py --small    # 15 x Linear(2048), ResNet-50: ~1 min
+    .venv/bin/python benchmarks/bench_scale.py --no-fill --threads 1 --no-real-trace  # models only
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def fill_child(layers: int, width: int, repeat: int, orthogonal: list[int]) -> d
     return out
 
 
-def models_child(names: list[str], real_trace: bool) -> dict[str, Any]:
+def models_child(names: list[str], real_trace: bool, repeat: int = 3) -> dict[str, Any]:
     import torch
 
     sys.path.insert(0, str(HERE))
@@ -206,7 +207,7 @@ def models_child(names: list[str], real_trace: bool) -> dict[str, Any]:
         scheme, kw = schemes[name]
         r: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters()), "scheme": scheme}
         runs: dict[str, list[dict[str, float]]] = {"own": [], "apply": [], "apply_nt": []}
-        for _ in range(3):  # interleaved, so that a burst of load hits all three alike
+        for _ in range(max(3, repeat)):  # interleaved: a burst of load hits all three alike
             runs["own"].append(_timed(lambda m=model, f=own: f(m))[0])
             for key, transactional in [("apply", True), ("apply_nt", False)]:
                 t = time.process_time(), time.perf_counter()
@@ -325,8 +326,10 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=None, help="default 8192 (2048 with --small)")
     ap.add_argument("--models", nargs="*", default=None, help="resnet50 vit_b16 llama")
     ap.add_argument("--orthogonal", type=int, nargs="*", default=None, help="sizes (4096; 1024)")
-    ap.add_argument("--repeat", type=int, default=1, help="fill runs per row (the best is kept)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="fill runs per row, model runs (3 at least) per model; the best is kept")  # fmt: skip
     ap.add_argument("--no-real-trace", action="store_true", help="skip the real-forward plan")
+    ap.add_argument("--no-fill", action="store_true", help="skip the fill-rate part: models only")
     ap.add_argument("--child-threads", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -344,16 +347,18 @@ def main() -> None:
         if args.child == "fill":
             print(json.dumps(fill_child(args.layers, width, args.repeat, args.orthogonal)))
         else:
-            print(json.dumps(models_child(models, real_trace)))
+            print(json.dumps(models_child(models, real_trace, args.repeat)))
         return
     print(f"bench_scale: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} (other processes inflate wall times)")  # fmt: skip
     common = ["--layers", str(args.layers), "--width", str(width), "--repeat", str(args.repeat),
               "--orthogonal", *map(str, args.orthogonal)]  # fmt: skip
     for threads in args.threads:
-        _print_fill(_child(["--child", "fill", *common], threads), threads, args.layers, width)
+        if not args.no_fill:
+            _print_fill(_child(["--child", "fill", *common], threads), threads, args.layers, width)
         if models:
-            extra = ["--models", *models] + ([] if real_trace else ["--no-real-trace"])
+            extra = ["--models", *models, "--repeat", str(args.repeat)]
+            extra += [] if real_trace else ["--no-real-trace"]
             _print_models(_child(["--child", "models", *extra], threads), threads)
 
 

@@ -177,3 +177,74 @@ def test_meta_calls_replay_the_layout_of_a_repeated_call():
     assert calls(torch.Tensor.contiguous, (y,), {}) is y  # an op returning its operand
     assert calls(torch.Tensor.contiguous, (y,), {}) is y
     assert calls(torch.Tensor.add_, (y, 1.0), {}) is y and len(calls.seen) == 2  # in place: run
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_batch_norm_on_meta_gives_the_layout_of_the_real_meta_call(training, channels_last, grad):
+    from initlab.graph import _MetaCalls
+
+    x = torch.empty(2, 4, 5, 3, device="meta")
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    w, b = (torch.empty(4, device="meta", requires_grad=True) for _ in range(2))
+    stats = [torch.empty(4, device="meta"), torch.empty(4, device="meta")]
+    args = (x, *stats, w, b, training)
+    with torch.set_grad_enabled(grad):
+        ours = _MetaCalls()(torch.nn.functional.batch_norm, args, {})
+        theirs = torch.nn.functional.batch_norm(*args)
+    assert (ours.shape, ours.stride(), ours.dtype) == (theirs.shape, theirs.stride(), theirs.dtype)
+    assert ours.requires_grad == theirs.requires_grad == grad
+    assert ours.device.type == "meta"
+
+
+def test_batch_norm_on_meta_runs_the_real_call_where_it_would_raise():
+    from initlab.graph import _MetaCalls
+
+    one = torch.empty(1, 4, device="meta")  # one value per channel in train mode
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        _MetaCalls()(torch.nn.functional.batch_norm, (one, None, None), {"training": True})
+    x = torch.empty(2, 4, device="meta")
+    wrong = torch.empty(3, device="meta")  # not one per channel
+    with pytest.raises(RuntimeError):
+        _MetaCalls()(torch.nn.functional.batch_norm, (x, wrong, wrong), {})
+
+
+@pytest.mark.parametrize(
+    "n, x_shape, w_shape, options",
+    [
+        (2, (2, 4, 9, 7), (6, 4, 3, 3), {}),
+        (2, (2, 4, 9, 7), (6, 2, 3, 1), {"stride": 2, "padding": (1, 0), "groups": 2}),
+        (2, (1, 3, 8, 8), (5, 3, 3, 3), {"dilation": 2, "padding": "valid"}),
+        (1, (2, 3, 10), (4, 3, 4), {"stride": 3, "padding": 2}),
+        (3, (1, 2, 5, 6, 7), (3, 2, 2, 3, 1), {"stride": (1, 2, 3)}),
+        (2, (2, 4, 5, 5), (0, 4, 1, 1), {}),  # a zero-width layer
+    ],
+)
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_on_meta_gives_the_layout_of_the_real_meta_call(n, x_shape, w_shape, options, bias):
+    from initlab.graph import _MetaCalls
+
+    conv = {1: torch.conv1d, 2: torch.conv2d, 3: torch.conv3d}[n]
+    x = torch.empty(x_shape, device="meta")
+    w = torch.empty(w_shape, device="meta", requires_grad=True)
+    b = torch.empty(w_shape[0], device="meta") if bias else None
+    calls = _MetaCalls()
+    ours = calls(conv, (x, w, b), options)
+    theirs = conv(x, w, b, **options)
+    assert (ours.shape, ours.stride(), ours.dtype) == (theirs.shape, theirs.stride(), theirs.dtype)
+    assert ours.requires_grad and theirs.requires_grad
+    assert not calls.seen  # short-cut, never run nor recorded
+
+
+def test_conv_on_meta_runs_the_real_call_where_it_would_raise_or_cannot_tell():
+    from initlab.graph import _MetaCalls
+
+    x = torch.empty(2, 4, 5, 5, device="meta")
+    with pytest.raises(RuntimeError):  # 3 input channels expected, 4 given
+        _MetaCalls()(torch.conv2d, (x, torch.empty(6, 3, 3, 3, device="meta")), {})
+    with pytest.raises(RuntimeError):  # a kernel larger than the padded input
+        _MetaCalls()(torch.conv2d, (x, torch.empty(6, 4, 7, 7, device="meta")), {})
+    calls = _MetaCalls()
+    same = calls(torch.conv2d, (x, torch.empty(6, 4, 3, 3, device="meta")), {"padding": "same"})
+    assert same.shape == (2, 6, 5, 5) and len(calls.seen) == 1  # run by torch, then remembered

@@ -4,6 +4,7 @@ copies of a model's state, and the module state put back after a pass."""
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +37,18 @@ def _meta_operands(args: tuple, kwargs: dict, func: Any) -> tuple[tuple, dict]:
 
     return tree_map(meta, args), tree_map(meta, kwargs)
 
+
+_METADATA = frozenset(
+    [getattr(torch.Tensor, n) for n in ("dim", "size", "stride", "numel", "storage_offset",
+                                        "is_contiguous", "is_floating_point", "is_complex",
+                                        "element_size", "get_device")]
+    + [getattr(torch.Tensor, n).__get__ for n in ("shape", "dtype", "device", "requires_grad",
+                                                  "ndim", "layout", "is_cuda", "is_meta",
+                                                  "is_leaf", "is_sparse", "is_quantized")]
+)  # fmt: skip
+"""Tensor methods and attributes that read a tensor's layout only: no values, no tensor out,
+nothing to trace. The tracer runs them straight (about a third of a meta pass's calls: the
+tracer's own ``is_floating_point`` checks in module hooks, a model's ``x.shape``)."""
 
 _PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
           torch.memory_format, type(Ellipsis))  # fmt: skip
@@ -97,6 +110,11 @@ class _MetaCalls:
         self.seen: dict[tuple, tuple | None] = {}
 
     def __call__(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        shortcut = _SHORTCUTS.get(func)
+        if shortcut is not None:
+            out = shortcut(args, kwargs)
+            if out is not None:
+                return out
         name = getattr(func, "__name__", "")
         if name.endswith("_") or name.startswith("__i") or name == "__setitem__":
             return func(*args, **kwargs)  # in place: may change the operand's layout; always run
@@ -151,6 +169,116 @@ class _MetaCalls:
             else:
                 outs.append(_meta_like(*part[1:]))
         return outs[0] if spec is None else tree_unflatten(outs, spec)
+
+
+_F_BATCH_NORM = torch.nn.functional.batch_norm
+_BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training",
+                    "momentum", "eps")  # fmt: skip
+
+
+def _batch_norm_on_meta(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``F.batch_norm`` on meta operands without running it, or ``None`` to run it.
+
+    Its meta kernel is torch's Python decomposition (~2 ms a call; a ResNet-50 has a dozen
+    distinct layouts, the bulk of its meta pass). The result is a tensor of the input's shape,
+    dtype and memory format (contiguous or channels-last), requiring grad when grad mode is on
+    and the input, weight or bias does; the running statistics' in-place update (train mode) has
+    no values to change on meta. Only that plain case is short-cut: every operand a plain meta
+    tensor of the input's dtype with one element per channel, and in train mode more than one
+    value per channel (otherwise the real call runs, and raises as it would).
+    """
+    if len(args) > len(_BATCH_NORM_ARGS) or not set(kwargs) <= set(_BATCH_NORM_ARGS):
+        return None
+    bound = {**dict(zip(_BATCH_NORM_ARGS, args, strict=False)), **kwargs}
+    x = bound.get("input")
+    if type(x) is not torch.Tensor or x.device.type != "meta" or x.dim() < 2:
+        return None
+    if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+        return None
+    for key in ("running_mean", "running_var", "weight", "bias"):
+        t = bound.get(key)
+        if t is None:
+            continue
+        if type(t) not in (torch.Tensor, nn.Parameter) or t.device.type != "meta":
+            return None
+        if t.dtype != x.dtype or t.shape != (x.shape[1],):
+            return None
+    if bound.get("training", False):
+        if bound.get("running_mean") is not None and bound.get("running_var") is None:
+            return None
+        if x.shape[0] * math.prod(x.shape[2:]) == 1:
+            return None  # the real call raises: one value per channel when training
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, bound.get("weight"), bound.get("bias"))
+    )
+    return _meta_like(tuple(x.shape), x.stride(), x.dtype, grad)  # not empty_like: ~1 ms on meta
+
+
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+
+def _per_dim(value: object, n: int) -> tuple[int, ...] | None:
+    """A conv option (an int or n ints) as n ints; ``None`` for anything else ("same")."""
+    if type(value) is int:
+        return (value,) * n
+    if isinstance(value, (tuple, list)) and len(value) == n and all(type(v) is int for v in value):
+        return tuple(value)
+    return None
+
+
+def _conv_on_meta(n: int, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    r"""``F.conv{n}d`` on meta operands without running it, or ``None`` to run it.
+
+    torch's meta kernel for convolutions is Python (shape checks through symbolic-shape
+    guards, ~0.5 ms a call: two thirds of a ResNet-50's time in meta kernels). Its result is a contiguous
+    tensor of the input's dtype with :math:`\lfloor (i + 2p - d(k - 1) - 1) / s \rfloor + 1`
+    positions per spatial dim; that is what this returns for a batched input whose operands
+    are plain meta tensors of one dtype and fit (channels, groups, a bias per output channel,
+    integer options, every output size positive). Anything else runs the real call, which
+    raises where it would.
+    """
+    if len(args) > len(_CONV_ARGS) or not set(kwargs) <= set(_CONV_ARGS):
+        return None
+    bound = {**dict(zip(_CONV_ARGS, args, strict=False)), **kwargs}
+    x, w, b = bound.get("input"), bound.get("weight"), bound.get("bias")
+    for t in (x, w, b):
+        if t is not None and (
+            type(t) not in (torch.Tensor, nn.Parameter) or t.device.type != "meta"
+        ):
+            return None
+    if x is None or w is None or x.dim() != n + 2 or w.dim() != n + 2 or w.dtype != x.dtype:
+        return None
+    groups = bound.get("groups", 1)
+    stride, padding, dilation = (_per_dim(bound.get(k, d), n) for k, d in
+                                 (("stride", 1), ("padding", 0), ("dilation", 1)))  # fmt: skip
+    if bound.get("padding") == "valid":
+        padding = (0,) * n
+    if stride is None or padding is None or dilation is None or type(groups) is not int:
+        return None
+    c_out = w.shape[0]
+    if groups < 1 or x.shape[1] == 0 or x.shape[1] != w.shape[1] * groups or c_out % groups:
+        return None
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        return None
+    if b is not None and (b.dtype != x.dtype or tuple(b.shape) != (c_out,)):
+        return None
+    sizes = [(i + 2 * p - d * (k - 1) - 1) // s + 1 for i, k, s, p, d in
+             zip(x.shape[2:], w.shape[2:], stride, padding, dilation, strict=True)]  # fmt: skip
+    if min(sizes) < 1:
+        return None
+    shape = (x.shape[0], c_out, *sizes)
+    strides = tuple(math.prod(max(1, d) for d in shape[i + 1 :]) for i in range(len(shape)))
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, b))
+    return _meta_like(shape, strides, x.dtype, grad)
+
+
+_SHORTCUTS = {
+    _F_BATCH_NORM: _batch_norm_on_meta,
+    torch.conv1d: lambda args, kwargs: _conv_on_meta(1, args, kwargs),
+    torch.conv2d: lambda args, kwargs: _conv_on_meta(2, args, kwargs),
+    torch.conv3d: lambda args, kwargs: _conv_on_meta(3, args, kwargs),
+}
+"""Calls whose meta kernels cost much more than computing their result's layout."""
 
 
 def _meta_like(shape: tuple, stride: tuple, dtype: torch.dtype, grad: bool) -> torch.Tensor:

@@ -19,7 +19,7 @@ from .activations import (
     ADD_FUNCTIONS,
     MUL_FUNCTIONS,
 )
-from .meta import _leaves, _meta_operands, _MetaCalls
+from .meta import _METADATA, _leaves, _meta_operands, _MetaCalls
 from .types import Layer
 
 
@@ -143,6 +143,7 @@ class _Tracer(TorchFunctionMode):
         self.tensor_names: dict[int, str] | None = None
         self.sums: list[frozenset[str]] = []  # embedding sums, as they were added up
         self.roots = 0  # example tensors rooted so far
+        self._first_slot: tuple | None = None  # (module, key) of the first parameter
 
     # -- tensor bookkeeping
     def get(self, t: object) -> _Info | None:
@@ -192,11 +193,22 @@ class _Tracer(TorchFunctionMode):
         Names are read from the model as it is now: a pass on copies of the state
         (``torch.func.functional_call``) swaps them in after the mode is entered.
         """
-        first = next(self.model.parameters(), None)
+        first = self.first_param()
         if self.tensor_names is None or (first is not None and id(first) not in self.tensor_names):
             named = [*self.model.named_buffers(), *self.model.named_parameters()]
             self.tensor_names = {id(x): n for n, x in named}
         return self.tensor_names.get(id(t))
+
+    def first_param(self) -> torch.Tensor | None:
+        """``next(model.parameters())`` as the model is now, read from its slot (found once)."""
+        if self._first_slot is None:
+            slot = next(((m, k) for m in self.model.modules() for k, v in m._parameters.items()
+                         if v is not None), ())  # fmt: skip
+            self._first_slot = slot
+        if not self._first_slot:
+            return None
+        module, key = self._first_slot
+        return module._parameters.get(key)
 
     # -- layer calls
     def consume(self, layer: Layer, inputs: list[_Info]) -> None:
@@ -279,6 +291,8 @@ class _Tracer(TorchFunctionMode):
     # -- functions
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
+        if func in _METADATA:
+            return func(*args, **kwargs)
         if self.meta:
             out = self.meta_calls(func, *_meta_operands(args, kwargs, func))
         else:

@@ -210,7 +210,10 @@ def _trace(model: nn.Module, example: object, *, meta: bool) -> Graph:
         tracer.put((args, kwargs), _EMPTY)
         with tracer:
             if state:
-                output = torch.func.functional_call(model, state, args, kwargs, strict=False)
+                # the state names every tied tensor under each of its names with one copy, so
+                # torch's tie check (a walk over the model) has nothing left to do
+                output = torch.func.functional_call(model, state, args, kwargs, strict=False,
+                                                    tie_weights=False)  # fmt: skip
             else:
                 output = run_forward(model, example)
     # roles

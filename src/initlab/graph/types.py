@@ -128,6 +128,7 @@ class Graph:
     members too. A group holds at least one lookup table, parameter or buffer: two linear layers
     on two inputs added together are no embedding sum."""
     note: str | None = None  # how the pass ran, when it was not on meta as planned
+    _owners: dict[str, Layer] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.order())
@@ -141,11 +142,26 @@ class Graph:
 
     def layer_of(self, param_name: str) -> Layer | None:
         """The layer that owns a qualified parameter name."""
-        for layer in sorted(self.layers.values(), key=lambda la: -len(la.name)):
-            prefix = f"{layer.name}." if layer.name else ""
-            if param_name.startswith(prefix) and param_name[len(prefix) :] in layer.params:
-                return layer
-        return None
+        return self.owners().get(param_name)
+
+    def owners(self) -> dict[str, Layer]:
+        """Every qualified parameter name a layer owns -> that layer (the innermost one).
+
+        Built once per graph from the layers' own parameter names, so a lookup is one dict read
+        instead of a scan over the layers (planning a 160-parameter ResNet-50 scanned ~17 k
+        layers). The innermost layer wins: layers are visited longest name first (stable, so
+        among names of equal length the first traced layer wins), as a scan in that order
+        would find them. Names, not tensors, are indexed, so the index stays valid when a meta
+        parameter is swapped for its allocated value.
+        """
+        if self._owners is None:
+            index: dict[str, Layer] = {}
+            for layer in sorted(self.layers.values(), key=lambda la: -len(la.name)):
+                prefix = f"{layer.name}." if layer.name else ""
+                for local in layer.params:
+                    index.setdefault(prefix + local, layer)
+            self._owners = index
+        return self._owners
 
     @property
     def heads(self) -> list[Layer]:

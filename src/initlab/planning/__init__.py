@@ -23,7 +23,10 @@ residual branch     with normalization layers: the last weight layer at gain x :
                     other weight layers x :math:`L^{-1/(2m-2)}` (Fixup's rule, no scalars);
                     ``residual_scale=False``: the plain gain
 deep plain chain    ``DEEP_PLAIN_DEPTH`` = 10 or more weight layers, no norm, no branch: ZerO
-                    (semi-orthogonal where a layer widens), head at gain 1
+                    (semi-orthogonal where a layer widens) where the traced activation keeps
+                    an identity chain's signal (``IDENTITY_CHAIN_ACTIVATIONS``: ReLU family,
+                    tanh-like, linear), else the scheme at the traced gain; the head at gain 1
+                    if every activation is bounded, else ``DEEP_PLAIN_HEAD_GAIN`` = 0.4
 recurrent weight    ``weight_hh_*``: orthogonal per gate (Saxe et al. 2014; Keras' default)
 bias                0
 norm weight / bias  1 / 0
@@ -62,7 +65,14 @@ from __future__ import annotations
 
 from .drawing import draw as draw
 from .planner import init, plan
-from .policy import DEEP_PLAIN_DEPTH, HEAD_GAIN, TIED_HEAD_GAIN
+from .policy import (
+    DEEP_PLAIN_DEPTH,
+    DEEP_PLAIN_HEAD_GAIN,
+    EXPANDING_ACTIVATIONS,
+    HEAD_GAIN,
+    IDENTITY_CHAIN_ACTIVATIONS,
+    TIED_HEAD_GAIN,
+)
 from .rules import ROLES
 from .rules import RuleValue as RuleValue
 from .types import RESIDUAL_INNER as RESIDUAL_INNER
@@ -73,7 +83,10 @@ from .types import Plan, PlanEntry
 
 __all__ = [
     "DEEP_PLAIN_DEPTH",
+    "DEEP_PLAIN_HEAD_GAIN",
+    "EXPANDING_ACTIVATIONS",
     "HEAD_GAIN",
+    "IDENTITY_CHAIN_ACTIVATIONS",
     "ROLES",
     "TIED_HEAD_GAIN",
     "Plan",

@@ -43,11 +43,17 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
     leftovers = materialize.meta_leftovers(model, drawn)
     values = materialize.resolve(model, leftovers, device, p.seed, meta_state) if leftovers else {}
     ready: dict[str, torch.Tensor] = {}
+    params = dict(model.named_parameters(remove_duplicate=False))  # one walk, not one per entry
+
+    def param(name: str) -> torch.Tensor:
+        found = params.get(name)
+        return found if found is not None else model.get_parameter(name)
+
     with torch.no_grad():
         for entry in p:
             if entry.scheme == "keep":
                 continue
-            tensor = model.get_parameter(entry.name)
+            tensor = param(entry.name)
             if shard.is_dtensor(tensor):
                 continue
             elementwise = entry.fn is None and SCHEMES[entry.scheme].distribution is not None
@@ -77,7 +83,7 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
                 for entry in p:
                     if entry.scheme == "keep":
                         continue
-                    tensor = model.get_parameter(entry.name)
+                    tensor = param(entry.name)  # only this entry's own install replaces it
                     value = ready.pop(entry.name, None)
                     if tensor.device.type == "meta":
                         fresh = value is None

@@ -18,7 +18,7 @@ from ..errors import InitlabError
 from ..gains import gain as activation_gain
 from ..graph import Graph, Layer
 from ..schemes import SCHEMES, get_scheme
-from .policy import _Policy
+from .policy import IDENTITY_CHAIN_ACTIVATIONS, _Policy
 from .rules import _ROLE_ORDER, _matching, _Rule, _winner
 from .types import (
     RESIDUAL_INNER,
@@ -57,11 +57,11 @@ def _roles_of(local: str, tensor: torch.Tensor, layer: Layer | None, module: nn.
     return tuple(roles)
 
 
-def _param_fans(model: nn.Module, name: str, tensor: torch.Tensor) -> Fans | None:
+def _param_fans(owner: nn.Module, name: str, tensor: torch.Tensor) -> Fans | None:
+    """The fans of parameter ``name`` of module ``owner`` (its owning module)."""
     if tensor.dim() < 2:
         return None
     prefix, _, local = name.rpartition(".")
-    owner = model.get_submodule(prefix) if prefix else model
     chunks = None
     if is_fused_qkv(prefix) and tensor.dim() == 2:
         rows, cols = tensor.shape if isinstance(owner, nn.Linear) else tensor.shape[::-1]
@@ -86,6 +86,14 @@ class _Context:
     policy: _Policy
     include_frozen: bool
     loaded: frozenset[str]  # parameters read from a checkpoint (skip_initialized)
+    modules: Mapping[str, nn.Module] = dataclasses.field(default_factory=dict)
+    """Every qualified module name (duplicates included) -> module, read once: a dict lookup
+    per parameter instead of ``get_submodule``'s walk (two per parameter)."""
+
+    def module(self, prefix: str) -> nn.Module:
+        """The submodule at ``prefix`` (``""``: the model)."""
+        found = self.modules.get(prefix)
+        return found if found is not None else self.model.get_submodule(prefix)
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,7 @@ def _site(ctx: _Context, name: str, p: torch.Tensor, names: tuple[str, ...]) -> 
     layers = [ctx.graph.layer_of(n) for n in names]
     layer = next((la for la in layers if la is not None), None)
     prefix = name.rpartition(".")[0]
-    module = ctx.model.get_submodule(prefix) if prefix else ctx.model
+    module = ctx.module(prefix)
     local = name[len(layer.name) + 1 :] if layer is not None and layer.name else name
     head_tied = any(la is not None and "head" in la.roles for la in layers)
     roles_set: list[str] = []
@@ -119,7 +127,7 @@ def _site(ctx: _Context, name: str, p: torch.Tensor, names: tuple[str, ...]) -> 
                 roles_set.append(r)
     roles = tuple(sorted(roles_set, key=_ROLE_ORDER.__getitem__))
     activation = layer.activation if layer is not None else None
-    fans = _param_fans(ctx.model, name, p)
+    fans = _param_fans(module, name, p)
     return _Site(name, names, prefix, module, layer, local, roles, activation, fans)
 
 
@@ -222,7 +230,10 @@ def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor,
     if policy.deep_plain and fans is not None:
         # isometric: identity-like where the layer keeps or narrows the width, a random
         # (semi-)orthogonal map where it widens (ZerO's Hadamard would tie the units of a
-        # one-channel input)
+        # one-channel input); an activation that drifts along an identity chain gets a random
+        # orthogonal map at its traced gain instead (Pennington et al. 2017)
+        if (activation or "linear") not in IDENTITY_CHAIN_ACTIVATIONS:
+            return "orthogonal", {}, activation_gain(activation or "linear", layer.activation_param)
         return ("orthogonal" if fans.fan_out > fans.fan_in else "ZerO"), {}, 1.0
     return default, options, activation_gain(activation or "linear", layer.activation_param)
 
@@ -276,21 +287,43 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
     chosen_role = is_bias or "norm" in roles or bool({"head", "residual_out"} & set(roles))
     if not chosen_role:  # a mixing layer's weight: nothing to read (planning stays cheap)
         return ""
-    first = float(v.reshape(-1)[0])
-    constant = bool((v == first).all())
+    flat = v.reshape(-1)
+    first = float(flat[0])
     planned_constant = {"zeros": 0.0, "ones": 1.0}.get(planned)
-    if constant and first != default and first != planned_constant and chosen_role:
+    # read the values only where the answer depends on them: a constant equal to the default or
+    # to the planned value is no choice (a norm's ones, a bias's zeros: most of what is read)
+    if first != default and first != planned_constant and _constant(flat, first):
         return (f"constructed as the constant {first:.4g} (the module type's default is "
                     f"{'random' if default is None else default}): kept as a deliberate "
                     "choice (a rule overrides)")  # fmt: skip
-    if is_bias and "norm" not in roles and not constant:
+    if is_bias and "norm" not in roles and not _constant(flat, first):
         w = getattr(layer.module, "weight", None)
         if isinstance(w, torch.Tensor) and w.dim() >= 2:
             bound = 1.0 / math.sqrt(w[0].numel())
-            if bool((v.abs() > bound * 1.0001).all()):
+            if _all_outside(flat, bound * 1.0001):
                 return (f"every element outside the default range +-{bound:.3g}: kept as a "
                         "deliberate choice (a rule overrides)")  # fmt: skip
     return ""
+
+
+_SAMPLE = 64  # elements read first by the value checks below
+
+
+def _sample(flat: torch.Tensor) -> torch.Tensor:
+    """At most :data:`_SAMPLE` elements of a flat tensor, evenly strided, the first included."""
+    step = max(1, flat.numel() // _SAMPLE)
+    return flat[::step][:_SAMPLE]
+
+
+def _constant(flat: torch.Tensor, first: float) -> bool:
+    """Whether every element equals ``first``; a strided sample is read first, the whole tensor
+    only when the sample is constant (a random tensor is told apart after 64 reads, not n)."""
+    return bool((_sample(flat) == first).all()) and bool((flat == first).all())
+
+
+def _all_outside(flat: torch.Tensor, bound: float) -> bool:
+    """Whether every element lies outside ``+-bound``; the sample first, as in :func:`_constant`."""
+    return bool((_sample(flat).abs() > bound).all()) and bool((flat.abs() > bound).all())
 
 
 def _rule_decision(rule: _Rule, p: torch.Tensor, activation: str | None, role: str, head_gain: float,

@@ -92,14 +92,16 @@ def plan(
             loaded = set(initialized_params(model))
     policy = _policy(model, graph, head_scale, residual_scale, isometric=scheme is None)
     context = _Context(model, graph, default.name, options, tuple(parsed), tuple(fallback), policy,
-                       include_frozen, frozenset(loaded))  # fmt: skip
+                       include_frozen, frozenset(loaded),
+                       dict(model.named_modules(remove_duplicate=False)))  # fmt: skip
     used: set[int] = set()  # the indices of the user's rules that matched some parameter
     tied: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
+    named = list(model.named_parameters(remove_duplicate=False))
+    for name, p in named:
         tied.setdefault(id(p), []).append(name)
     entries: dict[str, PlanEntry] = {}
     seen: set[int] = set()
-    for name, p in model.named_parameters(remove_duplicate=False):
+    for name, p in named:
         if id(p) in seen:
             continue
         seen.add(id(p))

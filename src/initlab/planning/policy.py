@@ -26,13 +26,51 @@ segments) take the same scale, so tokens carry their share of the input (GPT-2 d
 
 DEEP_PLAIN_DEPTH = 10
 """A chain of at least this many weight layers, with no normalization and no residual branch,
-is initialized to be isometric, whatever its activation: ZerO (Zhao et al. 2022) where a layer
-keeps or narrows the width, a random semi-orthogonal map where it widens, and the head at gain 1
-(a small head starves the layers below it of gradient under SGD). Kaiming with the traced gain
-is chaotic for tanh (gain 5/3, Poole et al. 2016) and loses the signal of ReLU chains from
-depth 30 on; measured on digits (SGD lr 0.01, 3 epochs, 2 seeds, Acc_1): ReLU depth 10 0.92 /
-0.91 against Kaiming's 0.63 / 0.76, tanh depth 30 0.93 / 0.94 against 0.89, depth 50 0.94 /
-0.94; tanh depth 10 0.93 / 0.91 against Kaiming's 0.95 / 0.96."""
+is initialized to be isometric where its activation allows it: ZerO (Zhao et al. 2022) where a
+layer keeps or narrows the width, a random semi-orthogonal map where it widens. Kaiming with the
+traced gain is chaotic for tanh (gain 5/3, Poole et al. 2016) and loses the signal of ReLU chains
+from depth 30 on; measured on digits (SGD lr 0.01, 3 epochs, 2 seeds, Acc_1): ReLU depth 10 0.92
+/ 0.91 against Kaiming's 0.63 / 0.76, tanh depth 30 0.93 / 0.94 against 0.89, depth 50 0.94 /
+0.94; tanh depth 10 0.93 / 0.91 against Kaiming's 0.95 / 0.96. Only activations in
+:data:`IDENTITY_CHAIN_ACTIVATIONS` get ZerO; see there."""
+
+IDENTITY_CHAIN_ACTIVATIONS = frozenset(
+    {"linear", "relu", "leaky_relu", "relu6", "tanh", "hardtanh", "softsign"}
+)
+"""Activations ``f`` whose identity chain ``x -> f(I f(I ... x))`` keeps the signal: ``f(0) = 0``
+and ``f'(0) = 1``, and either ``f(f(x)) = f(x)`` (the ReLU family, once the input is
+non-negative) or odd and contracting only at the tails (tanh: the pre-activations shrink as
+``q_l ~ 3 / (2 l)``). Deep chains of these get ZerO. A ZerO chain of any other activation drifts
+geometrically (SELU's slope 1.0507 on the positive side grows the signal 1.05x per layer: initial
+loss 0.36 above ``log(classes)`` at depth 30, then divergence; GELU's ``x Phi(x)`` halves it), so
+those get a random orthogonal map at their traced gain instead (Pennington et al. 2017): on
+digits (SGD lr 0.01, 3 epochs, 2 seeds, Acc_1 / best) SELU depth 30 0.87 / 0.93 against Kaiming's
+0.79 / 0.85, ELU depth 30 0.95 / 0.97 against 0.87 / 0.94, depth 10 within noise of Kaiming."""
+
+EXPANDING_ACTIVATIONS = frozenset(
+    {"gelu", "gelu_tanh", "quick_gelu", "silu", "mish", "hardswish", "tanhshrink"}
+)
+"""Activations whose variance map has slope above 1 at its fixed point (:mod:`initlab.gains`):
+no gain makes unit variance attract, so no init keeps a deep plain chain of them critical. A
+chain with one of them keeps the shallow default (the scheme at the traced gain, the head at
+:data:`HEAD_GAIN`): on digits at depth 10 Kaiming's Acc_1 is 0.82 (GELU) / 0.76 (SiLU) where an
+orthogonal map at the same gain gets 0.69 / 0.67 and ZerO 0.24; at depth 30 none of them trains."""
+
+BOUNDED_ACTIVATIONS = frozenset({"tanh", "hardtanh", "softsign", "sigmoid", "hardsigmoid"})
+"""Activations with outputs in [-1, 1]: a deep chain's head reads features of mean square
+below 1, so it can start at gain 1 (see :data:`DEEP_PLAIN_HEAD_GAIN`)."""
+
+DEEP_PLAIN_HEAD_GAIN = 0.3
+"""The head gain of a deep plain chain whose activations are not all bounded. A small head
+starves the layers below it of gradient under SGD (tanh depth 30 on digits, Acc_1 0.78 at gain
+0.1 against 0.93 at gain 1), so deep chains start it larger than :data:`HEAD_GAIN`. An isometric
+chain's features have mean square at most the input's (half of it after a ReLU), so at gain 0.3
+the logits' variance is at most 0.09 and the initial loss at most ~0.04 nats above
+``log(classes)`` for standardized inputs; at gain 1 a ReLU chain starts 0.21-0.24 above it (784
+-> 512 on random inputs) and a linear one 0.39. The price, on digits (2 seeds, Acc_1 / best),
+ReLU depth 30: 0.81 / 0.96 against 0.86 / 0.98 at gain 1; depth 50: 0.67 / 0.93 against 0.92 /
+0.96. Chains of bounded activations (:data:`BOUNDED_ACTIVATIONS`) keep gain 1: their features'
+mean square shrinks with depth (initial loss at most 0.046 above at depth 10)."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +103,8 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
        layers at gain x :math:`L^{-1/(2m-2)}`, Fixup's rule (Zhang et al. 2019) without its
        scalars; that is the init that trains the bench's 20-block residual MLP at lr 0.1.
     2. A plain chain (no branch, no norm) of :data:`DEEP_PLAIN_DEPTH` weight layers or more:
-       isometric, ZerO (Zhao et al. 2022), head at gain 1; with ``isometric=False`` (the user
+       isometric, ZerO (Zhao et al. 2022) where the activation allows it
+       (:data:`IDENTITY_CHAIN_ACTIVATIONS`), head at :func:`_deep_head_gain`; with ``isometric=False`` (the user
        named a scheme) the named scheme is kept and only the head's gain is 1.
     3. Embeddings whose outputs are summed start at one scale (:func:`_embedding_groups`).
     """
@@ -92,8 +131,11 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
                 if n != b.last_weight:
                     inner[n] = factor
     depth = sum(la.weight_depth for la in graph.layers.values() if la.calls > 0)
-    deep = not normed and L == 0 and depth >= DEEP_PLAIN_DEPTH
-    head_gain = (1.0 if deep else HEAD_GAIN) if head_scale is None else head_scale
+    deep = (not normed and L == 0 and depth >= DEEP_PLAIN_DEPTH
+            and not _chain_activations(graph) & EXPANDING_ACTIVATIONS)  # fmt: skip
+    head_gain = (
+        (_deep_head_gain(graph) if deep else HEAD_GAIN) if head_scale is None else head_scale
+    )
     stds = {}
     for group in _embedding_groups(graph):
         widths = [_embedding_width(graph.layers[n]) for n in group]
@@ -134,6 +176,17 @@ def _layer_scale(model: nn.Module, graph: Graph, layer: Layer, bound: float) -> 
         return None
     peak = max(float(p.detach().abs().max()) for p in params)
     return name if peak <= bound else None
+
+
+def _chain_activations(graph: Graph) -> set[str]:
+    """The traced activations after the weight layers below the head(s)."""
+    return {la.activation or "linear" for la in graph.layers.values() if la.calls > 0
+            and la.weight_depth > 0 and "head" not in la.roles}  # fmt: skip
+
+
+def _deep_head_gain(graph: Graph) -> float:
+    """1 when every traced activation of the chain is bounded, else :data:`DEEP_PLAIN_HEAD_GAIN`."""
+    return 1.0 if _chain_activations(graph) <= BOUNDED_ACTIVATIONS else DEEP_PLAIN_HEAD_GAIN
 
 
 def _embedding_width(layer: Layer) -> int:
