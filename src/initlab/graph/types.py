@@ -50,6 +50,13 @@ class Layer:
         roles: ``head``, ``residual_out``, ``embedding``, ``norm`` as found.
         order: position of its first call (``-1`` when never reached).
         activation_param: the activation's parameter when it has one (LeakyReLU's slope).
+        input_scale: a constant the forward multiplies this layer's input by, after the last
+            layer or norm before it (T5 scales the decoder's output by ``d_model**-0.5`` before
+            its tied head); 1 when none, ``nan`` when a factor of unknown value (first call).
+        attention: ``(d_k, factor)`` when this layer's output is the query of attention scores
+            (``q @ k^T`` then softmax, or ``scaled_dot_product_attention``): ``d_k`` the
+            contracted width and ``factor`` every constant the scores were multiplied by
+            (``1/sqrt(d_k)`` in most models; 1 in T5, which folds it into the query's init).
     """
 
     name: str
@@ -61,6 +68,8 @@ class Layer:
     order: int = -1
     activation_param: float | None = None
     conflicts: list[str | None] = field(default_factory=list)
+    input_scale: float = 1.0
+    attention: tuple[int, float] | None = None
     consumed: bool = False  # some weight layer read its output
     _seen_activation: bool = False
 
