@@ -35,6 +35,15 @@ ADD_FUNCTIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__
          torch.Tensor.__radd__, torch.Tensor.__iadd__}  # fmt: skip
 MUL_FUNCTIONS = {torch.mul, torch.multiply, torch.Tensor.mul, torch.Tensor.mul_,
                  torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__imul__}  # fmt: skip
+SCALE_FUNCTIONS = {torch.mul, torch.multiply, torch.Tensor.mul, torch.Tensor.mul_,
+                   torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__imul__, torch.div,
+                   torch.divide, torch.true_divide, torch.Tensor.div, torch.Tensor.div_,
+                   torch.Tensor.__truediv__, torch.Tensor.__itruediv__}  # fmt: skip
+"""A tensor times (or over) a constant: the tracer follows the factor (``_Info.scale``)."""
+MATMUL_FUNCTIONS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm}
+"""Products of two streams: ``q @ k^T`` makes attention scores."""
+SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax, torch.Tensor.softmax}
+ATTENTION_FUNCTIONS = {F.scaled_dot_product_attention}
 _MIXING = {F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
            torch.Tensor.__rmatmul__, torch.mm, torch.bmm, torch.einsum, F.conv1d, F.conv2d,
            F.conv3d, F.embedding, F.bilinear, torch.addmm}  # fmt: skip

@@ -4,8 +4,9 @@ paths of layers from each root, ``_Path``)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -17,7 +18,11 @@ from .activations import (
     _VALUE_FREE,
     ACTIVATION_FUNCTIONS,
     ADD_FUNCTIONS,
+    ATTENTION_FUNCTIONS,
+    MATMUL_FUNCTIONS,
     MUL_FUNCTIONS,
+    SCALE_FUNCTIONS,
+    SOFTMAX_FUNCTIONS,
 )
 from .meta import _METADATA, _leaves, _meta_operands, _MetaCalls
 from .types import Layer
@@ -66,6 +71,8 @@ class _Info:
     pending: Mapping[str, tuple[str | None, float | None]]  # layer -> (activation, its param)
     streams: Streams
     embed: frozenset[str] = frozenset()
+    scale: float = 1.0  # constant factor applied since the last layer (nan: an unknown one)
+    scores: tuple[str, int, float] | None = None  # attention scores: (query layer, d_k, factor)
 
     @property
     def path(self) -> _Path | None:
@@ -115,7 +122,40 @@ def _merge(infos: list[_Info], embed: frozenset[str] | None = None) -> _Info:
         for k, v in info.pending.items():
             if pending.get(k, (None, None))[0] is None:
                 pending[k] = v  # an activation seen on any operand beats none
-    return _Info(pending, _merge_streams(infos), embed if embed is not None else frozenset())
+    scores = {i.scores for i in infos if i.scores is not None}
+    return _Info(
+        pending,
+        _merge_streams(infos),
+        embed if embed is not None else frozenset(),
+        scores=scores.pop() if len(scores) == 1 else None,
+    )  # scores + mask: still scores
+
+
+def _single(pending: Mapping[str, object]) -> str | None:
+    return next(iter(pending)) if len(pending) == 1 else None
+
+
+def _constant(func, args: tuple, kwargs: dict) -> float | None:
+    """The factor ``x * c``, ``c * x`` or ``x / c`` applies to ``x`` when ``c`` is a number or a
+    one-element tensor (``nan`` when its value cannot be read, on meta), else ``None``."""
+    if len(args) != 2 or kwargs.get("rounding_mode") is not None:
+        return None
+    x, c = args
+    if not isinstance(x, torch.Tensor):
+        x, c = c, x  # __rmul__ / torch.mul(c, x)
+        if "div" in getattr(func, "__name__", ""):
+            return None  # c / x is no scaling of x
+    if isinstance(c, bool) or not isinstance(c, (int, float, torch.Tensor)):
+        return None
+    if isinstance(c, torch.Tensor):
+        if c.numel() != 1:
+            return None
+        value = math.nan if c.device.type == "meta" else float(c.detach().reshape(()))
+    else:
+        value = float(c)
+    if "div" in getattr(func, "__name__", ""):
+        return 1.0 / value if value else math.nan
+    return value
 
 
 class _Tracer(TorchFunctionMode):
@@ -263,7 +303,10 @@ class _Tracer(TorchFunctionMode):
         if self.depth == 0:
             inputs = self.infos((args, kwargs))
             self.consume(layer, inputs)
-            self.stash.setdefault(id(module), []).append(_merge(inputs))
+            merged = _merge(inputs)
+            if layer.calls == 1:
+                layer.input_scale = merged.scale
+            self.stash.setdefault(id(module), []).append(merged)
         self.depth += 1
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
@@ -309,6 +352,8 @@ class _Tracer(TorchFunctionMode):
                 self.put(out, self.produce(layer, inputs))
                 return out
         inputs = self.infos((args, kwargs), params=True)
+        if self.attention(func, args, kwargs, inputs, out):
+            return out
         act = ACTIVATION_FUNCTIONS.get(func)
         if act is not None:
             param = None
@@ -345,6 +390,48 @@ class _Tracer(TorchFunctionMode):
             (source,) = out.pending
             if self.outputs.get(source) is out:
                 (self.layers[source].multiplier,) = scale.embed
+
+    def attention(self, func, args: tuple, kwargs: dict, inputs: list[_Info], out: object) -> bool:
+        """Follow constant factors and attention scores; ``True`` when ``out`` is handled.
+
+        ``x * c`` and ``x / c`` with ``c`` a number (or a one-element tensor no stream reaches)
+        multiply ``x``'s :attr:`_Info.scale`; ``q @ k^T`` of two layer outputs marks the result
+        as scores of ``q``'s layer, whose factor later multiplications and divisions follow
+        through masks added to them; a softmax of scores, or ``scaled_dot_product_attention``
+        (its ``scale``, else ``1/sqrt(E)``), records ``(d_k, factor)`` on the query's layer.
+        """
+        if func in SCALE_FUNCTIONS and len(inputs) == 1:
+            c = _constant(func, args, kwargs)
+            if c is None:
+                return False
+            info = inputs[0]
+            scores = info.scores and (*info.scores[:2], info.scores[2] * c)
+            self.put(out, replace(info, scale=info.scale * c, scores=scores))
+            return True
+        if func in MATMUL_FUNCTIONS and len(inputs) == 2:
+            q, k = inputs
+            query = _single(q.pending)
+            scores = None
+            if query is not None and k.pending and isinstance(args[0], torch.Tensor):
+                scores = (query, int(args[0].shape[-1]), q.scale * k.scale)
+            self.put(out, replace(_merge(inputs), scores=scores))
+            return True
+        if func in SOFTMAX_FUNCTIONS and inputs and inputs[0].scores is not None:
+            self.record(*inputs[0].scores)
+        if func in ATTENTION_FUNCTIONS and len(inputs) >= 2:
+            query = _single(inputs[0].pending)
+            q = args[0] if args else kwargs.get("query")
+            if query is not None and isinstance(q, torch.Tensor):
+                d_k = int(q.shape[-1])
+                scale = kwargs.get("scale", args[6] if len(args) > 6 else None)
+                c = d_k**-0.5 if scale is None else float(scale)
+                self.record(query, d_k, c * inputs[0].scale * inputs[1].scale)
+        return False
+
+    def record(self, query: str, d_k: int, factor: float) -> None:
+        layer = self.layers[query]
+        if layer.attention is None:  # the first call's
+            layer.attention = (d_k, factor)
 
     def is_embedding_sum(self, a: _Info, b: _Info) -> bool:
         """``a + b`` adds two independent streams, each a plain embedding-like source, one at

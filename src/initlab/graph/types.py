@@ -53,6 +53,13 @@ class Layer:
         multiplier: the model state that multiplies its output elementwise right after it
             (``gamma * layer(x)``: a layer scale), when there is one: a qualified parameter or
             buffer name, or the name of the layer that owns it.
+        input_scale: a constant the forward multiplies this layer's input by, after the last
+            layer or norm before it (T5 scales the decoder's output by ``d_model**-0.5`` before
+            its tied head); 1 when none, ``nan`` when a factor of unknown value (first call).
+        attention: ``(d_k, factor)`` when this layer's output is the query of attention scores
+            (``q @ k^T`` then softmax, or ``scaled_dot_product_attention``): ``d_k`` the
+            contracted width and ``factor`` every constant the scores were multiplied by
+            (``1/sqrt(d_k)`` in most models; 1 in T5, which folds it into the query's init).
     """
 
     name: str
@@ -64,6 +71,8 @@ class Layer:
     order: int = -1
     activation_param: float | None = None
     conflicts: list[str | None] = field(default_factory=list)
+    input_scale: float = 1.0
+    attention: tuple[int, float] | None = None
     consumed: bool = False  # some weight layer read its output
     multiplier: str | None = None
     _seen_activation: bool = False

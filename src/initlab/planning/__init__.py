@@ -15,7 +15,12 @@ weight of a layer   the chosen scheme, gain from the traced activation that foll
 head weight         the chosen scheme at gain ``HEAD_GAIN`` = 0.1 (``head_scale`` sets it): the
                     initial loss starts within ~0.01 of ``log(classes)``
 tied head           a table that is also the input embedding: N(0, (0.15 / sqrt(d))^2)
-                    (``TIED_HEAD_GAIN``; ``head_scale`` replaces 0.15)
+                    (``TIED_HEAD_GAIN``; ``head_scale`` replaces 0.15); when the head reads
+                    its input times a constant ``c < 1`` (T5's ``d**-0.5``):
+                    ``min(1, 0.35 / (c sqrt(d)))`` (``RESCALED_TIED_GAIN``)
+attention query     scores the model does not scale by ``1/sqrt(d_k)`` (traced: ``q @ k^T`` to
+                    softmax, or ``scaled_dot_product_attention``'s ``scale``): the query layer
+                    at gain x ``1 / (factor sqrt(d_k))`` (T5's own query init)
 summed embeddings   tables whose outputs the model adds (tokens, positions, segments; from
                     ``Graph.embedding_sums``) share one std: the tied table's, else 1
 residual branch     with normalization layers: the last weight layer at gain x :math:`L^{-1/2}`
@@ -71,6 +76,7 @@ from .policy import (
     EXPANDING_ACTIVATIONS,
     HEAD_GAIN,
     IDENTITY_CHAIN_ACTIVATIONS,
+    RESCALED_TIED_GAIN,
     TIED_HEAD_GAIN,
 )
 from .rules import ROLES
@@ -79,6 +85,7 @@ from .types import RESIDUAL_INNER as RESIDUAL_INNER
 from .types import RESIDUAL_LAYER_SCALED as RESIDUAL_LAYER_SCALED
 from .types import RESIDUAL_SCALED as RESIDUAL_SCALED
 from .types import RESIDUAL_ZEROED as RESIDUAL_ZEROED
+from .types import UNSCALED_QUERY as UNSCALED_QUERY
 from .types import Plan, PlanEntry
 
 __all__ = [
@@ -87,6 +94,7 @@ __all__ = [
     "EXPANDING_ACTIVATIONS",
     "HEAD_GAIN",
     "IDENTITY_CHAIN_ACTIVATIONS",
+    "RESCALED_TIED_GAIN",
     "ROLES",
     "TIED_HEAD_GAIN",
     "Plan",

@@ -25,6 +25,7 @@ from .types import (
     RESIDUAL_LAYER_SCALED,
     RESIDUAL_SCALED,
     RESIDUAL_ZEROED,
+    UNSCALED_QUERY,
     PlanEntry,
     _expected_std,
 )
@@ -219,7 +220,7 @@ def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor,
         if layer.name in policy.embedding_std:  # summed with other embeddings: one scale
             return "normal", {"std": policy.embedding_std[layer.name]}, 1.0
         if "head" in roles:  # a tied output head: keep the initial logits small
-            return "normal", {"std": policy.tied_head_gain / math.sqrt(p.shape[-1])}, 1.0
+            return "normal", {"std": policy.tied_std(p.shape[-1])}, 1.0
         return "normal", {"std": 1.0}, 1.0
     if leaf.startswith("weight_hh"):
         return "orthogonal", {}, 1.0
@@ -255,6 +256,8 @@ def _structural(scheme: str, kwargs: Mapping[str, Any], g: float, role: str,
         return scheme, kwargs, g * factor, RESIDUAL_SCALED
     if role == "weight" and layer.name in policy.branch_inner:
         return scheme, kwargs, g * policy.branch_inner[layer.name], RESIDUAL_INNER
+    if role == "weight" and layer.name in policy.query_gain:
+        return scheme, kwargs, g * policy.query_gain[layer.name], UNSCALED_QUERY
     return scheme, kwargs, g, "default"
 
 
