@@ -1,0 +1,284 @@
+"""Held-out architectures survey (issue #14): does the default policy hold on models never tuned for?
+
+Builds ~40 small models from transformers configs (2 layers, width 64, vocab 256, images 32x32;
+nothing downloaded) and checks, for each:
+
+(a) ``initlab.init(model, example=..., seed=0)`` runs and the model runs after it;
+(b) the initial loss in train mode on random inputs and labels, mean over 3 seeds: initlab's
+    default vs the model's own init vs ``log(classes)``. Pass: initlab <= own + 0.02 and within
+    0.05 of ``log(classes)`` (0.15 when the head is the input embedding table, tied);
+(c) the residual branches the trace finds vs the true count;
+(d) a model built on the meta device, initialized with ``device="cpu"``, runs a forward.
+
+Usage::
+
+    PYTHONPATH=src python benchmarks/zoo.py                  # every model
+    PYTHONPATH=src python benchmarks/zoo.py --models gpt_neo,deit
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import initlab
+
+D, L, H, FF, VOCAB, CLASSES, IMAGE = 64, 2, 4, 128, 256, 10, 32
+SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One model: its transformers class and config, its kind, and its true branch count.
+
+    ``kind``: ``lm`` (next token), ``mlm`` (every position), ``seq2seq`` or ``vision``.
+    ``branches``: the true number of residual additions ``x + f(x)``; an int, or a function of
+    the built model (counting modules that carry a skip).
+    """
+
+    cls: str
+    config: str
+    kind: str
+    kwargs: dict[str, Any]
+    branches: int | Callable[[nn.Module], int]
+
+
+def _lm(cls: str, config: str, **kw: Any) -> Spec:
+    return Spec(cls, config, "lm", kw, 2 * L)
+
+
+def _count(attr: str, value: Any = True) -> Callable[[nn.Module], int]:
+    return lambda m: sum(getattr(x, attr, None) == value for x in m.modules())
+
+
+def _count_type(name: str, per: int = 1) -> Callable[[nn.Module], int]:
+    return lambda m: per * sum(type(x).__name__ == name for x in m.modules())
+
+
+_S2S = dict(encoder_layers=L, decoder_layers=L, d_model=D, encoder_attention_heads=H,
+            decoder_attention_heads=H, encoder_ffn_dim=FF, decoder_ffn_dim=FF,
+            max_position_embeddings=64)  # fmt: skip
+_BERT = dict(num_hidden_layers=L, hidden_size=D, num_attention_heads=H, intermediate_size=FF,
+             max_position_embeddings=64)  # fmt: skip
+_VIT = dict(image_size=IMAGE, patch_size=4, **{k: v for k, v in _BERT.items() if k != "max_position_embeddings"})  # fmt: skip
+_LLAMA = dict(num_hidden_layers=L, hidden_size=D, num_attention_heads=H, num_key_value_heads=2,
+              intermediate_size=FF, max_position_embeddings=64)  # fmt: skip
+
+SPECS: dict[str, Spec] = {
+    "gpt_neo": _lm("GPTNeoForCausalLM", "GPTNeoConfig", num_layers=L, hidden_size=D, num_heads=H,
+                   attention_types=[[["global", "local"], 1]], window_size=8,
+                   max_position_embeddings=64),
+    "gptj": _lm("GPTJForCausalLM", "GPTJConfig", n_layer=L, n_embd=D, n_head=H, rotary_dim=8,
+                n_positions=64),
+    "opt": _lm("OPTForCausalLM", "OPTConfig", num_hidden_layers=L, hidden_size=D, ffn_dim=FF,
+               num_attention_heads=H, word_embed_proj_dim=D, max_position_embeddings=64),
+    "bloom": _lm("BloomForCausalLM", "BloomConfig", n_layer=L, hidden_size=D, n_head=H),
+    "falcon": _lm("FalconForCausalLM", "FalconConfig", num_hidden_layers=L, hidden_size=D,
+                  num_attention_heads=H),
+    "phi": _lm("PhiForCausalLM", "PhiConfig", **_LLAMA),
+    "phi3": _lm("Phi3ForCausalLM", "Phi3Config", **_LLAMA),
+    "gemma": _lm("GemmaForCausalLM", "GemmaConfig", head_dim=16, **_LLAMA),
+    "gemma2": _lm("Gemma2ForCausalLM", "Gemma2Config", head_dim=16, **_LLAMA),
+    "mistral": _lm("MistralForCausalLM", "MistralConfig", **_LLAMA),
+    "mixtral": _lm("MixtralForCausalLM", "MixtralConfig", num_local_experts=4,
+                   num_experts_per_tok=2, **_LLAMA),
+    "olmo": _lm("OlmoForCausalLM", "OlmoConfig", **_LLAMA),
+    "stablelm": _lm("StableLmForCausalLM", "StableLmConfig", **_LLAMA),
+    "starcoder2": _lm("Starcoder2ForCausalLM", "Starcoder2Config", **_LLAMA),
+    "codegen": _lm("CodeGenForCausalLM", "CodeGenConfig", n_layer=L, n_embd=D, n_head=H,
+                   rotary_dim=8, n_positions=64, n_ctx=64),
+    "gpt_bigcode": _lm("GPTBigCodeForCausalLM", "GPTBigCodeConfig", n_layer=L, n_embd=D,
+                       n_head=H, n_positions=64),
+    "mpt": _lm("MptForCausalLM", "MptConfig", n_layers=L, d_model=D, n_heads=H, max_seq_len=64),
+    "xglm": _lm("XGLMForCausalLM", "XGLMConfig", num_layers=L, d_model=D, attention_heads=H,
+                ffn_dim=FF, max_position_embeddings=64),
+    "biogpt": _lm("BioGptForCausalLM", "BioGptConfig", **_BERT),
+    "roberta": Spec("RobertaForMaskedLM", "RobertaConfig", "mlm", _BERT, 2 * L),
+    "distilbert": Spec("DistilBertForMaskedLM", "DistilBertConfig", "mlm",
+                       dict(n_layers=L, dim=D, n_heads=H, hidden_dim=FF,
+                            max_position_embeddings=64), 2 * L),
+    "electra": Spec("ElectraForMaskedLM", "ElectraConfig", "mlm", dict(embedding_size=D, **_BERT),
+                    2 * L),
+    "albert": Spec("AlbertForMaskedLM", "AlbertConfig", "mlm", dict(embedding_size=32, **_BERT),
+                   2 * L),
+    "deberta-v2": Spec("DebertaV2ForMaskedLM", "DebertaV2Config", "mlm", _BERT, 2 * L),
+    "mbart": Spec("MBartForConditionalGeneration", "MBartConfig", "seq2seq", _S2S, 5 * L),
+    "pegasus": Spec("PegasusForConditionalGeneration", "PegasusConfig", "seq2seq", _S2S, 5 * L),
+    "marian": Spec("MarianMTModel", "MarianConfig", "seq2seq", _S2S, 5 * L),
+    "m2m100": Spec("M2M100ForConditionalGeneration", "M2M100Config", "seq2seq", _S2S, 5 * L),
+    "deit": Spec("DeiTForImageClassification", "DeiTConfig", "vision", _VIT, 2 * L),
+    "beit": Spec("BeitForImageClassification", "BeitConfig", "vision", _VIT, 2 * L),
+    "dinov2": Spec("Dinov2ForImageClassification", "Dinov2Config", "vision", _VIT, 2 * L),
+    "convnextv2": Spec("ConvNextV2ForImageClassification", "ConvNextV2Config", "vision",
+                       dict(image_size=IMAGE, hidden_sizes=[32, 64], depths=[2, 2],
+                            num_stages=2), 4),
+    "regnet": Spec("RegNetForImageClassification", "RegNetConfig", "vision",
+                   dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 2], groups_width=8,
+                        layer_type="y"), 3),
+    "resnet": Spec("ResNetForImageClassification", "ResNetConfig", "vision",
+                   dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 2],
+                        layer_type="bottleneck"), 3),
+    "mobilenet_v2": Spec("MobileNetV2ForImageClassification", "MobileNetV2Config", "vision",
+                         dict(image_size=IMAGE, depth_multiplier=0.35),
+                         _count("use_residual")),
+    "efficientnet": Spec("EfficientNetForImageClassification", "EfficientNetConfig", "vision",
+                         dict(image_size=IMAGE, width_coefficient=0.25, depth_coefficient=0.4,
+                              hidden_dim=320), _count("apply_dropout")),
+    "levit": Spec("LevitForImageClassification", "LevitConfig", "vision",
+                  dict(image_size=IMAGE, hidden_sizes=[32, 64, 96], num_attention_heads=[1, 2, 3],
+                       depths=[1, 1, 1], key_dim=[8, 8, 8]), _count_type("LevitResidualLayer")),
+    "poolformer": Spec("PoolFormerForImageClassification", "PoolFormerConfig", "vision",
+                       dict(hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1]),
+                       _count_type("PoolFormerLayer", 2)),
+    "segformer": Spec("SegformerForImageClassification", "SegformerConfig", "vision",
+                      dict(image_size=IMAGE, num_encoder_blocks=2, depths=[1, 1],
+                           sr_ratios=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2],
+                           decoder_hidden_size=32), _count_type("SegformerLayer", 2)),
+}  # fmt: skip
+
+
+def build(name: str, device: str | None = None) -> nn.Module:
+    """The model ``name`` with its own init (reads the global RNG), optionally on ``device``."""
+    import transformers
+
+    spec = SPECS[name]
+    cfg = getattr(transformers, spec.config)(**spec.kwargs)
+    if spec.kind == "vision":
+        cfg.num_labels = CLASSES
+    else:
+        cfg.vocab_size = VOCAB
+        for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+            if getattr(cfg, attr, None) is not None:
+                setattr(cfg, attr, 1)
+    if device is None:
+        return getattr(transformers, spec.cls)(cfg)
+    with torch.device(device):
+        return getattr(transformers, spec.cls)(cfg)
+
+
+def example(name: str, seed: int, batch: int = 8) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``(model kwargs, targets)`` on random data: ids in ``[3, VOCAB)`` (clear of special
+    tokens), or Gaussian images with random labels."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    kind = SPECS[name].kind
+    if kind == "vision":
+        x = torch.randn(2 * batch, 3, IMAGE, IMAGE, generator=g)
+        return {"pixel_values": x}, torch.randint(0, CLASSES, (2 * batch,), generator=g)
+    ids = torch.randint(3, VOCAB, (batch, 33), generator=g)
+    if kind == "lm":
+        return {"input_ids": ids[:, :-1]}, ids[:, 1:]
+    if kind == "mlm":
+        return {"input_ids": ids[:, :-1]}, torch.randint(0, VOCAB, (batch, 32), generator=g)
+    dec = torch.randint(3, VOCAB, (batch, 16), generator=g)
+    return {"input_ids": ids[:, :-1], "decoder_input_ids": dec}, dec
+
+
+def loss(model: nn.Module, inputs: dict[str, torch.Tensor], target: torch.Tensor) -> float:
+    """Cross-entropy of the model's logits against ``target`` (no grad)."""
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1)))
+
+
+def tied(model: nn.Module) -> bool:
+    """Whether the output head is the input embedding table."""
+    try:
+        out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return False
+    return out is not None and inp is not None and out.weight is inp.weight
+
+
+def survey(name: str) -> dict[str, Any]:
+    """The four checks on one model; errors are caught and reported per check."""
+    spec = SPECS[name]
+    row: dict[str, Any] = {"model": name}
+    classes = CLASSES if SPECS[name].kind == "vision" else VOCAB
+    row["log_c"] = math.log(classes)
+    own, ours = [], []
+    for seed in SEEDS:
+        inputs, target = example(name, seed)
+        torch.manual_seed(seed)
+        model = build(name).train()
+        own.append(loss(model, inputs, target))
+        try:
+            initlab.init(model, example=inputs, seed=seed)
+            ours.append(loss(model, inputs, target))
+        except Exception as e:  # noqa: BLE001
+            row["init_error"] = f"{type(e).__name__}: {e}"[:200]
+            row["trace"] = traceback.format_exc()
+            break
+        if seed == 0:
+            row["tied"] = tied(model)
+            true = spec.branches if isinstance(spec.branches, int) else spec.branches(model)
+            row["branches"] = (len(initlab.trace(model, inputs).branches), true)
+    row["own"] = sum(own) / len(own)
+    if ours:
+        row["initlab"] = sum(ours) / len(ours)
+    try:
+        inputs, target = example(name, 0)
+        meta = build(name, "meta")
+        initlab.init(meta, example=inputs, seed=0, device="cpu")
+        meta_loss = loss(meta.train(), inputs, target)
+        row["meta"] = "ok" if math.isfinite(meta_loss) else f"loss {meta_loss}"
+    except Exception as e:  # noqa: BLE001
+        row["meta"] = f"{type(e).__name__}: {e}"[:120]
+    return row
+
+
+def verdict(row: dict[str, Any]) -> list[str]:
+    """The failed criteria of one row (empty: it passes)."""
+    if "init_error" in row:
+        return ["(a) " + row["init_error"]]
+    bad = []
+    tol = 0.15 if row["tied"] else 0.05
+    if row["initlab"] > row["own"] + 0.02:
+        bad.append(f"(b) above own by {row['initlab'] - row['own']:.3f}")
+    if abs(row["initlab"] - row["log_c"]) > tol:
+        bad.append(f"(b) {row['initlab'] - row['log_c']:+.3f} from log(C)")
+    found, true = row["branches"]
+    if found != true:
+        bad.append(f"(c) {found} branches, {true} true")
+    if row["meta"] != "ok":
+        bad.append("(d) " + row["meta"])
+    return bad
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="", help="comma-separated names (default: all)")
+    parser.add_argument("--traceback", action="store_true", help="print init errors in full")
+    args = parser.parse_args(argv)
+    names = [n for n in args.models.split(",") if n] or list(SPECS)
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    print(f"{'model':<13}{'tied':>5}{'initlab':>9}{'own':>8}{'log C':>7}{'branches':>10}  "
+          f"{'s':>5}  verdict")  # fmt: skip
+    failed = 0
+    for name in names:
+        t0 = time.process_time()
+        row = survey(name)
+        bad = verdict(row)
+        failed += bool(bad)
+        fmt = lambda k: f"{row[k]:.3f}" if k in row else "-"  # noqa: E731
+        br = "{}/{}".format(*row["branches"]) if "branches" in row else "-"
+        print(f"{name:<13}{'T' if row.get('tied') else '':>5}{fmt('initlab'):>9}{fmt('own'):>8}"
+              f"{row['log_c']:>7.3f}{br:>10}  {time.process_time() - t0:>5.1f}  "
+              f"{'PASS' if not bad else '; '.join(bad)}", flush=True)  # fmt: skip
+        if args.traceback and "trace" in row:
+            print(row["trace"])
+    print(f"{len(names) - failed}/{len(names)} pass")
+
+
+if __name__ == "__main__":
+    main()
