@@ -172,15 +172,15 @@ def example(name: str, seed: int, batch: int = 8) -> tuple[dict[str, torch.Tenso
     g = torch.Generator().manual_seed(1000 + seed)
     kind = SPECS[name].kind
     if kind == "vision":
-        x = torch.randn(2 * batch, 3, IMAGE, IMAGE, generator=g)
-        return {"pixel_values": x}, torch.randint(0, CLASSES, (2 * batch,), generator=g)
+        x = torch.randn(8 * batch, 3, IMAGE, IMAGE, generator=g)
+        return {"pixel_values": x}, torch.randint(0, CLASSES, (8 * batch,), generator=g)
     ids = torch.randint(3, VOCAB, (batch, 33), generator=g)
     if kind == "lm":
         return {"input_ids": ids[:, :-1]}, ids[:, 1:]
     if kind == "mlm":
         return {"input_ids": ids[:, :-1]}, torch.randint(0, VOCAB, (batch, 32), generator=g)
-    dec = torch.randint(3, VOCAB, (batch, 16), generator=g)
-    return {"input_ids": ids[:, :-1], "decoder_input_ids": dec}, dec
+    dec = torch.randint(3, VOCAB, (batch, 17), generator=g)
+    return {"input_ids": ids[:, :-1], "decoder_input_ids": dec[:, :-1]}, dec[:, 1:]
 
 
 def loss(model: nn.Module, inputs: dict[str, torch.Tensor], target: torch.Tensor) -> float:
