@@ -241,7 +241,7 @@ def survey(name: str) -> dict[str, Any]:
         try:
             initlab.init(model, example=inputs, seed=seed)
             ours.append(loss(model, inputs, target))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             row["init_error"] = f"{type(e).__name__}: {e}"[:200]
             row["trace"] = traceback.format_exc()
             break
@@ -258,7 +258,7 @@ def survey(name: str) -> dict[str, Any]:
         initlab.init(meta, example=inputs, seed=0, device="cpu")
         meta_loss = loss(meta.train(), inputs, target)
         row["meta"] = "ok" if math.isfinite(meta_loss) else f"loss {meta_loss}"
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         row["meta"] = f"{type(e).__name__}: {e}"[:120]
     return row
 
@@ -281,6 +281,10 @@ def verdict(row: dict[str, Any]) -> list[str]:
     return bad
 
 
+def _num(row: dict[str, Any], key: str) -> str:
+    return f"{row[key]:.3f}" if key in row else "-"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="", help="comma-separated names (default: all)")
@@ -297,9 +301,9 @@ def main(argv: list[str] | None = None) -> None:
         row = survey(name)
         bad = verdict(row)
         failed += bool(bad)
-        fmt = lambda k: f"{row[k]:.3f}" if k in row else "-"  # noqa: E731
         br = "{}/{}".format(*row["branches"]) if "branches" in row else "-"
-        print(f"{name:<13}{'T' if row.get('tied') else '':>5}{fmt('initlab'):>9}{fmt('own'):>8}"
+        print(f"{name:<13}{'T' if row.get('tied') else '':>5}{_num(row, 'initlab'):>9}"
+              f"{_num(row, 'own'):>8}"
               f"{row['log_c']:>7.3f}{br:>10}  {time.process_time() - t0:>5.1f}  "
               f"{'PASS' if not bad else '; '.join(bad)}", flush=True)  # fmt: skip
         if args.traceback and "trace" in row:
