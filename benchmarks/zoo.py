@@ -105,8 +105,10 @@ SPECS: dict[str, Spec] = {
     "biogpt": _lm("BioGptForCausalLM", "BioGptConfig", **_BERT),
     "gpt_neox": _lm("GPTNeoXForCausalLM", "GPTNeoXConfig", **_LLAMA),
     "qwen3": _lm("Qwen3ForCausalLM", "Qwen3Config", head_dim=16, **_LLAMA),
-    "qwen2_moe": _lm("Qwen2MoeForCausalLM", "Qwen2MoeConfig", num_experts=4, num_experts_per_tok=2,
-                     moe_intermediate_size=32, shared_expert_intermediate_size=64, **_LLAMA),
+    "qwen2_moe": Spec("Qwen2MoeForCausalLM", "Qwen2MoeConfig", "lm",
+                      dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                           shared_expert_intermediate_size=64, **_LLAMA),
+                      3 * L),  # parallel branches summed before the skip count one each
     "cohere": _lm("CohereForCausalLM", "CohereConfig", **_LLAMA),
     "granite": _lm("GraniteForCausalLM", "GraniteConfig", **_LLAMA),
     "persimmon": _lm("PersimmonForCausalLM", "PersimmonConfig", **_LLAMA),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .tracer import _Info
 from .types import Branch, Layer
 
@@ -35,9 +37,11 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
             continue
         a_is_branch = (len(wa), len(sa)) > (len(wb), len(sb))
         branch, skip, skip_path = (sa, sb, pb) if a_is_branch else (sb, sa, pa)
-        feeding = set((a if a_is_branch else b).pending)
+        feeding = _ends((a if a_is_branch else b).pending)
         if feeding & set(pa[:common]):
             continue  # the sum is not the branch's output: the fork's own layers still feed it
+        if _side_input(*((a, b) if a_is_branch else (b, a)), skip_path):
+            continue  # a table added to scores that it also fed earlier: no skip connection
         if len(feeding) > 1 and not (wb if a_is_branch else wa):
             for key in [k for k, br in found.items() if _joins(br, feeding, layers)]:
                 del found[key]  # the join of parallel branches, first taken for a shortcut
@@ -48,6 +52,28 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
         elif feeding <= set(branch):
             _record(found, branch, skip, layers)
     return list(found.values())
+
+
+_GATES = ("sigmoid", "hardsigmoid")
+
+
+def _ends(pending: Mapping[str, tuple[str | None, float | None]]) -> set[str]:
+    """The layers whose outputs a sum adds up, less the gates among several: a layer still
+    pending under a sigmoid scales another's output (``sigmoid(g(x)) * f(x)``, Qwen2-MoE's shared
+    expert gate), so ``f``, not ``g``, ends the branch."""
+    ends = {n for n, (act, _) in pending.items() if act not in _GATES}
+    return ends if ends else set(pending)
+
+
+def _side_input(branch: _Info, skip: _Info, skip_path: list[str]) -> bool:
+    """The "skip" operand is a bare table read from its root (no layer after it) and the other
+    operand carries streams the table lacks: a side input added where it is used, such as
+    MPNet's relative position bias, computed once and added to every layer's attention scores.
+    The bias entered the hidden stream at the first layer, so from its root the second layer's
+    scores look like ``bias + f(bias)``; a true ``x + f(x)`` has ``f(x)`` built from ``x``, so
+    the stream ``x`` carries every root ``f(x)`` has but the side inputs ``f`` mixes in itself
+    (cross-attention's keys), never the main stream's own."""
+    return len(skip_path) == 1 and bool(branch.streams.keys() - skip.streams.keys())
 
 
 def _common(pa: list[str], pb: list[str]) -> int:
