@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 from .tracer import _Info
@@ -19,10 +20,15 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
     ids), and recurrences inside one layer that mix the fork's own output back in (a selective
     scan's ``y + D x``, whose ``y`` is also fed directly by the convolution before the fork).
     A cross-attention branch counts on the stream it is added to, whatever its keys and values
-    come from. Parallel branches summed before the skip (``x + attn(x) + mlp(x)``) are one
+    come from. A table read straight from its root and added in several places (MPNet's
+    relative position bias, computed once and added to every layer's attention scores) is no
+    skip: once the first layer mixed it into the hidden stream, the second layer's
+    ``scores + bias`` reads like ``bias + f(bias)``, but a stream ``x`` of ``x + f(x)`` is added
+    once and moves on. Parallel branches summed before the skip (``x + attn(x) + mlp(x)``) are one
     branch each.
     """
     found: dict[tuple[str, ...], Branch] = {}
+    uses = Counter(id(x) for a, b, _ in adds for x in (a, b))
     for a, b, feeds in adds:
         shared = a.streams.keys() & b.streams.keys()
         if not shared:
@@ -40,8 +46,8 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
         feeding = _ends((a if a_is_branch else b).pending)
         if feeding & set(pa[:common]):
             continue  # the sum is not the branch's output: the fork's own layers still feed it
-        if _side_input(*((a, b) if a_is_branch else (b, a)), skip_path):
-            continue  # a table added to scores that it also fed earlier: no skip connection
+        if len(skip_path) == 1 and uses[id(b if a_is_branch else a)] > 1:
+            continue  # a table added in several places (a bias on every layer's scores)
         if len(feeding) > 1 and not (wb if a_is_branch else wa):
             for key in [k for k, br in found.items() if _joins(br, feeding, layers)]:
                 del found[key]  # the join of parallel branches, first taken for a shortcut
@@ -63,17 +69,6 @@ def _ends(pending: Mapping[str, tuple[str | None, float | None]]) -> set[str]:
     expert gate), so ``f``, not ``g``, ends the branch."""
     ends = {n for n, (act, _) in pending.items() if act not in _GATES}
     return ends if ends else set(pending)
-
-
-def _side_input(branch: _Info, skip: _Info, skip_path: list[str]) -> bool:
-    """The "skip" operand is a bare table read from its root (no layer after it) and the other
-    operand carries streams the table lacks: a side input added where it is used, such as
-    MPNet's relative position bias, computed once and added to every layer's attention scores.
-    The bias entered the hidden stream at the first layer, so from its root the second layer's
-    scores look like ``bias + f(bias)``; a true ``x + f(x)`` has ``f(x)`` built from ``x``, so
-    the stream ``x`` carries every root ``f(x)`` has but the side inputs ``f`` mixes in itself
-    (cross-attention's keys), never the main stream's own."""
-    return len(skip_path) == 1 and bool(branch.streams.keys() - skip.streams.keys())
 
 
 def _common(pa: list[str], pb: list[str]) -> int:
