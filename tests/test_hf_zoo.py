@@ -104,3 +104,13 @@ def test_sigmoid_gate_on_a_parallel_branch_is_no_branch_end():
     ends = sorted(b.last.split(".", 3)[-1] for b in graph.branches)
     assert ends == sorted(["self_attn.o_proj", "mlp.experts", "mlp.shared_expert.down_proj"] * 2)
     assert "residual_out" not in graph.layers["model.layers.0.mlp.shared_expert_gate"].roles
+
+
+def test_layer_shared_across_depth_ends_one_branch_per_call():
+    """ALBERT runs one layer ``num_hidden_layers`` times: each call adds its two branches, so
+    ``L`` counts the calls (was: 2 of 6 for 3 calls, the second call's sums taken for the
+    fork's own layers)."""
+    model = _build("AlbertForMaskedLM", "AlbertConfig", embedding_size=32, num_hidden_layers=3)
+    graph = trace(model, {"input_ids": IDS})
+    assert len(graph.branches) == 6
+    assert len({b.last for b in graph.branches}) == 2
