@@ -114,3 +114,23 @@ def test_layer_shared_across_depth_ends_one_branch_per_call():
     graph = trace(model, {"input_ids": IDS})
     assert len(graph.branches) == 6
     assert len({b.last for b in graph.branches}) == 2
+
+
+@pytest.mark.parametrize(
+    "cls, config, device",
+    [
+        # own init: weight 1, so the norm starts at scale 2
+        ("NemotronForCausalLM", "NemotronConfig", "cpu"),
+        # own init: weight 0 (kept as deliberate in memory); on meta nothing is read
+        ("GemmaForCausalLM", "GemmaConfig", "meta"),
+    ],
+)
+def test_norm_scaling_by_one_plus_weight_starts_at_zero(cls, config, device):
+    """Nemotron's ``LayerNorm1P`` and Gemma's RMSNorm scale by ``1 + weight``: unit scale is a
+    zero weight (was: ones, every norm at scale 2)."""
+    model = _build(cls, config, device, head_dim=16)
+    plan = init(model, example={"input_ids": IDS}, seed=0, device="cpu")
+    norms = [e for e in plan if "norm" in e.roles and e.name.endswith("weight")]
+    assert len(norms) == 5 and all(e.scheme == "zeros" for e in norms)
+    assert torch.equal(model.model.norm.weight, torch.zeros(64))
+    assert abs(_loss(model) - math.log(V)) < 0.15
