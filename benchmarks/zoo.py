@@ -208,7 +208,7 @@ SPECS: dict[str, Spec] = {
     "hiera": Spec("HieraForImageClassification", "HieraConfig", "vision",
                   dict(image_size=[IMAGE, IMAGE], patch_size=[3, 3], patch_stride=[2, 2],
                        patch_padding=[1, 1], embed_dim=16, depths=[1, 1], num_heads=[1, 2],
-                       masked_unit_size=[4, 4], query_stride=[2, 2]), None),
+                       masked_unit_size=[4, 4], query_stride=[2, 2], num_query_pool=1), None),
     "swiftformer": Spec("SwiftFormerForImageClassification", "SwiftFormerConfig", "vision",
                         dict(image_size=IMAGE, depths=[1, 1, 1, 1], embed_dims=[16, 16, 32, 32]),
                         None),
