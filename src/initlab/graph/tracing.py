@@ -137,7 +137,10 @@ def trace(model: nn.Module, example: object, *, forward: TraceMode = "meta") -> 
     that needs values (``.item()``, ``nonzero``, Python branches on a tensor, CPU tensors made in
     ``forward``) fails on meta; it is then traced with a real forward pass, and
     :attr:`Graph.note` says why. ``forward="real"`` asks for the real pass directly. A model whose
-    parameters are already on meta is always traced on meta.
+    parameters are already on meta is traced on meta; when that fails too (a mask's ``.item()``,
+    a meta buffer copied next to the input), on zeros standing in for its tensors (stride-0
+    zeros on the example's device, which cost no memory; allocated ones only when a kernel
+    refuses those), and :attr:`Graph.note` says so.
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     >>> g = trace(net, torch.randn(2, 4))
