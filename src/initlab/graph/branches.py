@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+
 from .tracer import _Info
 from .types import Branch, Layer
 
@@ -17,11 +20,16 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
     ids), and recurrences inside one layer that mix the fork's own output back in (a selective
     scan's ``y + D x``, whose ``y`` is also fed directly by the convolution before the fork).
     A cross-attention branch counts on the stream it is added to, whatever its keys and values
-    come from. Parallel branches summed before the skip (``x + attn(x) + mlp(x)``) are one
+    come from. A table read straight from its root and added in several places (MPNet's
+    relative position bias, computed once and added to every layer's attention scores) is no
+    skip: once the first layer mixed it into the hidden stream, the second layer's
+    ``scores + bias`` reads like ``bias + f(bias)``, but a stream ``x`` of ``x + f(x)`` is added
+    once and moves on. Parallel branches summed before the skip (``x + attn(x) + mlp(x)``) are one
     branch each.
     """
-    found: dict[tuple[str, ...], Branch] = {}
-    for a, b, feeds in adds:
+    found: dict[tuple[tuple[str, ...], int], Branch] = {}
+    uses = Counter(id(x) for a, b, _ in adds for x in (a, b))
+    for call, (a, b, feeds) in enumerate(adds):
         shared = a.streams.keys() & b.streams.keys()
         if not shared:
             continue  # independent streams: no fork, no skip connection
@@ -35,19 +43,33 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
             continue
         a_is_branch = (len(wa), len(sa)) > (len(wb), len(sb))
         branch, skip, skip_path = (sa, sb, pb) if a_is_branch else (sb, sa, pa)
-        feeding = set((a if a_is_branch else b).pending)
-        if feeding & set(pa[:common]):
+        feeding = _ends((a if a_is_branch else b).pending)
+        if (feeding & set(pa[:common])) - set(branch):
             continue  # the sum is not the branch's output: the fork's own layers still feed it
+            # (a layer both before the fork and on the branch is one shared across depth)
+        if len(skip_path) == 1 and uses[id(b if a_is_branch else a)] > 1:
+            continue  # a table added in several places (a bias on every layer's scores)
         if len(feeding) > 1 and not (wb if a_is_branch else wa):
             for key in [k for k, br in found.items() if _joins(br, feeding, layers)]:
                 del found[key]  # the join of parallel branches, first taken for a shortcut
             ends = [feeds[n].streams.get(root) for n in sorted(feeding) if n in feeds]
             for path in [p for p in ends if p is not None]:
                 names = path.names()
-                _record(found, names[_common(names, skip_path) :], (), layers)
+                _record(found, names[_common(names, skip_path) :], (), layers, call)
         elif feeding <= set(branch):
-            _record(found, branch, skip, layers)
+            _record(found, branch, skip, layers, call)
     return list(found.values())
+
+
+_GATES = ("sigmoid", "hardsigmoid")
+
+
+def _ends(pending: Mapping[str, tuple[str | None, float | None]]) -> set[str]:
+    """The layers whose outputs a sum adds up, less the gates among several: a layer still
+    pending under a sigmoid scales another's output (``sigmoid(g(x)) * f(x)``, Qwen2-MoE's shared
+    expert gate), so ``f``, not ``g``, ends the branch."""
+    ends = {n for n, (act, _) in pending.items() if act not in _GATES}
+    return ends if ends else set(pending)
 
 
 def _common(pa: list[str], pb: list[str]) -> int:
@@ -57,13 +79,16 @@ def _common(pa: list[str], pb: list[str]) -> int:
     return n
 
 
-def _record(found: dict[tuple[str, ...], Branch], branch: list[str], skip: list[str],
-            layers: dict[str, Layer]) -> None:  # fmt: skip
+def _record(found: dict[tuple[tuple[str, ...], int], Branch], branch: list[str],
+            skip: list[str], layers: dict[str, Layer], call: int) -> None:  # fmt: skip
+    """Record ``branch`` as found by the sum ``call``: a layer shared across depth (ALBERT runs
+    one layer ``n`` times) ends ``n`` additions, one branch each, so ``L`` counts the calls."""
     weights = [n for n in branch if layers[n].kind == "weight"]
-    if not weights or tuple(branch) in found:
+    if not weights or (tuple(branch), call) in found:
         return
     units = [n for n in weights for _ in range(layers[n].weight_depth)]
-    found[tuple(branch)] = Branch(tuple(branch), tuple(units), branch[-1], weights[-1], tuple(skip))
+    key = (tuple(branch), call)
+    found[key] = Branch(tuple(branch), tuple(units), branch[-1], weights[-1], tuple(skip))
 
 
 def _joins(br: Branch, feeding: set[str], layers: dict[str, Layer]) -> bool:

@@ -287,18 +287,33 @@ def _meta_like(shape: tuple, stride: tuple, dtype: torch.dtype, grad: bool) -> t
     return t.requires_grad_().clone() if grad else t
 
 
-def _meta_copies(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Meta tensors for every parameter and buffer name (shared ones under each of their names)."""
+def _meta_copies(model: nn.Module, zeros_on: torch.device | None = None,
+                 dense: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Meta tensors for every parameter and buffer name (shared ones under each of their names).
+
+    ``zeros_on``: real zeros on that device instead, for a pass that needs values on a model that
+    has none (built on meta). Each is one zero expanded to the shape (stride 0), so the copies
+    cost no memory whatever the model's size; a forward that writes into its state in place, or
+    a kernel that refuses stride 0 (``grouped_mm``), fails on them. ``dense``: allocated zeros,
+    the model's size in memory, for those.
+    """
+
+    def copy(t: torch.Tensor) -> torch.Tensor:
+        if zeros_on is None:
+            return torch.empty_like(t, device="meta")
+        if dense:
+            return torch.zeros(t.shape, dtype=t.dtype, device=zeros_on)
+        return torch.zeros((), dtype=t.dtype, device=zeros_on).expand(t.shape)
+
     copies: dict[int, torch.Tensor] = {}
     out: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if id(p) not in copies:
-            meta = torch.empty_like(p, device="meta")
-            copies[id(p)] = nn.Parameter(meta, requires_grad=p.requires_grad)
+            copies[id(p)] = nn.Parameter(copy(p), requires_grad=p.requires_grad)
         out[name] = copies[id(p)]
     for name, b in model.named_buffers(remove_duplicate=False):
         if id(b) not in copies:
-            copies[id(b)] = torch.empty_like(b, device="meta")
+            copies[id(b)] = copy(b)
         out[name] = copies[id(b)]
     return out
 

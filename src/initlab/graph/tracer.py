@@ -169,6 +169,9 @@ class _Tracer(TorchFunctionMode):
         self.layers = layers
         self.by_module = {id(la.module): la for la in layers.values()}
         self.owners = owners  # id(param) -> layer name
+        # id(tensor) -> (tensor, layer name): computed from a layer's parameters alone (a tied
+        # table transposed and concatenated into a head's matrix): a use of that layer
+        self.derived: dict[int, tuple[torch.Tensor, tuple[str, ...]]] = {}
         self.info: dict[int, tuple[torch.Tensor, _Info]] = {}
         self.depth = 0  # > 0 while inside a leaf layer's forward
         self.counter = 0
@@ -343,14 +346,24 @@ class _Tracer(TorchFunctionMode):
         if self.depth > 0 or func in _VALUE_FREE:
             return out
         if func in _MIXING:
-            owner = self.param_owner((args, kwargs))
-            if owner is not None:
+            owners = self.param_owners((args, kwargs))
+            if owners:
                 inputs = self.infos((args, kwargs))
-                layer = self.layers[owner]
-                self.consume(layer, inputs)
-                self.functional.setdefault(owner, []).append(getattr(func, "__name__", str(func)))
-                self.put(out, self.produce(layer, inputs))
+                produced = []
+                for owner in owners:
+                    layer = self.layers[owner]
+                    self.consume(layer, inputs)
+                    self.functional.setdefault(owner, []).append(
+                        getattr(func, "__name__", str(func))
+                    )
+                    produced.append(self.produce(layer, inputs))
+                self.put(out, _merge(produced))
                 return out
+        owners = self.weights_only_owners((args, kwargs))
+        if owners:
+            for t in _leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self.derived[id(t)] = (t, owners)
         inputs = self.infos((args, kwargs), params=True)
         if self.attention(func, args, kwargs, inputs, out):
             return out
@@ -441,8 +454,25 @@ class _Tracer(TorchFunctionMode):
         return any(n not in self.layers or self.layers[n].kind == "embedding"
                    for n in a.embed | b.embed)  # fmt: skip
 
-    def param_owner(self, args: object) -> str | None:
+    def param_owners(self, args: object) -> tuple[str, ...]:
+        """The layers whose parameters (or tensors computed from their parameters alone) are
+        operands, in order."""
+        out: dict[str, None] = {}
         for t in _leaves(args):
             if isinstance(t, nn.Parameter) and id(t) in self.owners:
-                return self.owners[id(t)]
-        return None
+                out[self.owners[id(t)]] = None
+            derived = self.derived.get(id(t)) if isinstance(t, torch.Tensor) else None
+            if derived is not None and derived[0] is t:
+                out.update(dict.fromkeys(derived[1]))
+        return tuple(out)
+
+    def weights_only_owners(self, args: object) -> tuple[str, ...]:
+        """:meth:`param_owners` when every floating operand is a layer's parameter or computed
+        from them alone (``W.t()``, ``torch.cat([E.t(), W])``: MobileBERT's head matrix), so
+        that the mixing op it later feeds counts as a use of those layers; else ``()``."""
+        floats = [t for t in _leaves(args) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        for t in floats:
+            derived = self.derived.get(id(t))
+            if id(t) not in self.owners and (derived is None or derived[0] is not t):
+                return ()
+        return self.param_owners(args)

@@ -137,7 +137,10 @@ def trace(model: nn.Module, example: object, *, forward: TraceMode = "meta") -> 
     that needs values (``.item()``, ``nonzero``, Python branches on a tensor, CPU tensors made in
     ``forward``) fails on meta; it is then traced with a real forward pass, and
     :attr:`Graph.note` says why. ``forward="real"`` asks for the real pass directly. A model whose
-    parameters are already on meta is always traced on meta.
+    parameters are already on meta is traced on meta; when that fails too (a mask's ``.item()``,
+    a meta buffer copied next to the input), on zeros standing in for its tensors (stride-0
+    zeros on the example's device, which cost no memory; allocated ones only when a kernel
+    refuses those), and :attr:`Graph.note` says so.
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     >>> g = trace(net, torch.randn(2, 4))
@@ -149,24 +152,59 @@ def trace(model: nn.Module, example: object, *, forward: TraceMode = "meta") -> 
     check_choice("forward", forward, ["meta", "real"])
     tensors = [*model.parameters(), *model.buffers()]
     on_meta = bool(tensors) and all(t.device.type == "meta" for t in tensors)
-    if on_meta or forward == "real":
-        return _trace(model, example, meta=on_meta)
+    if on_meta:
+        try:
+            return _trace(model, example, meta=True)
+        except Exception as exc:  # it reads values, and the model has none: trace on zeros
+            return _trace_on_zeros(model, example, exc)
+    if forward == "real":
+        return _trace(model, example, meta=False)
     try:
         with _restoring_module_state(model):
             return _trace(model, example, meta=True)
     except Exception as exc:  # any failure on meta means: it needs values; trace for real
         graph = _trace(model, example, meta=False)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        graph.note = (
-            f"traced with a real forward pass: the meta pass failed ({type(exc).__name__}: "
-            f"{first[:200]}); the model reads values in forward, so planning costs one forward "
-            "pass at the example's size"
-        )
+        graph.note = _real_note(exc, "")
         return graph
 
 
-def _trace(model: nn.Module, example: object, *, meta: bool) -> Graph:
-    """One traced pass; ``meta``: on meta copies of the state and the example."""
+def _trace_on_zeros(model: nn.Module, example: object, meta_failure: Exception) -> Graph:
+    """Trace a model built on meta whose meta pass failed: a real pass on zeros standing in for
+    its parameters and buffers (stride-0 zeros, free; allocated zeros when a kernel refuses
+    those). The graph depends on shapes and the order of calls only, not on the values."""
+    device = _example_device(example)
+    try:
+        with _restoring_module_state(model):
+            graph = _trace(model, example, meta=False, zeros_on=device)
+    except Exception:
+        with _restoring_module_state(model):
+            graph = _trace(model, example, meta=False, zeros_on=device, dense=True)
+    graph.note = _real_note(meta_failure, "on zeros standing in for its meta tensors")
+    return graph
+
+
+def _real_note(exc: Exception, how: str) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (
+        f"traced with a real forward pass{' ' + how if how else ''}: the meta pass failed "
+        f"({type(exc).__name__}: {first[:200]}); the model reads values in forward, so planning "
+        "costs one forward pass at the example's size"
+    )
+
+
+def _example_device(example: object) -> torch.device:
+    """The device of the example's first tensor (CPU when it holds none)."""
+    from torch.utils._pytree import tree_leaves
+
+    tensors = [t for t in tree_leaves(example) if isinstance(t, torch.Tensor)]
+    return tensors[0].device if tensors else torch.device("cpu")
+
+
+def _trace(model: nn.Module, example: object, *, meta: bool,
+           zeros_on: torch.device | None = None, dense: bool = False) -> Graph:  # fmt: skip
+    """One traced pass; ``meta``: on meta copies of the state and the example. ``zeros_on``: a
+    real pass on zeros standing in for the state (a model built on meta, whose forward reads
+    values: a mask's ``.item()``, a buffer copied to the input's device); ``dense``: allocated."""
     layers, loose = _find_layers(model)
     owners: dict[int, str] = {}
     shared: dict[str, list[str]] = {}
@@ -184,8 +222,10 @@ def _trace(model: nn.Module, example: object, *, meta: bool) -> Graph:
         for la in layers.values()
         if isinstance(la.module, nn.PReLU) and la.module.weight.device.type != "meta"
     }
-    if meta and any(t.device.type != "meta" for t in [*model.parameters(), *model.buffers()]):
-        state = _meta_copies(model)
+    if zeros_on is not None or (
+        meta and any(t.device.type != "meta" for t in [*model.parameters(), *model.buffers()])
+    ):
+        state = _meta_copies(model, zeros_on, dense)
         for pname, p in model.named_parameters(remove_duplicate=False):
             if id(p) in owners:
                 owners.setdefault(id(state[pname]), owners[id(p)])

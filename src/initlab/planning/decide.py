@@ -215,7 +215,9 @@ def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor,
     if role == "bias":
         return "zeros", {}, 1.0
     if "norm" in roles:
-        return ("zeros" if "bias" in leaf else "ones"), {}, 1.0
+        if "bias" in leaf or _scale_is_one_plus_weight(layer.module, leaf):
+            return "zeros", {}, 1.0
+        return "ones", {}, 1.0
     if "embedding" in roles:
         if layer.name in policy.embedding_std:  # summed with other embeddings: one scale
             return "normal", {"std": policy.embedding_std[layer.name]}, 1.0
@@ -259,6 +261,36 @@ def _structural(scheme: str, kwargs: Mapping[str, Any], g: float, role: str,
     if role == "weight" and layer.name in policy.query_gain:
         return scheme, kwargs, g * policy.query_gain[layer.name], UNSCALED_QUERY
     return scheme, kwargs, g, "default"
+
+
+_ONE_PLUS: dict[tuple[type, str, tuple[int, ...]], bool] = {}
+
+
+def _scale_is_one_plus_weight(module: nn.Module, leaf: str) -> bool:
+    """Whether the norm scales by ``1 + weight`` (Gemma's RMSNorm, Nemotron's ``LayerNorm1P``),
+    so that its unit scale is a zero weight, not a one.
+
+    Read by running the module once on a small CPU input with every tensor of its own at zero:
+    a ``weight``-scaled norm then outputs zeros, a ``1 + weight`` one the normalized input. Only
+    classes outside ``torch.nn`` with a 1-D ``weight`` are probed (once per class, name and
+    shape); any failure reads as a plain ``weight`` scale.
+    """
+    w = module._parameters.get(leaf)
+    if type(module).__module__.startswith("torch.") or w is None or w.dim() != 1:
+        return False
+    key = (type(module), leaf, tuple(w.shape))
+    if key not in _ONE_PLUS:
+        state = {n: torch.zeros(t.shape, dtype=torch.float32)
+                 for n, t in [*module.named_parameters(), *module.named_buffers()]}  # fmt: skip
+        x = torch.randn(2, 3, w.shape[0], generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                y = torch.func.functional_call(module, state, (x,))
+            one_plus = isinstance(y, torch.Tensor) and bool(y.float().abs().mean() > 0.5)
+        except Exception:  # a norm that needs another layout or more than one input
+            one_plus = False
+        _ONE_PLUS[key] = one_plus
+    return _ONE_PLUS[key]
 
 
 def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], local: str,
