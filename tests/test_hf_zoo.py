@@ -134,3 +134,22 @@ def test_norm_scaling_by_one_plus_weight_starts_at_zero(cls, config, device):
     assert len(norms) == 5 and all(e.scheme == "zeros" for e in norms)
     assert torch.equal(model.model.norm.weight, torch.zeros(64))
     assert abs(_loss(model) - math.log(V)) < 0.15
+
+
+def test_mobilenet_v1_default_dropout_before_the_head_keeps_the_train_mode_loss_at_log_classes():
+    # the config's default classifier dropout is 0.999: in train mode the head's input has 1000x
+    # its eval-mode second moment, so the head starts at gain 0.1 sqrt(0.001)
+    cfg = transformers.MobileNetV1Config(image_size=32, depth_multiplier=0.25, num_labels=10)
+    assert cfg.classifier_dropout_prob > 0.9
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = transformers.MobileNetV1ForImageClassification(cfg)
+    g = torch.Generator().manual_seed(0)
+    plan = init(model, example=torch.randn(2, 3, 32, 32, generator=g), seed=0)
+    assert "dropout" in plan["classifier.weight"].note
+    x, y = torch.randn(256, 3, 32, 32, generator=g), torch.randint(10, (256,), generator=g)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        loss = float(F.cross_entropy(model.train()(pixel_values=x).logits, y))
+    # 256 samples: the loss's standard error is about 0.01 nats at the uniform guess
+    assert abs(loss - math.log(10)) < 0.05

@@ -44,6 +44,9 @@ MATMUL_FUNCTIONS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, 
 """Products of two streams: ``q @ k^T`` makes attention scores."""
 SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax, torch.Tensor.softmax}
 ATTENTION_FUNCTIONS = {F.scaled_dot_product_attention}
+DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                     F.feature_alpha_dropout, torch.dropout}  # fmt: skip
+"""Dropout: in train mode it multiplies the second moment of what it passes by ``1 / (1 - p)``."""
 _MIXING = {F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
            torch.Tensor.__rmatmul__, torch.mm, torch.bmm, torch.einsum, F.conv1d, F.conv2d,
            F.conv3d, F.embedding, F.bilinear, torch.addmm}  # fmt: skip

@@ -19,6 +19,7 @@ from .activations import (
     ACTIVATION_FUNCTIONS,
     ADD_FUNCTIONS,
     ATTENTION_FUNCTIONS,
+    DROPOUT_FUNCTIONS,
     MATMUL_FUNCTIONS,
     MUL_FUNCTIONS,
     SCALE_FUNCTIONS,
@@ -73,6 +74,7 @@ class _Info:
     embed: frozenset[str] = frozenset()
     scale: float = 1.0  # constant factor applied since the last layer (nan: an unknown one)
     scores: tuple[str, int, float] | None = None  # attention scores: (query layer, d_k, factor)
+    keep: float = 1.0  # product of 1 - p of the dropouts since the last layer
 
     @property
     def path(self) -> _Path | None:
@@ -309,6 +311,7 @@ class _Tracer(TorchFunctionMode):
             merged = _merge(inputs)
             if layer.calls == 1:
                 layer.input_scale = merged.scale
+                layer.input_keep = merged.keep
             self.stash.setdefault(id(module), []).append(merged)
         self.depth += 1
 
@@ -367,6 +370,11 @@ class _Tracer(TorchFunctionMode):
         inputs = self.infos((args, kwargs), params=True)
         if self.attention(func, args, kwargs, inputs, out):
             return out
+        if func in DROPOUT_FUNCTIONS and len(inputs) == 1:
+            p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+            if isinstance(p, (int, float)) and 0 <= p < 1:
+                self.put(out, replace(inputs[0], keep=inputs[0].keep * (1.0 - float(p))))
+                return out
         act = ACTIVATION_FUNCTIONS.get(func)
         if act is not None:
             param = None

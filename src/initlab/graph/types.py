@@ -53,6 +53,9 @@ class Layer:
         multiplier: the model state that multiplies its output elementwise right after it
             (``gamma * layer(x)``: a layer scale), when there is one: a qualified parameter or
             buffer name, or the name of the layer that owns it.
+        input_keep: the product of ``1 - p`` over the dropouts on this layer's input since the
+            last layer before it (first call): in train mode its input's second moment is
+            ``1 / input_keep`` times the eval-mode one (the trace runs in eval mode).
         input_scale: a constant the forward multiplies this layer's input by, after the last
             layer or norm before it (T5 scales the decoder's output by ``d_model**-0.5`` before
             its tied head); 1 when none, ``nan`` when a factor of unknown value (first call).
@@ -72,6 +75,7 @@ class Layer:
     activation_param: float | None = None
     conflicts: list[str | None] = field(default_factory=list)
     input_scale: float = 1.0
+    input_keep: float = 1.0
     attention: tuple[int, float] | None = None
     consumed: bool = False  # some weight layer read its output
     multiplier: str | None = None

@@ -137,6 +137,11 @@ def _trace_notes(layer: Layer | None) -> list[str]:
     notes = []
     if layer is not None and layer.calls == 0:
         notes.append("never reached by the example: planned without its activation")
+    if layer is not None and "head" in layer.roles and layer.input_keep < 1.0:
+        notes.append(
+            f"dropout before it keeps {layer.input_keep:g} of its input: head gain x "
+            f"sqrt({layer.input_keep:g}), so its logits start at the same scale in train mode"
+        )
     if layer is not None and len(layer.conflicts) > 1:
         notes.append(
             f"followed by different activations across calls {layer.conflicts}; used the first"
@@ -227,7 +232,7 @@ def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor,
     if leaf.startswith("weight_hh"):
         return "orthogonal", {}, 1.0
     if role == "head":
-        return default, options, policy.head_gain
+        return default, options, policy.head_gain * math.sqrt(layer.input_keep)
     if isinstance(layer.module, (nn.RNNBase, nn.RNNCellBase)):
         return default, options, 1.0
     if policy.deep_plain and fans is not None:
