@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 import traceback
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import initlab
+from initlab.bench.architectures import hf_model
 
 D, L, H, FF, VOCAB, CLASSES, IMAGE = 64, 2, 4, 128, 256, 10, 32
 SEEDS = (0, 1, 2)
@@ -245,21 +247,11 @@ SPECS: dict[str, Spec] = {
 
 def build(name: str, device: str | None = None) -> nn.Module:
     """The model ``name`` with its own init (reads the global RNG), optionally on ``device``."""
-    import transformers
-
     spec = SPECS[name]
-    cfg = getattr(transformers, spec.config)(**spec.kwargs)
-    if spec.kind == "vision":
-        cfg.num_labels = CLASSES
-    else:
-        cfg.vocab_size = VOCAB
-        for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
-            if getattr(cfg, attr, None) is not None:
-                setattr(cfg, attr, 1)
-    if device is None:
-        return getattr(transformers, spec.cls)(cfg)
-    with torch.device(device):
-        return getattr(transformers, spec.cls)(cfg)
+    vision = spec.kind == "vision"
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return hf_model(spec.cls, spec.config, spec.kwargs, CLASSES if vision else VOCAB,
+                        vision=vision, special_id=1)  # fmt: skip
 
 
 def example(name: str, seed: int, batch: int = 8) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

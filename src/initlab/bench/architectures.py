@@ -12,7 +12,7 @@ classifiers and layer scales) is the real one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,19 +164,27 @@ class TimmViT(nn.Module):
 # --------------------------------------------------------------------------- transformers models
 
 
+def hf_model(cls_name: str, config_name: str, config: Mapping[str, Any], classes: int,
+             vision: bool | None = None, special_id: int = 0) -> nn.Module:  # fmt: skip
+    """A transformers model built from ``config``: ``classes`` labels for a vision model (by
+    default, a config with ``image_size``), else a vocabulary of ``classes`` tokens with every
+    special token id at ``special_id``. Its own init reads the global RNG."""
+    import transformers
+
+    cfg = getattr(transformers, config_name)(**config)
+    if not (("image_size" in config) if vision is None else vision):
+        cfg.vocab_size = classes
+    else:
+        cfg.num_labels = classes
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+        if getattr(cfg, attr, None) is not None:
+            setattr(cfg, attr, special_id)
+    return getattr(transformers, cls_name)(cfg)
+
+
 def _hf(cls_name: str, config_name: str, **config: Any) -> Callable[[int], nn.Module]:
     def build(classes: int) -> nn.Module:
-        import transformers
-
-        cfg = getattr(transformers, config_name)(**config)
-        if "image_size" not in config:
-            cfg.vocab_size = classes
-        else:
-            cfg.num_labels = classes
-        for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
-            if getattr(cfg, attr, None) is not None:
-                setattr(cfg, attr, 0)
-        return getattr(transformers, cls_name)(cfg)
+        return hf_model(cls_name, config_name, config, classes)
 
     return build
 
