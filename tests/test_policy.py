@@ -126,7 +126,7 @@ def test_a_scheme_the_user_names_is_used_in_a_deep_plain_chain(scheme: str) -> N
     p = initlab.plan(net, scheme, example=torch.randn(4, 64))
     hidden = [e for e in p if e.role == "weight"]
     assert len(hidden) == DEEP_PLAIN_DEPTH + 4 and {e.scheme for e in hidden} == {scheme}
-    assert p[f"{2 * (DEEP_PLAIN_DEPTH + 4)}.weight"].gain == DEEP_PLAIN_HEAD_GAIN  # ReLU: unbounded
+    assert p[f"{2 * (DEEP_PLAIN_DEPTH + 4)}.weight"].gain == DEEP_PLAIN_HEAD_GAIN  # ReLU: no fading
     assert {e.scheme for e in initlab.plan(net, example=torch.randn(4, 64)) if e.role == "weight"} == {
         "orthogonal", "ZerO"}  # unnamed: the isometric default  # fmt: skip
 
@@ -161,16 +161,27 @@ def _excess_on_random_inputs(net: nn.Module, d_in: int, classes: int, seed: int)
         return float(F.cross_entropy(net(x), y)) - math.log(classes)
 
 
+_ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity, "gelu": nn.GELU,
+         "selu": nn.SELU, "hardtanh": nn.Hardtanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU,
+         "softplus": nn.Softplus}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("act", "d_in", "width", "depth"),
     [("relu", 784, 512, 12), ("relu", 64, 256, 30), ("tanh", 64, 256, 10), ("tanh", 784, 512, 30),
-     ("identity", 100, 128, 16), ("gelu", 64, 128, 12), ("selu", 64, 128, 12)],
+     ("identity", 100, 128, 16), ("gelu", 64, 128, 12), ("selu", 64, 128, 12),
+     ("hardtanh", 784, 256, 12), ("sigmoid", 64, 256, 12), ("leaky_relu", 784, 256, 20),
+     ("softplus", 784, 256, 12)],
 )  # fmt: skip
 def test_deep_plain_chains_start_within_005_nats_of_log_classes(
     act: str, d_in: int, width: int, depth: int
 ) -> None:
     # 2048 samples: the loss's standard error is about 0.01 nats, below the 0.05 margin
-    net = plain_mlp(d_in, 10, depth, width, act)
+    dims = [d_in] + [width] * (depth - 1)
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(dims):
+        layers += [nn.Linear(a, b), _ACTS[act]()]
+    net = nn.Sequential(*layers, nn.Linear(width, 10))
     initlab.init(net, example=torch.randn(4, d_in), seed=0)
     assert abs(_excess_on_random_inputs(net, d_in, 10, seed=7)) < 0.05
 

@@ -30,8 +30,10 @@ residual branch     with normalization layers: the last weight layer at gain x :
 deep plain chain    ``DEEP_PLAIN_DEPTH`` = 10 or more weight layers, no norm, no branch: ZerO
                     (semi-orthogonal where a layer widens) where the traced activation keeps
                     an identity chain's signal (``IDENTITY_CHAIN_ACTIVATIONS``: ReLU family,
-                    tanh-like, linear), else the scheme at the traced gain; the head at gain 1
-                    if every activation is bounded, else ``DEEP_PLAIN_HEAD_GAIN`` = 0.4
+                    tanh-like, linear), else a random orthogonal map at the traced gain (a
+                    chain with an expanding activation, GELU or SiLU: the shallow default);
+                    the head at gain 1
+                    if every activation fades (tanh, softsign), else ``DEEP_PLAIN_HEAD_GAIN`` = 0.3
 recurrent weight    ``weight_hh_*``: orthogonal per gate (Saxe et al. 2014; Keras' default)
 bias                0
 norm weight / bias  1 / 0

@@ -67,12 +67,16 @@ chain with one of them keeps the shallow default (the scheme at the traced gain,
 :data:`HEAD_GAIN`): on digits at depth 10 Kaiming's Acc_1 is 0.82 (GELU) / 0.76 (SiLU) where an
 orthogonal map at the same gain gets 0.69 / 0.67 and ZerO 0.24; at depth 30 none of them trains."""
 
-BOUNDED_ACTIVATIONS = frozenset({"tanh", "hardtanh", "softsign", "sigmoid", "hardsigmoid"})
-"""Activations with outputs in [-1, 1]: a deep chain's head reads features of mean square
-below 1, so it can start at gain 1 (see :data:`DEEP_PLAIN_HEAD_GAIN`)."""
+FADING_ACTIVATIONS = frozenset({"tanh", "softsign"})
+"""Odd, bounded activations strictly below the identity away from 0 (``|f(x)| < |x|``): along an
+identity chain the pre-activations shrink (tanh: ``q_l ~ 3 / (2 l)``), so a deep chain's
+features have a small mean square and its head can start at gain 1 (see
+:data:`DEEP_PLAIN_HEAD_GAIN`). Bounded is not enough: hardtanh is the identity on [-1, 1]
+(features of mean square 0.66 on standardized inputs: 0.23 nats above ``log(classes)`` at gain
+1), sigmoid's outputs have mean 1/2 (0.17 above)."""
 
 DEEP_PLAIN_HEAD_GAIN = 0.3
-"""The head gain of a deep plain chain whose activations are not all bounded. A small head
+"""The head gain of a deep plain chain whose activations do not all fade. A small head
 starves the layers below it of gradient under SGD (tanh depth 30 on digits, Acc_1 0.78 at gain
 0.1 against 0.93 at gain 1), so deep chains start it larger than :data:`HEAD_GAIN`. An isometric
 chain's features have mean square at most the input's (half of it after a ReLU), so at gain 0.3
@@ -80,8 +84,8 @@ the logits' variance is at most 0.09 and the initial loss at most ~0.04 nats abo
 ``log(classes)`` for standardized inputs; at gain 1 a ReLU chain starts 0.21-0.24 above it (784
 -> 512 on random inputs) and a linear one 0.39. The price, on digits (2 seeds, Acc_1 / best),
 ReLU depth 30: 0.81 / 0.96 against 0.86 / 0.98 at gain 1; depth 50: 0.67 / 0.93 against 0.92 /
-0.96. Chains of bounded activations (:data:`BOUNDED_ACTIVATIONS`) keep gain 1: their features'
-mean square shrinks with depth (initial loss at most 0.046 above at depth 10)."""
+0.96. Chains of fading activations (:data:`FADING_ACTIVATIONS`: tanh, softsign) keep gain 1:
+their features' mean square shrinks with depth (initial loss at most 0.046 above at depth 10)."""
 
 
 @dataclass(frozen=True)
@@ -234,8 +238,9 @@ def _chain_activations(graph: Graph) -> set[str]:
 
 
 def _deep_head_gain(graph: Graph) -> float:
-    """1 when every traced activation of the chain is bounded, else :data:`DEEP_PLAIN_HEAD_GAIN`."""
-    return 1.0 if _chain_activations(graph) <= BOUNDED_ACTIVATIONS else DEEP_PLAIN_HEAD_GAIN
+    """1 when every traced activation of the chain fades (:data:`FADING_ACTIVATIONS`), else
+    :data:`DEEP_PLAIN_HEAD_GAIN`."""
+    return 1.0 if _chain_activations(graph) <= FADING_ACTIVATIONS else DEEP_PLAIN_HEAD_GAIN
 
 
 def _embedding_width(layer: Layer) -> int:
