@@ -32,17 +32,23 @@ def _kind(module: nn.Module) -> str:
 
 
 def _find_layers(model: nn.Module) -> tuple[dict[str, Layer], list[str]]:
-    """Leaf parametrized modules, and the 'loose' parameters of containers that also own some."""
+    """Leaf parametrized modules, and the 'loose' parameters of containers that also own some.
+
+    One walk of ``named_modules`` (duplicates kept, so a module reached twice is skipped under
+    its later names) with two memos, so the cost is linear in the number of modules: whether a
+    module's subtree holds a parameter, and the names of the leaves already taken (a name is
+    skipped when one of its dotted prefixes is such a leaf).
+    """
     layers: dict[str, Layer] = {}
     loose: list[str] = []
     inside_leaf: set[str] = set()
     seen: set[int] = set()
+    has_params: dict[int, bool] = {}
     for name, module in model.named_modules(remove_duplicate=False):
-        parts = name.split(".")
-        if any(".".join(parts[:i]) in inside_leaf for i in range(1, len(parts))):
+        if inside_leaf and _under(name, inside_leaf):
             continue
         own = list(module.named_parameters(recurse=False))
-        has_param_children = any(True for c in module.children() for _ in c.parameters())
+        has_param_children = any(_holds_params(c, has_params) for c in module.children())
         if isinstance(module, _LEAF_TYPES) or (own and not has_param_children):
             if id(module) not in seen:
                 seen.add(id(module))
@@ -52,6 +58,26 @@ def _find_layers(model: nn.Module) -> tuple[dict[str, Layer], list[str]]:
             prefix = f"{name}." if name else ""
             loose.extend(prefix + n for n, _ in own)
     return layers, loose
+
+
+def _under(name: str, leaves: set[str]) -> bool:
+    """Whether a proper dotted prefix of ``name`` (``a``, ``a.b`` of ``a.b.c``) is in ``leaves``."""
+    i = name.find(".")
+    while i != -1:
+        if name[:i] in leaves:
+            return True
+        i = name.find(".", i + 1)
+    return False
+
+
+def _holds_params(module: nn.Module, memo: dict[int, bool]) -> bool:
+    """Whether ``module`` or a submodule owns a parameter; memoized by module id."""
+    key = id(module)
+    if key not in memo:
+        memo[key] = any(p is not None for p in module._parameters.values()) or any(
+            _holds_params(c, memo) for c in module.children()
+        )
+    return memo[key]
 
 
 def _example_args(example: object) -> tuple[tuple, dict]:

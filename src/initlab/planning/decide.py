@@ -200,15 +200,16 @@ def _decide(
             f"{p.dim()}-D parameter does not have; add a rule such as {{{name!r}: 'zeros'}} or "
             "{'" + role + "': ('normal', {'std': 0.02})}"
         )
-    entry = PlanEntry(
+    fields = dict(
         name=name, shape=tuple(p.shape), module=site.prefix, module_type=type(site.module).__name__,
         role=role, roles=roles, activation=site.activation,
         fan_in=fans.fan_in if fans else None, fan_out=fans.fan_out if fans else None,
-        chunks=fans.chunks if fans else 1, scheme=scheme, kwargs=dict(kwargs), gain=g, std=None,
+        chunks=fans.chunks if fans else 1, scheme=scheme, kwargs=dict(kwargs), gain=g,
         source=source, tied=names[1:], note="; ".join(notes), fn=fn,
         receptive_field=fans.receptive_field if fans else 1,
     )  # fmt: skip
-    return dataclasses.replace(entry, std=_expected_std(entry)), frozenset(r.index for r in hits)
+    std = _expected_std(PlanEntry(**fields, std=None))  # reads the entry's fields only
+    return PlanEntry(**fields, std=std), frozenset(r.index for r in hits)
 
 
 def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor, layer: Layer | None,
