@@ -60,7 +60,9 @@ _ACT_WORDS = {"gelu": "gelu", "newgelu": "gelu_tanh", "fastgelu": "gelu_tanh",
 
 def activation_module_name(module: nn.Module) -> str | None:
     """The activation a parameterless module computes, from its class (``NewGELUActivation``)."""
-    if any(True for _ in module.parameters()) or any(True for _ in module.children()):
+    if any(c is not None for c in module._modules.values()) or any(
+        p is not None for p in module._parameters.values()
+    ):  # a container, or a module with parameters (no walk: this runs for every module)
         return None
     from ..gains import _MODULE_NAMES
 

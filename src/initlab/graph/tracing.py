@@ -176,8 +176,7 @@ def trace(model: nn.Module, example: object, *, forward: TraceMode = "meta") -> 
     if not isinstance(model, nn.Module):
         raise InitlabError(f"expected an nn.Module, got {type(model).__name__}")
     check_choice("forward", forward, ["meta", "real"])
-    tensors = [*model.parameters(), *model.buffers()]
-    on_meta = bool(tensors) and all(t.device.type == "meta" for t in tensors)
+    on_meta = _all_on_meta(model)
     if on_meta:
         try:
             return _trace(model, example, meta=True)
@@ -192,6 +191,12 @@ def trace(model: nn.Module, example: object, *, forward: TraceMode = "meta") -> 
         graph = _trace(model, example, meta=False)
         graph.note = _real_note(exc, "")
         return graph
+
+
+def _all_on_meta(model: nn.Module) -> bool:
+    """Whether ``model`` has tensors and every parameter and buffer is on the meta device."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return bool(tensors) and all(t.device.type == "meta" for t in tensors)
 
 
 def _trace_on_zeros(model: nn.Module, example: object, meta_failure: Exception) -> Graph:
@@ -235,7 +240,8 @@ def _trace(model: nn.Module, example: object, *, meta: bool,
     owners: dict[int, str] = {}
     shared: dict[str, list[str]] = {}
     first_name: dict[int, str] = {}
-    for pname, p in model.named_parameters(remove_duplicate=False):
+    named = list(model.named_parameters(remove_duplicate=False))
+    for pname, p in named:
         if id(p) in first_name and first_name[id(p)] != pname:
             shared.setdefault(first_name[id(p)], []).append(pname)
         first_name.setdefault(id(p), pname)
@@ -248,11 +254,9 @@ def _trace(model: nn.Module, example: object, *, meta: bool,
         for la in layers.values()
         if isinstance(la.module, nn.PReLU) and la.module.weight.device.type != "meta"
     }
-    if zeros_on is not None or (
-        meta and any(t.device.type != "meta" for t in [*model.parameters(), *model.buffers()])
-    ):
+    if zeros_on is not None or (meta and not _all_on_meta(model)):
         state = _meta_copies(model, zeros_on, dense)
-        for pname, p in model.named_parameters(remove_duplicate=False):
+        for pname, p in named:
             if id(p) in owners:
                 owners.setdefault(id(state[pname]), owners[id(p)])
     tracer = _Tracer(model, layers, owners, slopes)
@@ -300,5 +304,5 @@ def _trace(model: nn.Module, example: object, *, meta: bool,
             if (direct or tied_head) and "residual_out" not in layer.roles:
                 layer.roles.add("head")
     unreached = [la.name for la in layers.values() if la.calls == 0]
-    sums = _embedding_groups(tracer.sums, layers, [n for n, _ in model.named_parameters()])
+    sums = _embedding_groups(tracer.sums, layers, list(first_name.values()))
     return Graph(model, layers, branches, shared, tracer.functional, unreached, loose, sums)
