@@ -42,7 +42,17 @@ def placement_problem(
     "dtype mismatch: the example is torch.float32 but the model's parameters are torch.float64; cast one to the other (example.to(torch.float64) or model.to(torch.float32))"
     """
     tensors = _model_tensors(model)
-    meta = [n for n, t in tensors if t.device.type == "meta"]
+    meta: list[str] = []
+    model_devices: set[torch.device] = set()
+    float_dtypes: set[torch.dtype] = set()
+    for n, t in tensors:  # one pass: a device object is built per access (~1 us each)
+        device = t.device
+        if device.type == "meta":
+            meta.append(n)
+            continue
+        model_devices.add(device)
+        if t.is_floating_point():
+            float_dtypes.add(t.dtype)
     if needs_values and meta:
         return (
             f"the model is on the meta device ({len(meta)} of its {len(tensors)} tensors, e.g. "
@@ -50,11 +60,9 @@ def placement_problem(
             "initlab.init(model, example=...) draws meta parameters onto a real device, or "
             "model.to_empty(device='cpu') and then an init"
         )
-    params = [t for _, t in tensors if t.device.type != "meta"]
     inputs = [t for t in _example_tensors(example) if t.device.type != "meta"]
-    if not params or not inputs:
+    if not model_devices or not inputs:
         return None
-    model_devices = {t.device for t in params}
     stray = sorted({str(t.device) for t in inputs if t.device not in model_devices})
     if stray:
         where = ", ".join(sorted(map(str, model_devices)))
@@ -63,7 +71,6 @@ def placement_problem(
             f"are on {where}; move one to the other (example.to({where.split(', ')[0]!r}) or "
             f"model.to({stray[0]!r}))"
         )
-    float_dtypes = {t.dtype for t in params if t.is_floating_point()}
     if len(float_dtypes) != 1 or torch.is_autocast_enabled():
         return None
     (dtype,) = float_dtypes
