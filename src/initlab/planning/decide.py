@@ -27,7 +27,7 @@ from .types import (
     RESIDUAL_ZEROED,
     UNSCALED_QUERY,
     PlanEntry,
-    _expected_std,
+    _scheme_std,
 )
 
 
@@ -200,16 +200,16 @@ def _decide(
             f"{p.dim()}-D parameter does not have; add a rule such as {{{name!r}: 'zeros'}} or "
             "{'" + role + "': ('normal', {'std': 0.02})}"
         )
-    fields = dict(
-        name=name, shape=tuple(p.shape), module=site.prefix, module_type=type(site.module).__name__,
+    shape, kwargs = tuple(p.shape), dict(kwargs)
+    entry = PlanEntry(
+        name=name, shape=shape, module=site.prefix, module_type=type(site.module).__name__,
         role=role, roles=roles, activation=site.activation,
         fan_in=fans.fan_in if fans else None, fan_out=fans.fan_out if fans else None,
-        chunks=fans.chunks if fans else 1, scheme=scheme, kwargs=dict(kwargs), gain=g,
-        source=source, tied=names[1:], note="; ".join(notes), fn=fn,
-        receptive_field=fans.receptive_field if fans else 1,
+        chunks=fans.chunks if fans else 1, scheme=scheme, kwargs=kwargs, gain=g,
+        std=_scheme_std(scheme, kwargs, shape, fans, g), source=source, tied=names[1:],
+        note="; ".join(notes), fn=fn, receptive_field=fans.receptive_field if fans else 1,
     )  # fmt: skip
-    std = _expected_std(PlanEntry(**fields, std=None))  # reads the entry's fields only
-    return PlanEntry(**fields, std=std), frozenset(r.index for r in hits)
+    return entry, frozenset(r.index for r in hits)
 
 
 def _default_for(role: str, roles: tuple[str, ...], local: str, p: torch.Tensor, layer: Layer | None,

@@ -223,11 +223,18 @@ def _kw_text(kwargs: Mapping[str, Any]) -> str:
 
 
 def _expected_std(e: PlanEntry) -> float | None:
-    if e.scheme in ("keep", "custom"):
+    return _scheme_std(e.scheme, e.kwargs, e.shape, e.fans, e.gain)
+
+
+def _scheme_std(name: str, kwargs: Mapping[str, Any], shape: tuple[int, ...], fans: Fans | None,
+                gain: float) -> float | None:  # fmt: skip
+    """The std scheme ``name`` aims at with these options, shape, fans and gain (``None``: none
+    defined, or ``keep``/``custom``)."""
+    if name in ("keep", "custom"):
         return None
-    scheme = SCHEMES[e.scheme]
-    kw = {k: v for k, v in e.kwargs.items() if k != "gain"}
+    scheme = SCHEMES[name]
+    kw = {k: v for k, v in kwargs.items() if k != "gain"}
     try:
-        return scheme.expected_std(e.shape, e.fans, e.gain, **kw)
+        return scheme.expected_std(shape, fans, gain, **kw)
     except (InitlabError, TypeError):
         return None
