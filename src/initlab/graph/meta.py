@@ -110,11 +110,9 @@ class _MetaCalls:
         self.seen: dict[tuple, tuple | None] = {}
 
     def __call__(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        shortcut = _SHORTCUTS.get(func)
-        if shortcut is not None:
-            out = shortcut(args, kwargs)
-            if out is not None:
-                return out
+        out = _shortcut(func, args, kwargs)
+        if out is not None:
+            return out
         name = getattr(func, "__name__", "")
         if name.endswith("_") or name.startswith("__i") or name == "__setitem__":
             return func(*args, **kwargs)  # in place: may change the operand's layout; always run
@@ -279,6 +277,17 @@ _SHORTCUTS = {
     torch.conv3d: lambda args, kwargs: _conv_on_meta(3, args, kwargs),
 }
 """Calls whose meta kernels cost much more than computing their result's layout."""
+
+
+def _shortcut(func: Any, args: tuple, kwargs: dict) -> Any:
+    """``func``'s result computed from its operands' layout (:data:`_SHORTCUTS`), or ``None``.
+
+    A shortcut answers only when every tensor operand is already a plain meta tensor, so the
+    tracer tries it before :func:`_meta_operands` (which would leave such operands as they are):
+    a ResNet-50's convolutions and norms skip that walk.
+    """
+    fn = _SHORTCUTS.get(func)
+    return None if fn is None else fn(args, kwargs)
 
 
 def _meta_like(shape: tuple, stride: tuple, dtype: torch.dtype, grad: bool) -> torch.Tensor:

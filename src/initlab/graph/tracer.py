@@ -25,7 +25,7 @@ from .activations import (
     SCALE_FUNCTIONS,
     SOFTMAX_FUNCTIONS,
 )
-from .meta import _METADATA, _leaves, _meta_operands, _MetaCalls
+from .meta import _METADATA, _leaves, _meta_operands, _MetaCalls, _shortcut
 from .types import Layer
 
 
@@ -343,7 +343,9 @@ class _Tracer(TorchFunctionMode):
         if func in _METADATA:
             return func(*args, **kwargs)
         if self.meta:
-            out = self.meta_calls(func, *_meta_operands(args, kwargs, func))
+            out = _shortcut(func, args, kwargs)
+            if out is None:
+                out = self.meta_calls(func, *_meta_operands(args, kwargs, func))
         else:
             out = func(*args, **kwargs)
         if self.depth > 0 or func in _VALUE_FREE:
