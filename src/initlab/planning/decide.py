@@ -318,7 +318,6 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
         return ""
     if shard.is_dtensor(p) or not p.dtype.is_floating_point:
         return ""
-    v = p.detach()
     leaf = local.rsplit(".", 1)[-1]
     is_bias = "bias" in roles or "bias" in leaf
     if "norm" in roles:
@@ -328,6 +327,7 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
     chosen_role = is_bias or "norm" in roles or bool({"head", "residual_out"} & set(roles))
     if not chosen_role:  # a mixing layer's weight: nothing to read (planning stays cheap)
         return ""
+    v = p.detach()
     flat = v.reshape(-1)
     first = float(flat[0])
     planned_constant = {"zeros": 0.0, "ones": 1.0}.get(planned)
