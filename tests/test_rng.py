@@ -123,3 +123,19 @@ def test_fill_rejects_a_shard_outside_the_parameter(offset, total):
 def test_block_constant():
     assert BLOCK == 2**20
     assert math.log2(BLOCK).is_integer()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_a_constant_entry_writes_what_the_block_samplers_would(dtype: torch.dtype) -> None:
+    # draw() fills constants directly; the value must be the samplers' float32 one, cast
+    from initlab.planning import plan as make_plan
+    from initlab.schemes.sampling import Distribution
+
+    layer = torch.nn.Linear(6, 4).to(dtype)
+    p = make_plan(layer, rules={"weight": ("constant", {"val": 1 / 3}), "bias": "ones"},
+                  example=torch.randn(2, 6, dtype=dtype))  # fmt: skip
+    p.apply()
+    for name, value in (("weight", 1 / 3), ("bias", 1.0)):
+        blocks = torch.empty(getattr(layer, name).numel())
+        rng.fill_(blocks, Distribution("constant", value, 0.0).sample_, 0, name)
+        assert torch.equal(getattr(layer, name).detach().reshape(-1), blocks.to(dtype))

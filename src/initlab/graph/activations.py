@@ -35,10 +35,11 @@ ADD_FUNCTIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__
          torch.Tensor.__radd__, torch.Tensor.__iadd__}  # fmt: skip
 MUL_FUNCTIONS = {torch.mul, torch.multiply, torch.Tensor.mul, torch.Tensor.mul_,
                  torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__imul__}  # fmt: skip
-SCALE_FUNCTIONS = {torch.mul, torch.multiply, torch.Tensor.mul, torch.Tensor.mul_,
-                   torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.__imul__, torch.div,
-                   torch.divide, torch.true_divide, torch.Tensor.div, torch.Tensor.div_,
-                   torch.Tensor.__truediv__, torch.Tensor.__itruediv__}  # fmt: skip
+"""Elementwise products: ``gamma * f(x)`` (a layer scale) or ``x * c`` (a constant factor)."""
+DIV_FUNCTIONS = {torch.div, torch.divide, torch.true_divide, torch.Tensor.div, torch.Tensor.div_,
+                 torch.Tensor.__truediv__, torch.Tensor.__itruediv__}  # fmt: skip
+"""Divisions of a tensor (``x / c``; ``c / x`` is ``__rtruediv__``, not here)."""
+SCALE_FUNCTIONS = MUL_FUNCTIONS | DIV_FUNCTIONS
 """A tensor times (or over) a constant: the tracer follows the factor (``_Info.scale``)."""
 MATMUL_FUNCTIONS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm}
 """Products of two streams: ``q @ k^T`` makes attention scores."""

@@ -19,6 +19,7 @@ from .activations import (
     ACTIVATION_FUNCTIONS,
     ADD_FUNCTIONS,
     ATTENTION_FUNCTIONS,
+    DIV_FUNCTIONS,
     DROPOUT_FUNCTIONS,
     MATMUL_FUNCTIONS,
     MUL_FUNCTIONS,
@@ -145,7 +146,7 @@ def _constant(func, args: tuple, kwargs: dict) -> float | None:
     x, c = args
     if not isinstance(x, torch.Tensor):
         x, c = c, x  # __rmul__ / torch.mul(c, x)
-        if "div" in getattr(func, "__name__", ""):
+        if func in DIV_FUNCTIONS:
             return None  # c / x is no scaling of x
     if isinstance(c, bool) or not isinstance(c, (int, float, torch.Tensor)):
         return None
@@ -155,7 +156,7 @@ def _constant(func, args: tuple, kwargs: dict) -> float | None:
         value = math.nan if c.device.type == "meta" else float(c.detach().reshape(()))
     else:
         value = float(c)
-    if "div" in getattr(func, "__name__", ""):
+    if func in DIV_FUNCTIONS:
         return 1.0 / value if value else math.nan
     return value
 

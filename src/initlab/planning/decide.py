@@ -269,7 +269,10 @@ def _structural(scheme: str, kwargs: Mapping[str, Any], g: float, role: str,
     return scheme, kwargs, g, "default"
 
 
-_ONE_PLUS: dict[tuple[type, str, tuple[int, ...]], bool] = {}
+_ONE_PLUS: dict[tuple[object, ...], bool] = {}
+"""Probe results by class, parameter name, shape and the module's plain settings (its int, float,
+bool and str attributes: a class whose offset is a flag, ``add_unit_offset``, is probed per
+value)."""
 
 
 def _scale_is_one_plus_weight(module: nn.Module, leaf: str) -> bool:
@@ -278,13 +281,15 @@ def _scale_is_one_plus_weight(module: nn.Module, leaf: str) -> bool:
 
     Read by running the module once on a small CPU input with every tensor of its own at zero:
     a ``weight``-scaled norm then outputs zeros, a ``1 + weight`` one the normalized input. Only
-    classes outside ``torch.nn`` with a 1-D ``weight`` are probed (once per class, name and
-    shape); any failure reads as a plain ``weight`` scale.
+    classes outside ``torch.nn`` with a 1-D ``weight`` are probed (once per class, name, shape
+    and settings, :data:`_ONE_PLUS`); any failure reads as a plain ``weight`` scale.
     """
     w = module._parameters.get(leaf)
     if type(module).__module__.startswith("torch.") or w is None or w.dim() != 1:
         return False
-    key = (type(module), leaf, tuple(w.shape))
+    settings = tuple(sorted((k, v) for k, v in vars(module).items()
+                            if not k.startswith("_") and isinstance(v, (bool, int, float, str))))  # fmt: skip
+    key = (type(module), leaf, tuple(w.shape), settings)
     if key not in _ONE_PLUS:
         state = {n: torch.zeros(t.shape, dtype=torch.float32)
                  for n, t in [*module.named_parameters(), *module.named_buffers()]}  # fmt: skip

@@ -25,13 +25,10 @@ def draw(entry: shard.Entry, tensor: torch.Tensor, seed: int) -> torch.Tensor:
     kw = {k: v for k, v in entry.kwargs.items() if k != "gain"}
     if scheme.distribution is not None:
         dist = scheme.distribution(entry.fans, entry.gain, **kw)
-        if (
-            dist.kind == "constant"
-            and tensor.device.type == "cpu"
-            and tensor.dtype == torch.float32
-        ):
-            with torch.no_grad():  # what every block's sampler writes, without the generators
-                return tensor.fill_(dist.mean)
+        if dist.kind == "constant":  # what the block samplers write (a float32 value, cast to
+            # the tensor's dtype), without seeding a generator per block
+            with torch.no_grad():
+                return tensor.fill_(torch.tensor(dist.mean, dtype=torch.float32))
         if tensor.is_contiguous():
             return rng.fill_(tensor, dist.sample_, seed, entry.name)
         work = rng.fill_(torch.empty(tensor.shape), dist.sample_, seed, entry.name)

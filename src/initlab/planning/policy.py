@@ -106,6 +106,7 @@ class _Policy:
     )  # branch end at its plain gain -> the layer scale that follows it
     tied_input_scale: float = 1.0  # the constant the tied head's input is multiplied by
     query_gain: Mapping[str, float] = field(default_factory=dict)  # query layer -> gain factor
+    rescaled_tied_gain: float = RESCALED_TIED_GAIN  # the tied gain when that constant is < 1
 
     def tied_std(self, d: int) -> float:
         """The std of a tied table of width ``d``: ``tied_head_gain / sqrt(d)``, or, when the
@@ -116,12 +117,10 @@ class _Policy:
             return self.tied_head_gain / math.sqrt(d)
         return min(1.0, self.rescaled_tied_gain / (c * math.sqrt(d)))
 
-    rescaled_tied_gain: float = RESCALED_TIED_GAIN
-
 
 def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
             residual_scale: bool, isometric: bool = True) -> _Policy:  # fmt: skip
-    """The model-level decisions, from the traced graph, in three pure steps.
+    """The model-level decisions, from the traced graph, in four pure steps.
 
     1. Residual branches (``L`` of them, ``m`` weight layers each). With normalization layers:
        each branch's last weight layer at gain x :math:`L^{-1/2}`, unless a learned layer scale
@@ -132,8 +131,10 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
        scalars; that is the init that trains the bench's 20-block residual MLP at lr 0.1.
     2. A plain chain (no branch, no norm) of :data:`DEEP_PLAIN_DEPTH` weight layers or more:
        isometric, ZerO (Zhao et al. 2022) where the activation allows it
-       (:data:`IDENTITY_CHAIN_ACTIVATIONS`), head at :func:`_deep_head_gain`; with ``isometric=False`` (the user
-       named a scheme) the named scheme is kept and only the head's gain is 1.
+       (:data:`IDENTITY_CHAIN_ACTIVATIONS`), else a random orthogonal map at the traced gain; a
+       chain with an :data:`EXPANDING_ACTIVATIONS` member is not treated as deep. The head at
+       :func:`_deep_head_gain`; with ``isometric=False`` (the user named a scheme) the named
+       scheme is kept and only the head's gain follows this rule.
     3. Embeddings whose outputs are summed start at one scale (:func:`_embedding_groups`);
        a tied table whose head input is scaled down is drawn larger (:meth:`_Policy.tied_std`).
     4. Attention without ``1/sqrt(d_k)`` (:func:`_query_gains`): the query at gain x
