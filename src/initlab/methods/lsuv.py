@@ -162,9 +162,12 @@ def _scaled(module: nn.Module) -> list[torch.Tensor]:
     """
     mats = [p for *_, p in _weights(module)]
     out_proj = getattr(module, "out_proj", None)
-    if isinstance(out_proj, nn.Linear) and len(mats) > 1:
-        if any(p is out_proj.weight for p in mats):
-            return [out_proj.weight]
+    if (
+        isinstance(out_proj, nn.Linear)
+        and len(mats) > 1
+        and any(p is out_proj.weight for p in mats)
+    ):
+        return [out_proj.weight]
     return mats
 
 
