@@ -287,6 +287,88 @@ def test_residual_on_the_input_itself():
     assert _ends(trace(Res(), torch.randn(2, 4))) == ["fc"]
 
 
+class HandRNN(nn.Module):
+    """A recurrent cell written as a loop: ``h_t = tanh(W x_t + U h_{t-1})``; ``U`` shares a
+    fork with ``W`` only through ``W``'s *earlier* call, so the sum has no skip connection."""
+
+    def __init__(self, vocab: int = 12, d: int = 8, lstm: bool = False) -> None:
+        super().__init__()
+        self.lstm, self.d = lstm, d
+        gates = 4 * d if lstm else d
+        self.emb, self.w, self.u = nn.Embedding(vocab, d), nn.Linear(d, gates), nn.Linear(d, gates)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.emb(ids)
+        h = c = x.new_zeros(x.shape[0], self.d)
+        outs = []
+        for t in range(x.shape[1]):
+            z = self.w(x[:, t]) + self.u(h)
+            if self.lstm:
+                i, f, g, o = z.chunk(4, -1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+            else:
+                h = torch.tanh(z)
+            outs.append(self.head(h))
+        return torch.stack(outs, 1)
+
+
+@pytest.mark.parametrize("lstm", [False, True])
+def test_recurrent_cell_written_as_a_loop_is_no_branch(lstm):
+    model = HandRNN(lstm=lstm)
+    g = trace(model, torch.randint(0, 12, (2, 5)))
+    assert g.branches == []
+    p = plan(model, example=torch.randint(0, 12, (2, 5)))
+    assert p["u.weight"].scheme != "zeros"  # without the fix: a branch end, zeroed (no norm)
+
+
+def test_two_layers_summed_without_a_skip_are_no_branch_but_a_projection_shortcut_is():
+    """``a(x) + b(x)`` (equal depth, neither carries ``x``) has no skip connection; ResNet's
+    ``bn(conv(x)) + f(x)`` with a deeper ``f`` does."""
+
+    class TwoPaths(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.stem(x)
+            return self.a(h) + self.b(h)
+
+    class Projection(TwoPaths):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.stem(x)
+            return self.a(h) + self.c(torch.relu(self.b(h)))
+
+    assert trace(TwoPaths(), torch.randn(2, 8)).branches == []
+    (br,) = trace(Projection(), torch.randn(2, 8)).branches
+    assert (br.layers, br.skip_layers) == (("b", "c"), ("a",))
+
+
+def test_parallel_branch_added_after_a_deeper_one_is_the_branch():
+    """``(x + mlp(ln x)) + attn(ln x)``: the left operand carries ``x``, so ``attn`` (one layer)
+    is the branch and ``x`` its identity skip, though the MLP side is deeper."""
+
+    class Parallel(nn.Module):
+        def __init__(self, d: int = 8) -> None:
+            super().__init__()
+            self.ln, self.attn = nn.LayerNorm(d), nn.Linear(d, d)
+            self.fc1, self.fc2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.ln(x)
+            return x + self.fc2(F.gelu(self.fc1(h))) + self.attn(h)
+
+    g = trace(nn.Sequential(nn.Linear(8, 8), Parallel(), Parallel()), torch.randn(2, 8))
+    assert sorted(_ends(g)) == ["1.attn", "1.fc2", "2.attn", "2.fc2"]
+    assert all(b.skip_layers == () for b in g.branches)
+
+
 # ---------------------------------------------------------------------------------------------
 # transformers models, built from small configs (nothing downloaded)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from .tracer import _Info
+from .tracer import _Info, _Path
 from .types import Branch, Layer
 
 
@@ -26,6 +26,14 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
     ``scores + bias`` reads like ``bias + f(bias)``, but a stream ``x`` of ``x + f(x)`` is added
     once and moves on. Parallel branches summed before the skip (``x + attn(x) + mlp(x)``) are one
     branch each.
+
+    The fork is found call by call, not by layer name: an RNN cell written as a loop,
+    ``W x_t + U h_{t-1}``, reaches ``U`` through ``W``'s earlier call, so one layer stands on
+    both sides of the sum and it is a recurrence, not a skip. The branch is the operand that does
+    not carry the fork itself (in ``(x + mlp(x)) + attn(x)`` the left one carries ``x``: ``attn``
+    is the branch, whatever the depths); when neither does, the deeper path is the branch and
+    the other a projection shortcut (ResNet's ``bn(conv(x)) + f(x)``), and two paths of equal
+    depth (``a(x) + b(x)``) are no residual at all.
     """
     found: dict[tuple[tuple[str, ...], int], Branch] = {}
     uses = Counter(id(x) for a, b, _ in adds for x in (a, b))
@@ -34,15 +42,27 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
         if not shared:
             continue  # independent streams: no fork, no skip connection
         root = max(shared, key=lambda r: a.streams[r].weight + b.streams[r].weight)
-        pa, pb = a.streams[root].names(), b.streams[root].names()
-        common = _common(pa, pb)
+        ca, cb = a.streams[root].calls(), b.streams[root].calls()
+        common = _common_calls(ca, cb)
+        pa, pb = [c.layer for c in ca], [c.layer for c in cb]
         sa, sb = pa[common:], pb[common:]
         wa = [n for n in sa if layers[n].kind == "weight"]
         wb = [n for n in sb if layers[n].kind == "weight"]
         if not wa and not wb:
             continue
+        before = set(pa[:common])
+        carries_a = bool(_ends(a.pending) & before - set(sa))  # the sum holds the fork itself
+        carries_b = bool(_ends(b.pending) & before - set(sb))
         a_is_branch = (len(wa), len(sa)) > (len(wb), len(sb))
+        if carries_a != carries_b and (wb if carries_a else wa):
+            a_is_branch = carries_b  # (x + mlp(x)) + attn(x): attn is the branch, x its skip
         branch, skip, skip_path = (sa, sb, pb) if a_is_branch else (sb, sa, pa)
+        if set(branch) & set(skip):
+            continue  # one layer on both sides, called twice: a recurrence (W x_t + U h_{t-1})
+        if not (carries_a or carries_b) and len(wa) == len(wb):
+            continue  # a(x) + b(x), two layers' paths of equal depth: no identity, no shortcut
+        if carries_b if a_is_branch else carries_a:
+            skip = []  # the skip operand carries the fork (x + g(x)): an identity skip
         feeding = _ends((a if a_is_branch else b).pending)
         if (feeding & set(pa[:common])) - set(branch):
             continue  # the sum is not the branch's output: the fork's own layers still feed it
@@ -75,6 +95,16 @@ def _ends(pending: Mapping[str, tuple[str | None, float | None]]) -> set[str]:
 def _common(pa: list[str], pb: list[str]) -> int:
     n = 0
     while n < min(len(pa), len(pb)) and pa[n] == pb[n]:
+        n += 1
+    return n
+
+
+def _common_calls(ca: list[_Path], cb: list[_Path]) -> int:
+    """Length of the prefix two paths share *call for call*: the fork is the last tensor both
+    read. Names alone would merge two calls of one layer (an RNN cell's ``W`` at steps ``t`` and
+    ``t - 1``) into a fork that no tensor is."""
+    n = 0
+    while n < min(len(ca), len(cb)) and ca[n] is cb[n]:
         n += 1
     return n
 

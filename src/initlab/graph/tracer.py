@@ -39,9 +39,14 @@ class _Path:
     prev: _Path | None
 
     def names(self) -> list[str]:
+        return [node.layer for node in self.calls()]
+
+    def calls(self) -> list[_Path]:
+        """The path's nodes from its root, one per layer call (a layer called twice on the path,
+        or on two paths, is two nodes)."""
         out, node = [], self
         while node is not None:
-            out.append(node.layer)
+            out.append(node)
             node = node.prev
         return out[::-1]
 
