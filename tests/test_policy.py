@@ -134,11 +134,11 @@ def test_a_scheme_the_user_names_is_used_in_a_deep_plain_chain(scheme: str) -> N
 @pytest.mark.parametrize(("act", "scheme", "head_gain"), [
     ("selu", "orthogonal", DEEP_PLAIN_HEAD_GAIN),  # contracting: a random isometry at its gain
     ("elu", "orthogonal", DEEP_PLAIN_HEAD_GAIN),
-    ("gelu", "kaiming_normal", HEAD_GAIN),  # expanding: no init is critical, the shallow default
-    ("silu", "kaiming_normal", HEAD_GAIN),
+    ("gelu", "kaiming_normal", None),  # expanding: no init is critical, the shallow default, the
+    ("silu", "kaiming_normal", None),  # head divided by its input's predicted rms (> 1)
 ])  # fmt: skip
 def test_deep_chains_whose_identity_chain_drifts_are_not_zero(
-    act: str, scheme: str, head_gain: float
+    act: str, scheme: str, head_gain: float | None
 ) -> None:
     # a ZerO chain of SELU grows the signal 1.05x per layer, of GELU halves it
     assert act not in IDENTITY_CHAIN_ACTIVATIONS
@@ -151,7 +151,11 @@ def test_deep_chains_whose_identity_chain_drifts_are_not_zero(
     hidden = [e for e in p if e.role == "weight"]
     assert {e.scheme for e in hidden} == {scheme}
     assert hidden[1].gain == pytest.approx(initlab.gain(act))
-    assert p[f"{2 * len(hidden)}.weight"].gain == head_gain
+    head = p[f"{2 * len(hidden)}.weight"]
+    if head_gain is not None:
+        assert head.gain == head_gain
+    else:
+        assert 0.2 * HEAD_GAIN < head.gain < HEAD_GAIN and "mean-field" in head.note
 
 
 def _excess_on_random_inputs(net: nn.Module, d_in: int, classes: int, seed: int) -> float:
@@ -163,7 +167,7 @@ def _excess_on_random_inputs(net: nn.Module, d_in: int, classes: int, seed: int)
 
 _ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity, "gelu": nn.GELU,
          "selu": nn.SELU, "hardtanh": nn.Hardtanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU,
-         "softplus": nn.Softplus}  # fmt: skip
+         "softplus": nn.Softplus, "silu": nn.SiLU, "hardswish": nn.Hardswish, "mish": nn.Mish}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -171,7 +175,12 @@ _ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity, "gelu": nn.G
     [("relu", 784, 512, 12), ("relu", 64, 256, 30), ("tanh", 64, 256, 10), ("tanh", 784, 512, 30),
      ("identity", 100, 128, 16), ("gelu", 64, 128, 12), ("selu", 64, 128, 12),
      ("hardtanh", 784, 256, 12), ("sigmoid", 64, 256, 12), ("leaky_relu", 784, 256, 20),
-     ("softplus", 784, 256, 12)],
+     ("softplus", 784, 256, 12),
+     # expanding activations: the second moment grows from the first layer (gain^2 > 1) on, and
+     # the head is divided by its input's predicted rms (SiLU depth 20: rms 16, 0.57 nats above
+     # at HEAD_GAIN; hardswish depth 8: 0.06)
+     ("silu", 64, 256, 10), ("silu", 64, 256, 20), ("hardswish", 64, 256, 8),
+     ("hardswish", 784, 256, 16), ("gelu", 64, 256, 30), ("mish", 64, 128, 30)],
 )  # fmt: skip
 def test_deep_plain_chains_start_within_005_nats_of_log_classes(
     act: str, d_in: int, width: int, depth: int

@@ -52,7 +52,7 @@ from torch import nn
 
 from .errors import InitlabError, check_choice
 
-__all__ = ["ACTIVATIONS", "activation_name", "gain", "second_moment"]
+__all__ = ["ACTIVATIONS", "activation_name", "gain", "moment", "second_moment"]
 
 # functions of a standard-normal input, for the gains computed by quadrature
 _FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -106,6 +106,40 @@ def second_moment(name: str) -> float:
     density = torch.exp(-(z**2) / 2) / math.sqrt(2 * math.pi)
     fz = fn(z)
     return float(torch.trapezoid(fz**2 * density, z))
+
+
+def moment(nonlinearity: object, q: float = 1.0, param: float | None = None) -> float:
+    r""":math:`\mathbb{E}_{z \sim N(0,1)}[f(\sqrt{q}\, z)^2]`: the second moment of an activation's
+    output when its input has second moment ``q`` (the map :math:`M(q) / \text{gain}^2` of the
+    module docstring). Exact for the positively homogeneous ones (linear: ``q``, ReLU: ``q/2``,
+    leaky ReLU: ``q (1 + a^2) / 2``); otherwise the trapezoid rule on 24,001 points of
+    [-12, 12] (relative error below 1e-6 for ``q`` up to 1e4).
+
+    >>> moment("relu", 3.0), round(moment("silu"), 4) == round(second_moment("silu"), 4)
+    (1.5, True)
+    """
+    name = activation_name(nonlinearity)
+    if name == "linear" or name.startswith(("conv", "conv_transpose")):
+        return float(q)
+    if name == "relu":
+        return q / 2
+    if name == "leaky_relu":
+        slope = _negative_slope(nonlinearity, _check_slope(param))
+        slope = 0.01 if slope is None else slope
+        return q * (1 + slope**2) / 2
+    return _moment(name, round(float(q), 12))
+
+
+@functools.lru_cache(maxsize=4096)
+def _moment(name: str, q: float) -> float:
+    fn = _FUNCTIONS.get(name) or {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "selu": F.selu}.get(
+        name
+    )
+    if fn is None:
+        raise InitlabError(f"no function known for activation {name!r}")
+    z = torch.linspace(-12.0, 12.0, 24_001, dtype=torch.float64)
+    density = torch.exp(-(z**2) / 2) / math.sqrt(2 * math.pi)
+    return float(torch.trapezoid(fn(math.sqrt(q) * z) ** 2 * density, z))
 
 
 def activation_name(act: object) -> str:

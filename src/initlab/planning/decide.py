@@ -174,6 +174,11 @@ def _decide(
     site = _site(ctx, name, p, names)
     layer, roles, role, fans = site.layer, site.roles, site.roles[0], site.fans
     notes = _trace_notes(layer)
+    if site.roles[0] == "head" and ctx.policy.head_input_rms > 1.0:
+        notes.append(
+            f"a plain chain: its input's rms is {ctx.policy.head_input_rms:.3g} by the mean-field "
+            "recursion at the default gains, so the head's gain is divided by it"
+        )
     scheme, kwargs, g = _default_for(role, roles, site.local, p, layer, ctx.default, ctx.options,
                                      site.activation, ctx.policy, fans)  # fmt: skip
     scheme, kwargs, g, source = _structural(scheme, kwargs, g, role, roles, layer, ctx.policy)

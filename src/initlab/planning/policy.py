@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from ..errors import InitlabError
+from ..gains import gain, moment
 from ..graph import Graph, Layer
 
 HEAD_GAIN = 0.1
@@ -64,8 +66,11 @@ EXPANDING_ACTIVATIONS = frozenset(
 """Activations whose variance map has slope above 1 at its fixed point (:mod:`initlab.gains`):
 no gain makes unit variance attract, so no init keeps a deep plain chain of them critical. A
 chain with one of them keeps the shallow default (the scheme at the traced gain, the head at
-:data:`HEAD_GAIN`): on digits at depth 10 Kaiming's Acc_1 is 0.82 (GELU) / 0.76 (SiLU) where an
-orthogonal map at the same gain gets 0.69 / 0.67 and ZerO 0.24; at depth 30 none of them trains."""
+:data:`HEAD_GAIN` divided by its input's predicted rms, :func:`_chain_moment`): on digits at
+depth 10 Kaiming's Acc_1 is 0.82 (GELU) / 0.76 (SiLU) where an orthogonal map at the same gain
+gets 0.69 / 0.67 and ZerO 0.24; at depth 30 none of them trains. An orthogonal map at the
+linear-regime gain ``1 / f'(0)`` (2 for SiLU, GELU, hardswish) from a small first layer starts at
+``log(classes)`` but diverges from depth 20 (SGD lr 0.01)."""
 
 FADING_ACTIVATIONS = frozenset({"tanh", "softsign"})
 """Odd, bounded activations strictly below the identity away from 0 (``|f(x)| < |x|``): along an
@@ -107,6 +112,7 @@ class _Policy:
     tied_input_scale: float = 1.0  # the constant the tied head's input is multiplied by
     query_gain: Mapping[str, float] = field(default_factory=dict)  # query layer -> gain factor
     rescaled_tied_gain: float = RESCALED_TIED_GAIN  # the tied gain when that constant is < 1
+    head_input_rms: float = 1.0  # a plain chain's predicted head-input rms, when above 1
 
     def tied_std(self, d: int) -> float:
         """The std of a tied table of width ``d``: ``tied_head_gain / sqrt(d)``, or, when the
@@ -168,11 +174,16 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
     head_gain = (
         (_deep_head_gain(graph) if deep else HEAD_GAIN) if head_scale is None else head_scale
     )
+    rms = 1.0
+    if head_scale is None and isometric and not normed and L == 0 and not deep:
+        m = _chain_moment(graph)
+        rms = math.sqrt(m) if m > 1.0 + 1e-6 else 1.0  # ReLU chains: 1 up to rounding
+        head_gain /= rms
     scales = [la.input_scale for la in graph.heads if math.isfinite(la.input_scale)]
     base = _Policy(head_gain, tied_gain, normed, ends, inner, deep and isometric,
                    tied_input_scale=min(scales, default=1.0), query_gain=_query_gains(graph),
                    rescaled_tied_gain=RESCALED_TIED_GAIN if head_scale is None else head_scale,
-                   layer_scaled=scaled)  # fmt: skip
+                   layer_scaled=scaled, head_input_rms=rms)  # fmt: skip
     stds = {}
     for group in _embedding_groups(graph):
         widths = [_embedding_width(graph.layers[n]) for n in group]
@@ -236,6 +247,35 @@ def _chain_activations(graph: Graph) -> set[str]:
     """The traced activations after the weight layers below the head(s)."""
     return {la.activation or "linear" for la in graph.layers.values() if la.calls > 0
             and la.weight_depth > 0 and "head" not in la.roles}  # fmt: skip
+
+
+def _chain_moment(graph: Graph) -> float:
+    r"""The mean-field second moment of the head's input in a plain chain at the default gains.
+
+    Standardized inputs (second moment 1) through each linear or conv layer at the traced gain
+    :math:`g_l` and its activation :math:`f_l`: :math:`q_l = g_l^2 m_{l-1}` (the
+    pre-activation's second moment), :math:`m_l = \mathbb{E}[f_l(\sqrt{q_l} z)^2]`
+    (:func:`initlab.gains.moment`), :math:`m_0 = 1`. The gain makes :math:`q = 1` a fixed point,
+    but the first layer starts at :math:`g_1^2` (its input is the data, not an activation's
+    output), and for GELU, SiLU, hardswish and the other :data:`EXPANDING_ACTIVATIONS` the fixed
+    point repels: the second moment grows with depth (SiLU, width 256: head-input rms 3.9 at
+    depth 10, 16 at 20, 106 at 30) and a head at :data:`HEAD_GAIN` starts the loss 0.14 / 0.57 /
+    8.1 nats above ``log(classes)``. The head's gain is divided by :math:`\sqrt{m_L}` when it
+    is above 1. 1 when a layer in the chain is neither linear nor conv (an RNN, attention) or its
+    activation has no known function.
+    """
+    m = 1.0
+    for la in graph.order():
+        if la.kind != "weight" or la.calls == 0 or "head" in la.roles:
+            continue
+        if not isinstance(la.module, (nn.Linear, nn.modules.conv._ConvNd)):
+            return 1.0
+        act = la.activation or "linear"
+        try:
+            m = moment(act, gain(act, la.activation_param) ** 2 * m, la.activation_param)
+        except (InitlabError, ValueError):
+            return 1.0
+    return m
 
 
 def _deep_head_gain(graph: Graph) -> float:
