@@ -8,8 +8,7 @@ with its authors' own init reproduced in the constructor. For each model:
 (b) the initial loss in train mode on random Gaussian images and labels (per pixel for the U-Net),
     mean over 3 seeds: initlab's default vs the own init vs ``kaiming_normal_`` everywhere vs
     ``log(classes)``. Pass: initlab <= own + 0.02 and within 0.05 of ``log(classes)``;
-(c) no NaN/inf and every conv/linear output's std in train mode below 10x the own init's
-    largest (and below 100);
+(c) no NaN/inf, and every conv/linear output's std in train mode below ``MAX_STD`` (10);
 (d) the model built under ``torch.device("meta")``, then ``initlab.init(m, example=x,
     device="cpu")``, runs a forward with a finite loss.
 
@@ -36,8 +35,12 @@ from torch import nn
 import initlab
 from initlab.bench.methods import Context, kaiming
 
-CLASSES, IMAGE, BATCH = 10, 32, 32
+CLASSES, IMAGE, BATCH, EVAL_BATCH = 10, 32, 32, 256
 SEEDS = (0, 1, 2)
+MAX_STD = 10.0
+"""(c): the largest std of a conv/linear output on unit Gaussian images, train mode. A conv
+followed by BN may output any scale (GoogLeNet's own N(0, 0.01) gives 0.2, Kaiming ~1-5); a
+larger one means the signal grows along the net."""
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -627,11 +630,11 @@ SEGMENTATION = frozenset({"unet"})
 # --------------------------------------------------------------------------- the survey
 
 
-def example(name: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def example(name: str, seed: int, batch: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian images and uniform labels (per pixel for segmentation), seeded."""
     g = torch.Generator().manual_seed(1000 + seed)
-    x = torch.randn(BATCH, 3, IMAGE, IMAGE, generator=g)
-    shape = (BATCH, IMAGE, IMAGE) if name in SEGMENTATION else (BATCH,)
+    x = torch.randn(batch, 3, IMAGE, IMAGE, generator=g)
+    shape = (batch, IMAGE, IMAGE) if name in SEGMENTATION else (batch,)
     return x, torch.randint(0, CLASSES, shape, generator=g)
 
 
@@ -674,7 +677,10 @@ def survey(name: str) -> dict[str, Any]:
     losses: dict[str, list[float]] = {"own": [], "initlab": [], "kaiming": []}
     peak: dict[str, float] = {}
     for seed in SEEDS:
-        x, y = example(name, seed)
+        x, _ = example(name, seed)
+        # the loss on a larger batch: with random labels, a logit offset shared by the samples
+        # of variance v moves a batch's loss by ~sqrt(v / batch)
+        xe, ye = example(name, seed, BATCH if name in SEGMENTATION else EVAL_BATCH)
         for how in losses:
             try:
                 model = start(name, how, seed, x)
@@ -682,7 +688,7 @@ def survey(name: str) -> dict[str, Any]:
                 row["init_error"] = f"{type(e).__name__}: {e}"[:200]
                 row["trace"] = traceback.format_exc()
                 return row
-            losses[how].append(loss(model, x, y))
+            losses[how].append(loss(model, xe, ye))
             stds = layer_stds(model, x)
             peak[how] = max(peak.get(how, 0.0), max(stds))
             if how == "initlab" and not all(math.isfinite(s) for s in stds):
@@ -714,9 +720,9 @@ def verdict(row: dict[str, Any]) -> list[str]:
         bad.append(f"(b) above own by {row['initlab'] - row['own']:.3f}")
     if abs(row["initlab"] - row["log_c"]) > 0.05:
         bad.append(f"(b) {row['initlab'] - row['log_c']:+.3f} from log(C)")
-    ours, own = row["peak"]["initlab"], row["peak"]["own"]
-    if row.get("nonfinite") or (ours > 10 * own and ours > 1.0) or ours > 100:
-        bad.append(f"(c) largest layer std {ours:.3g} (own {own:.3g})")
+    ours = row["peak"]["initlab"]
+    if row.get("nonfinite") or ours > MAX_STD:
+        bad.append(f"(c) largest layer std {ours:.3g}")
     if row["meta"] != "ok":
         bad.append("(d) " + row["meta"])
     return bad
