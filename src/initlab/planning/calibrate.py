@@ -1,0 +1,112 @@
+"""The one measured step of :func:`initlab.init`: the head of a model without normalization.
+
+The head's default gain (:data:`~initlab.planning.policy.HEAD_GAIN`) starts the logits at std
+``gain * rms(h)``, ``h`` the head's input: the initial loss is ``log(classes) + gain^2 E[h^2] / 2``
+nats. A normalization layer bounds ``E[h^2]`` whatever the input; without one nothing does:
+max-pooling raises the second moment 2-3x per pool (an AlexNet-style net at Kaiming gains: 24 at
+its head on unit Gaussian images, train mode, 0.11 nats above ``log(classes)``), each dropout by
+``1 / (1 - p)`` through the layers after it, and raw inputs (pixels in [0, 255]) by their scale.
+So, in a model with no normalization layer, once everything is drawn, one forward of the example
+in train mode (dropout on, the RNG and the buffers untouched) measures ``E[h^2]`` at each head
+the default drew, and a head whose logits would start above the planned scale is scaled down
+to it: the gain times ``min(1, 1 / sqrt(input_keep E[h^2]))``, the planned logit variance
+``gain^2`` at unit ``E[h^2]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..graph import Graph
+from ..graph.tracing import _example_args
+from ..schemes import SCHEMES
+from .types import Plan, PlanEntry
+
+HEAD_CALIBRATED = "head calibrated"
+"""The note on a head entry whose gain :func:`calibrate_heads` reduced."""
+
+
+def calibrated_heads(plan: Plan) -> list[PlanEntry]:
+    """The entries :func:`calibrate_heads` may rescale: untied heads (not an embedding table)
+    the default drew at a gain, in a model whose trace ran no normalization layer."""
+    if _normed(plan.graph):
+        return []
+    return [e for e in plan if "head" in e.roles and "embedding" not in e.roles
+            and e.source == "default" and e.scheme in SCHEMES and SCHEMES[e.scheme].uses_gain
+            and e.std is not None and e.std > 0]  # fmt: skip
+
+
+def head_factors(model: nn.Module, plan: Plan, example: Any) -> dict[str, float]:
+    """The factor (below 1) for each head of :func:`calibrated_heads` whose input's second
+    moment exceeds ``1 / input_keep`` in one train-mode forward of ``example``; ``{}`` when none
+    does or the forward fails."""
+    heads = calibrated_heads(plan)
+    if not heads:
+        return {}
+    moments = _input_moments(model, [e.module for e in heads], example)
+    factors = {}
+    for e in heads:
+        ms = moments.get(e.module)
+        layer = plan.graph.layer_of(e.name)
+        keep = layer.input_keep if layer is not None else 1.0
+        if ms is not None and math.isfinite(ms) and keep * ms > 1.0:
+            factors[e.name] = 1.0 / math.sqrt(keep * ms)
+    return factors
+
+
+def calibrate_heads(model: nn.Module, plan: Plan, example: Any) -> Plan:
+    """Scale down, in place, each head :func:`head_factors` finds too large; return the plan
+    with those entries' gain and std updated and noted (the draw is linear in the gain, so the
+    values are those the plan would draw at the new gain)."""
+    factors = head_factors(model, plan, example)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for name, f in factors.items():
+        with torch.no_grad():
+            params[name].mul_(f)
+        e = plan[name]
+        note = (f"{HEAD_CALIBRATED}: no normalization bounds its input (train-mode E[h^2] x keep "
+                f"= {1 / f**2:.3g} on the example): gain x {f:.3g}")  # fmt: skip
+        plan = plan.replace(name, gain=e.gain * f, note="; ".join(filter(None, (e.note, note))))
+    return plan
+
+
+def _normed(graph: Graph) -> bool:
+    return any(la.kind == "norm" and la.calls > 0 for la in graph.layers.values())
+
+
+def _input_moments(model: nn.Module, modules: list[str], example: Any) -> dict[str, float]:
+    """``E[x^2]`` of the first input of each named module in one train-mode forward of
+    ``example``, under ``no_grad``, on copies of the buffers and a forked RNG (the model's
+    state, mode and random streams are left as they were); ``{}`` if the forward fails."""
+    found: dict[str, float] = {}
+    named = dict(model.named_modules())
+
+    def hook(name: str):  # noqa: ANN202
+        def record(_m: nn.Module, args: tuple) -> None:
+            if name not in found and args and isinstance(args[0], torch.Tensor):
+                found[name] = float(args[0].detach().float().pow(2).mean())
+
+        return record
+
+    hooks = [named[n].register_forward_pre_hook(hook(n)) for n in modules if n in named]
+    args, kwargs = _example_args(example)
+    devices = sorted({t.device.index or 0 for t in [*args, *kwargs.values()]
+                      if isinstance(t, torch.Tensor) and t.device.type == "cuda"})  # fmt: skip
+    state = {**dict(model.named_parameters()),
+             **{n: b.clone() for n, b in model.named_buffers()}}  # fmt: skip
+    training = model.training
+    try:
+        model.train()
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.func.functional_call(model, state, args, kwargs)
+    except Exception:  # an example the model cannot run as given: leave the heads as planned
+        return {}
+    finally:
+        model.train(training)
+        for h in hooks:
+            h.remove()
+    return found
