@@ -425,8 +425,11 @@ class SqueezeNet11(nn.Module):
 # --------------------------------------------------------------------------- VGG-11-BN
 
 
-class VGG11BN(nn.Module):
-    def __init__(self, classes: int = CLASSES) -> None:
+class VGG11(nn.Module):
+    """VGG-11 (``batch_norm=False``: 11 weight layers, no normalization, a deep plain chain)
+    or VGG-11-BN; torchvision's init."""
+
+    def __init__(self, classes: int = CLASSES, batch_norm: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
@@ -434,7 +437,8 @@ class VGG11BN(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.BatchNorm2d(int(v)), nn.ReLU()]
+                layers.append(nn.Conv2d(cin, int(v), 3, padding=1))
+                layers += [nn.BatchNorm2d(int(v)), nn.ReLU()] if batch_norm else [nn.ReLU()]
                 cin = int(v)
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(2)
@@ -548,6 +552,42 @@ class GroupResNet(nn.Module):
         return self.fc(self.layers(self.stem(x)).mean((2, 3)))
 
 
+class PreActBlock(nn.Module):
+    """He et al. 2016's pre-activation basic block: BN-ReLU-conv twice, identity skip (a 1x1
+    projection of the pre-activated input where the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.proj = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = F.relu(self.bn1(x))
+        skip = x if self.proj is None else self.proj(a)
+        return skip + self.conv2(F.relu(self.bn2(self.conv1(a))))
+
+
+class PreActResNet(nn.Module):
+    """A pre-activation ResNet-18 layout at 1/8 width: stem conv, blocks, final BN-ReLU; convs
+    Kaiming normal (fan_out), BN 1/0, the classifier PyTorch's default."""
+
+    def __init__(self, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 1, 1, bias=False)
+        blocks, cin = [], 8
+        for i, w in enumerate((8, 16, 32, 64)):
+            for j in range(2):
+                blocks.append(PreActBlock(cin, w, 2 if j == 0 and i > 0 else 1))
+                cin = w
+        self.blocks, self.bn = nn.Sequential(*blocks), nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, classes)
+        _init_convs_fan_out(self, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.bn(self.blocks(self.stem(x)))).mean((2, 3)))
+
+
 # --------------------------------------------------------------------------- U-Net
 
 
@@ -614,11 +654,13 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "regnet_y": RegNetY,
     "shufflenet_v2": ShuffleNetV2,
     "squeezenet1_1": SqueezeNet11,
-    "vgg11_bn": VGG11BN,
+    "vgg11_bn": VGG11,
+    "vgg11": lambda: VGG11(batch_norm=False),
     "googlenet": GoogLeNet,
     "resnext": GroupResNet,
     "wide_resnet": lambda: GroupResNet(groups=1, base_width=128),
     "resnet_zero_res": lambda: GroupResNet(groups=1, base_width=64, zero_init_residual=True),
+    "preact_resnet": PreActResNet,
     "unet": UNet,
     "alexnet": AlexNet,
 }

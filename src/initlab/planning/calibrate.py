@@ -8,9 +8,11 @@ its head on unit Gaussian images, train mode, 0.11 nats above ``log(classes)``),
 ``1 / (1 - p)`` through the layers after it, and raw inputs (pixels in [0, 255]) by their scale.
 So, in a model with no normalization layer, once everything is drawn, one forward of the example
 in train mode (dropout on, the RNG and the buffers untouched) measures ``E[h^2]`` at each head
-the default drew, and a head whose logits would start above the planned scale is scaled down
-to it: the gain times ``min(1, 1 / sqrt(input_keep E[h^2]))``, the planned logit variance
-``gain^2`` at unit ``E[h^2]``.
+the default drew, and a head whose input has ``input_keep E[h^2]`` above :data:`MOMENT_BOUND`
+(times :data:`MARGIN`) is scaled down to that bound: the gain times
+``sqrt(MOMENT_BOUND / (input_keep E[h^2]))``. The head's gain was chosen for features of unit
+mean square at most (a normalized net's, or an isometric chain's on standardized inputs, see
+:data:`~initlab.planning.policy.DEEP_PLAIN_HEAD_GAIN`); this holds it to that.
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ from ..graph import Graph
 from ..graph.tracing import _example_args
 from ..schemes import SCHEMES
 from .types import Plan, PlanEntry
+
+MOMENT_BOUND = 1.0
+"""The head input's second moment (dropout right before the head discounted by ``input_keep``,
+which the head's gain already includes) the head's gain assumes: the logits' variance is then at
+most ``gain^2`` (0.01 at the default 0.1: ~0.005 nats above ``log(classes)``; 0.09 at a deep
+plain chain's 0.3: ~0.04)."""
+
+MARGIN = 1.25
+"""A head is scaled only when ``input_keep E[h^2]`` exceeds ``MARGIN * MOMENT_BOUND``: a 25%
+larger moment moves the initial loss by ~0.001 nats at gain 0.1, and a net whose features sit at
+the bound (a linear chain, an MLP at Kaiming gains on standardized inputs) keeps its plan."""
 
 HEAD_CALIBRATED = "head calibrated"
 """The note on a head entry whose gain :func:`calibrate_heads` reduced."""
@@ -42,7 +55,7 @@ def calibrated_heads(plan: Plan) -> list[PlanEntry]:
 
 def head_factors(model: nn.Module, plan: Plan, example: Any) -> dict[str, float]:
     """The factor (below 1) for each head of :func:`calibrated_heads` whose input's second
-    moment exceeds ``1 / input_keep`` in one train-mode forward of ``example``; ``{}`` when none
+    moment exceeds ``MARGIN * MOMENT_BOUND / input_keep`` in one train-mode forward of ``example``; ``{}`` when none
     does or the forward fails."""
     heads = calibrated_heads(plan)
     if not heads:
@@ -53,8 +66,8 @@ def head_factors(model: nn.Module, plan: Plan, example: Any) -> dict[str, float]
         ms = moments.get(e.module)
         layer = plan.graph.layer_of(e.name)
         keep = layer.input_keep if layer is not None else 1.0
-        if ms is not None and math.isfinite(ms) and keep * ms > 1.0:
-            factors[e.name] = 1.0 / math.sqrt(keep * ms)
+        if ms is not None and math.isfinite(ms) and keep * ms > MARGIN * MOMENT_BOUND:
+            factors[e.name] = math.sqrt(MOMENT_BOUND / (keep * ms))
     return factors
 
 
@@ -69,7 +82,7 @@ def calibrate_heads(model: nn.Module, plan: Plan, example: Any) -> Plan:
             params[name].mul_(f)
         e = plan[name]
         note = (f"{HEAD_CALIBRATED}: no normalization bounds its input (train-mode E[h^2] x keep "
-                f"= {1 / f**2:.3g} on the example): gain x {f:.3g}")  # fmt: skip
+                f"= {MOMENT_BOUND / f**2:.3g} on the example): gain x {f:.3g}")  # fmt: skip
         plan = plan.replace(name, gain=e.gain * f, note="; ".join(filter(None, (e.note, note))))
     return plan
 
