@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 import traceback
@@ -153,7 +154,9 @@ class V3Block(nn.Module):
         layers: list[nn.Module] = [] if exp == cin else [conv_bn(cin, exp, 1, act=act)]
         layers.append(conv_bn(exp, exp, k, stride, exp, act))
         if se:
-            layers.append(SqueezeExcite(exp, max(8, (exp // 4 + 4) // 8 * 8), nn.ReLU, nn.Hardsigmoid))
+            layers.append(
+                SqueezeExcite(exp, max(8, (exp // 4 + 4) // 8 * 8), nn.ReLU, nn.Hardsigmoid)
+            )
         layers.append(conv_bn(exp, cout, 1, act=None))
         self.block = nn.Sequential(*layers)
         self.skip = stride == 1 and cin == cout
@@ -245,7 +248,10 @@ class DenseLayer(nn.Module):
 
     def __init__(self, cin: int, growth: int, bn_size: int = 4) -> None:
         super().__init__()
-        self.norm1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, bn_size * growth, 1, bias=False)
+        self.norm1, self.conv1 = (
+            nn.BatchNorm2d(cin),
+            nn.Conv2d(cin, bn_size * growth, 1, bias=False),
+        )
         self.norm2 = nn.BatchNorm2d(bn_size * growth)
         self.conv2 = nn.Conv2d(bn_size * growth, growth, 3, padding=1, bias=False)
 
@@ -255,7 +261,9 @@ class DenseLayer(nn.Module):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, classes: int = CLASSES, growth: int = 8, blocks: tuple[int, ...] = (3, 4, 3)) -> None:
+    def __init__(
+        self, classes: int = CLASSES, growth: int = 8, blocks: tuple[int, ...] = (3, 4, 3)
+    ) -> None:
         super().__init__()
         c = 2 * growth
         layers: list[nn.Module] = [nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
@@ -296,7 +304,7 @@ class RegNetBlock(nn.Module):
         self.proj = conv_bn(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else None
         self.f = nn.Sequential(
             conv_bn(cin, cout, 1), conv_bn(cout, cout, 3, stride, cout // group_width),
-            SqueezeExcite(cout, max(1, int(round(0.25 * cin)))), conv_bn(cout, cout, 1, act=None),
+            SqueezeExcite(cout, max(1, round(0.25 * cin))), conv_bn(cout, cout, 1, act=None),
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -388,7 +396,10 @@ class Fire(nn.Module):
     def __init__(self, cin: int, squeeze: int, e1: int, e3: int) -> None:
         super().__init__()
         self.squeeze = nn.Conv2d(cin, squeeze, 1)
-        self.expand1x1, self.expand3x3 = nn.Conv2d(squeeze, e1, 1), nn.Conv2d(squeeze, e3, 3, padding=1)
+        self.expand1x1, self.expand3x3 = (
+            nn.Conv2d(squeeze, e1, 1),
+            nn.Conv2d(squeeze, e3, 3, padding=1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.squeeze(x))
@@ -517,7 +528,9 @@ class GroupBottleneck(nn.Module):
         self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
         self.down = None
         if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.down = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
         self.zero_last = zero_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -560,7 +573,9 @@ class PreActBlock(nn.Module):
         super().__init__()
         self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.proj = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+        self.proj = (
+            nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = F.relu(self.bn1(x))
@@ -603,9 +618,9 @@ class UNet(nn.Module):
     def __init__(self, classes: int = CLASSES, widths: tuple[int, ...] = (8, 16, 32, 64)) -> None:
         super().__init__()
         self.down = nn.ModuleList([double_conv(3, widths[0])] +
-                                  [double_conv(a, b) for a, b in zip(widths, widths[1:])])  # fmt: skip
+                                  [double_conv(a, b) for a, b in itertools.pairwise(widths)])  # fmt: skip
         ups, convs = [], []
-        for a, b in zip(widths[::-1], widths[-2::-1]):
+        for a, b in itertools.pairwise(widths[::-1]):
             ups.append(nn.ConvTranspose2d(a, b, 2, 2))
             convs.append(double_conv(2 * b, b))
         self.up, self.up_conv = nn.ModuleList(ups), nn.ModuleList(convs)
@@ -616,7 +631,7 @@ class UNet(nn.Module):
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
-        for up, conv, skip in zip(self.up, self.up_conv, skips[-2::-1]):
+        for up, conv, skip in zip(self.up, self.up_conv, skips[-2::-1], strict=True):
             x = conv(torch.cat([skip, up(x)], 1))
         return self.out(x)
 

@@ -19,7 +19,7 @@ from initlab.planning import HEAD_GAIN
 from initlab.planning.calibrate import HEAD_CALIBRATED, MOMENT_BOUND
 
 
-def _load_zoo():  # noqa: ANN202
+def _load_zoo():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "vision_zoo.py"
     spec = importlib.util.spec_from_file_location("vision_zoo", path)
     assert spec is not None and spec.loader is not None

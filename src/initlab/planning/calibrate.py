@@ -98,7 +98,7 @@ def _input_moments(model: nn.Module, modules: list[str], example: Any) -> dict[s
     found: dict[str, float] = {}
     named = dict(model.named_modules())
 
-    def hook(name: str):  # noqa: ANN202
+    def hook(name: str):
         def record(_m: nn.Module, args: tuple) -> None:
             if name not in found and args and isinstance(args[0], torch.Tensor):
                 found[name] = float(args[0].detach().float().pow(2).mean())
