@@ -1,4 +1,4 @@
-"""The one measured step of :func:`initlab.init`: the head of a model without normalization.
+"""The one measured step of :func:`initlab.init`: a default head whose input nothing bounds.
 
 The head's default gain (:data:`~initlab.planning.policy.HEAD_GAIN`) starts the logits at std
 ``gain * rms(h)``, ``h`` the head's input: the initial loss is ``log(classes) + gain^2 E[h^2] / 2``
@@ -6,7 +6,8 @@ nats. A normalization layer bounds ``E[h^2]`` whatever the input; without one no
 max-pooling raises the second moment 2-3x per pool (an AlexNet-style net at Kaiming gains: 24 at
 its head on unit Gaussian images, train mode, 0.11 nats above ``log(classes)``), each dropout by
 ``1 / (1 - p)`` through the layers after it, and raw inputs (pixels in [0, 255]) by their scale.
-So, in a model with no normalization layer, once everything is drawn, one forward of the example
+So, in a model with no normalization layer (or where a dropout feeds the head, which marks a
+classifier MLP after the last norm), once everything is drawn, one forward of the example
 in train mode (dropout on, the RNG and the buffers untouched) measures ``E[h^2]`` at each head
 the default drew, and a head whose input has ``input_keep E[h^2]`` above :data:`MOMENT_BOUND`
 (times :data:`MARGIN`) is scaled down to that bound: the gain times
@@ -45,12 +46,20 @@ HEAD_CALIBRATED = "head calibrated"
 
 def calibrated_heads(plan: Plan) -> list[PlanEntry]:
     """The entries :func:`calibrate_heads` may rescale: untied heads (not an embedding table)
-    the default drew at a gain, in a model whose trace ran no normalization layer."""
-    if _normed(plan.graph):
-        return []
-    return [e for e in plan if "head" in e.roles and "embedding" not in e.roles
-            and e.source == "default" and e.scheme in SCHEMES and SCHEMES[e.scheme].uses_gain
-            and e.std is not None and e.std > 0]  # fmt: skip
+    the default drew at a gain, in a model whose trace ran no normalization layer, or behind a
+    dropout (a dropout MLP classifier after the last norm, VGG's: each dropout and max-pool
+    since the norm raises the moment; a head read straight from a final norm, as in most
+    transformers, is not measured, so their init costs no forward)."""
+    normed = _normed(plan.graph)
+    heads = []
+    for e in plan:
+        if ("head" not in e.roles or "embedding" in e.roles or e.source != "default"
+                or e.scheme not in SCHEMES or not SCHEMES[e.scheme].uses_gain or not e.std):  # fmt: skip
+            continue
+        layer = plan.graph.layer_of(e.name)
+        if not normed or (layer is not None and layer.input_keep < 1.0):
+            heads.append(e)
+    return heads
 
 
 def head_factors(model: nn.Module, plan: Plan, example: Any) -> dict[str, float]:
