@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import shard
 from ..graph import Graph
 from ..graph.tracing import _example_args
 from ..schemes import SCHEMES
@@ -64,11 +65,12 @@ def calibrated_heads(plan: Plan) -> list[PlanEntry]:
 
 def head_factors(model: nn.Module, plan: Plan, example: Any) -> dict[str, float]:
     """The factor (below 1) for each head of :func:`calibrated_heads` whose input's second
-    moment exceeds ``MARGIN * MOMENT_BOUND / input_keep`` in one train-mode forward of ``example``; ``{}`` when none
-    does or the forward fails."""
+    moment exceeds ``MARGIN * MOMENT_BOUND / input_keep`` in one train-mode forward of
+    ``example``; ``{}`` when none does, the forward fails, or the model is sharded (DTensor
+    parameters)."""
     heads = calibrated_heads(plan)
-    if not heads:
-        return {}
+    if not heads or any(shard.is_dtensor(p) for p in model.parameters()):
+        return {}  # a sharded model's forward is collective: every rank would have to run it
     moments = _input_moments(model, [e.module for e in heads], example)
     factors = {}
     for e in heads:
