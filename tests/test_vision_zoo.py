@@ -88,12 +88,14 @@ def test_calibration_leaves_state_rng_and_mode() -> None:
 
 
 def test_no_calibration_with_normalization_or_head_scale() -> None:
-    """A normalized net's head keeps its plan (the norm bounds its input); ``head_scale`` is the
-    user's gain, used as given."""
+    """A head read from a norm (BN-ReLU-pool) keeps its plan; behind a dropout MLP after the last
+    BN (VGG-BN) it is measured and scaled; ``head_scale`` is the user's gain, used as given."""
     torch.manual_seed(0)
     x = torch.randn(16, 3, 32, 32)
+    p = initlab.init(zoo.PreActResNet(), example=x, seed=0)
+    assert HEAD_CALIBRATED not in p["fc.weight"].note and p["fc.weight"].gain == HEAD_GAIN
     p = initlab.init(zoo.VGG11(), example=x, seed=0)
-    assert HEAD_CALIBRATED not in p["classifier.6.weight"].note
+    assert HEAD_CALIBRATED in p["classifier.6.weight"].note
     model, x, _ = _alexnet_like()
     p = initlab.init(model, example=x[:32], seed=0, head_scale=0.1)
     assert p["classifier.6.weight"].gain == pytest.approx(0.1)
