@@ -75,16 +75,16 @@ def test_calibration_follows_the_input_scale() -> None:
 
 
 def test_calibration_leaves_state_rng_and_mode() -> None:
-    """The measuring forward runs in train mode on a forked RNG: the model's mode and the global
-    RNG stream are as before."""
+    """The measuring forward runs in train mode on a forked RNG: every module's mode and the
+    global RNG stream are as before."""
     model, x, _ = _alexnet_like()
-    model.eval()
+    model.classifier[0].eval()  # one submodule in eval on purpose: kept so
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
     initlab.init(model, example=x[:32], seed=0)
     assert torch.equal(torch.rand(3), expected)
-    assert not model.training
+    assert model.training and not model.classifier[0].training
 
 
 def test_no_calibration_with_normalization_or_head_scale() -> None:

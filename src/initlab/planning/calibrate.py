@@ -122,7 +122,7 @@ def _input_moments(model: nn.Module, modules: list[str], example: Any) -> dict[s
                       if isinstance(t, torch.Tensor) and t.device.type == "cuda"})  # fmt: skip
     state = {**dict(model.named_parameters()),
              **{n: b.clone() for n, b in model.named_buffers()}}  # fmt: skip
-    training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # a submodule may be in eval on purpose
     try:
         model.train()
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
@@ -130,7 +130,8 @@ def _input_moments(model: nn.Module, modules: list[str], example: Any) -> dict[s
     except Exception:  # an example the model cannot run as given: leave the heads as planned
         return {}
     finally:
-        model.train(training)
+        for m, training in modes:
+            m.training = training
         for h in hooks:
             h.remove()
     return found
