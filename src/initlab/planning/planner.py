@@ -15,6 +15,7 @@ from ..graph import Graph, trace
 from ..materialize import MetaState
 from ..placement import check_placement
 from ..schemes import SCHEMES, get_scheme
+from .calibrate import calibrate_heads
 from .decide import _Context, _decide
 from .policy import _policy
 from .rules import RuleValue, _parse_rules, _Rule
@@ -123,7 +124,7 @@ def plan(
             "{'out.weight': ('normal', {'std': 0.01})}"
         )
     dev = torch.device(device) if device is not None else None
-    return Plan(model, graph, entries, seed, default.name, dev)
+    return Plan(model, graph, entries, seed, default.name, dev, policy.head_input_rms**2)
 
 
 def _layer_name(graph: Graph, param: str) -> str:
@@ -152,6 +153,10 @@ def init(model: nn.Module, scheme: str | None = None, *, example: Any,
          **kwargs: Any) -> Plan:  # fmt: skip
     """Plan (see :func:`plan`, same arguments) and apply; return the applied :class:`Plan`.
 
+    In a model without normalization, a head the default drew is then scaled down where one
+    train-mode forward of ``example`` shows its input too large for the planned logit scale
+    (:mod:`~initlab.planning.calibrate`; not with ``head_scale``); the returned plan says so.
+
     The model is left exactly as it was if anything fails (see :meth:`Plan.apply` for
     ``transactional`` and ``meta_state``).
 
@@ -160,6 +165,9 @@ def init(model: nn.Module, scheme: str | None = None, *, example: Any,
     >>> round(p["0.weight"].std, 4)  # (5/3) / sqrt(64)
     0.2083
     """
-    return plan(model, scheme, example=example, **kwargs).apply(
+    applied = plan(model, scheme, example=example, **kwargs).apply(
         transactional=transactional, meta_state=meta_state
     )
+    if kwargs.get("head_scale") is not None:  # the user's gain for the head: as asked
+        return applied
+    return calibrate_heads(model, applied, example)

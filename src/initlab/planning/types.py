@@ -101,13 +101,18 @@ class Plan:
     """The per-parameter decisions for one model. Iterate it for :class:`PlanEntry` values."""
 
     def __init__(self, model: nn.Module, graph: Graph, entries: dict[str, PlanEntry], seed: int,
-                 scheme: str, device: torch.device | None = None) -> None:  # fmt: skip
+                 scheme: str, device: torch.device | None = None,
+                 head_moment: float = 1.0) -> None:  # fmt: skip
         self.model = model
         self.graph = graph
         self.entries = entries
         self.seed = seed
         self.scheme = scheme
         self.device = device
+        self.head_moment = head_moment
+        """The second moment of the head's input that the default head gain assumes: the
+        mean-field prediction in a plain chain where it exceeds 1 (see
+        :func:`initlab.planning.policy._chain_moment`), else 1."""
 
     def __iter__(self) -> Iterator[PlanEntry]:
         return iter(self.entries.values())
@@ -131,7 +136,7 @@ class Plan:
         if entry.scheme not in ("keep", "custom"):
             entry = dataclasses.replace(entry, std=_expected_std(entry))
         return Plan(self.model, self.graph, {**self.entries, name: entry}, self.seed, self.scheme,
-                    self.device)  # fmt: skip
+                    self.device, self.head_moment)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description: seed, scheme, the graph's findings and every entry."""

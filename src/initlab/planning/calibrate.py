@@ -1,0 +1,139 @@
+"""The one measured step of :func:`initlab.init`: a default head whose input nothing bounds.
+
+The head's default gain (:data:`~initlab.planning.policy.HEAD_GAIN`) starts the logits at std
+``gain * rms(h)``, ``h`` the head's input: the initial loss is ``log(classes) + gain^2 E[h^2] / 2``
+nats. A normalization layer bounds ``E[h^2]`` whatever the input; without one nothing does:
+max-pooling raises the second moment 2-3x per pool (an AlexNet-style net at Kaiming gains: 24 at
+its head on unit Gaussian images, train mode, 0.11 nats above ``log(classes)``), each dropout by
+``1 / (1 - p)`` through the layers after it, and raw inputs (pixels in [0, 255]) by their scale.
+So, in a model with no normalization layer (or where a dropout feeds the head, which marks a
+classifier MLP after the last norm), once everything is drawn, one forward of the example
+in train mode (dropout on, the RNG and the buffers untouched) measures ``E[h^2]`` at each head
+the default drew, and a head whose input has ``input_keep E[h^2]`` above :data:`MOMENT_BOUND`
+(times :data:`MARGIN`) is scaled down to that bound: the gain times
+``sqrt(MOMENT_BOUND / (input_keep E[h^2]))``. The head's gain was chosen for features of unit
+mean square at most (a normalized net's, or an isometric chain's on standardized inputs, see
+:data:`~initlab.planning.policy.DEEP_PLAIN_HEAD_GAIN`); this holds it to that.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import shard
+from ..graph import Graph
+from ..graph.tracing import _example_args
+from ..schemes import SCHEMES
+from .types import Plan, PlanEntry
+
+MOMENT_BOUND = 1.0
+"""The head input's second moment (dropout right before the head discounted by ``input_keep``,
+which the head's gain already includes) the head's gain assumes: the logits' variance is then at
+most ``gain^2`` (0.01 at the default 0.1: ~0.005 nats above ``log(classes)``; 0.09 at a deep
+plain chain's 0.3: ~0.04)."""
+
+MARGIN = 1.25
+"""A head is scaled only when ``input_keep E[h^2]`` exceeds ``MARGIN * MOMENT_BOUND``: a 25%
+larger moment moves the initial loss by ~0.001 nats at gain 0.1, and a net whose features sit at
+the bound (a linear chain, an MLP at Kaiming gains on standardized inputs) keeps its plan."""
+
+HEAD_CALIBRATED = "head calibrated"
+"""The note on a head entry whose gain :func:`calibrate_heads` reduced."""
+
+
+def calibrated_heads(plan: Plan) -> list[PlanEntry]:
+    """The entries :func:`calibrate_heads` may rescale: untied heads (not an embedding table)
+    the default drew at a gain, in a model whose trace ran no normalization layer, or behind a
+    dropout (a dropout MLP classifier after the last norm, VGG's: each dropout and max-pool
+    since the norm raises the moment; a head read straight from a final norm, as in most
+    transformers, is not measured, so their init costs no forward)."""
+    normed = _normed(plan.graph)
+    heads = []
+    for e in plan:
+        if ("head" not in e.roles or "embedding" in e.roles or e.source != "default"
+                or e.scheme not in SCHEMES or not SCHEMES[e.scheme].uses_gain or not e.std):  # fmt: skip
+            continue
+        layer = plan.graph.layer_of(e.name)
+        if not normed or (layer is not None and layer.input_keep < 1.0):
+            heads.append(e)
+    return heads
+
+
+def head_factors(model: nn.Module, plan: Plan, example: Any) -> dict[str, float]:
+    """The factor (below 1) for each head of :func:`calibrated_heads` whose input's second
+    moment exceeds ``MARGIN * MOMENT_BOUND * plan.head_moment / input_keep`` (the moment its gain
+    already assumes: the plan's mean-field prediction in a plain chain) in one train-mode forward of
+    ``example``; ``{}`` when none does, the forward fails, or the model is sharded (DTensor
+    parameters)."""
+    heads = calibrated_heads(plan)
+    if not heads or any(shard.is_dtensor(p) for p in model.parameters()):
+        return {}  # a sharded model's forward is collective: every rank would have to run it
+    moments = _input_moments(model, [e.module for e in heads], example)
+    factors = {}
+    for e in heads:
+        ms = moments.get(e.module)
+        layer = plan.graph.layer_of(e.name)
+        keep = layer.input_keep if layer is not None else 1.0
+        bound = MOMENT_BOUND * plan.head_moment  # the plan's mean-field prediction, if larger
+        if ms is not None and math.isfinite(ms) and keep * ms > MARGIN * bound:
+            factors[e.name] = math.sqrt(bound / (keep * ms))
+    return factors
+
+
+def calibrate_heads(model: nn.Module, plan: Plan, example: Any) -> Plan:
+    """Scale down, in place, each head :func:`head_factors` finds too large; return the plan
+    with those entries' gain and std updated and noted (the draw is linear in the gain, so the
+    values are those the plan would draw at the new gain)."""
+    factors = head_factors(model, plan, example)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for name, f in factors.items():
+        with torch.no_grad():
+            params[name].mul_(f)
+        e = plan[name]
+        note = (f"{HEAD_CALIBRATED}: no normalization bounds its input (train-mode E[h^2] x keep "
+                f"= {MOMENT_BOUND * plan.head_moment / f**2:.3g} on the example): gain x {f:.3g}")  # fmt: skip
+        plan = plan.replace(name, gain=e.gain * f, note="; ".join(filter(None, (e.note, note))))
+    return plan
+
+
+def _normed(graph: Graph) -> bool:
+    return any(la.kind == "norm" and la.calls > 0 for la in graph.layers.values())
+
+
+def _input_moments(model: nn.Module, modules: list[str], example: Any) -> dict[str, float]:
+    """``E[x^2]`` of the first input of each named module in one train-mode forward of
+    ``example``, under ``no_grad``, on copies of the buffers and a forked RNG (the model's
+    state, mode and random streams are left as they were); ``{}`` if the forward fails."""
+    found: dict[str, float] = {}
+    named = dict(model.named_modules())
+
+    def hook(name: str):
+        def record(_m: nn.Module, args: tuple) -> None:
+            if name not in found and args and isinstance(args[0], torch.Tensor):
+                found[name] = float(args[0].detach().float().pow(2).mean())
+
+        return record
+
+    hooks = [named[n].register_forward_pre_hook(hook(n)) for n in modules if n in named]
+    args, kwargs = _example_args(example)
+    devices = sorted({t.device.index or 0 for t in [*args, *kwargs.values()]
+                      if isinstance(t, torch.Tensor) and t.device.type == "cuda"})  # fmt: skip
+    state = {**dict(model.named_parameters()),
+             **{n: b.clone() for n, b in model.named_buffers()}}  # fmt: skip
+    modes = [(m, m.training) for m in model.modules()]  # a submodule may be in eval on purpose
+    try:
+        model.train()
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.func.functional_call(model, state, args, kwargs)
+    except Exception:  # an example the model cannot run as given: leave the heads as planned
+        return {}
+    finally:
+        for m, training in modes:
+            m.training = training
+        for h in hooks:
+            h.remove()
+    return found

@@ -1,0 +1,111 @@
+"""Regressions from the torchvision-style vision survey (``benchmarks/vision_zoo.py``, issue #14):
+its cheapest models through the survey's four checks, and the head calibration of models without
+normalization (:mod:`initlab.planning.calibrate`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import initlab
+from initlab.planning import HEAD_GAIN
+from initlab.planning.calibrate import HEAD_CALIBRATED, MOMENT_BOUND
+
+
+def _load_zoo():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "vision_zoo.py"
+    spec = importlib.util.spec_from_file_location("vision_zoo", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("vision_zoo", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+zoo = _load_zoo()
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_1", "mobilenet_v3_small", "unet", "alexnet",
+                                  "vgg11_bn"])  # fmt: skip
+def test_survey_row_passes(name: str) -> None:
+    """(a)-(d) of the survey: initlab's initial loss at most the own init's + 0.02 and within
+    0.05 of log(classes) (3 seeds, 256 random images), finite and bounded activations, and the
+    meta-built model runs after ``init(..., device="cpu")``."""
+    torch.set_num_threads(1)
+    row = zoo.survey(name)
+    assert zoo.verdict(row) == [], row
+    assert row["initlab"] <= row["own"] + 0.02
+
+
+def _alexnet_like(scale: float = 1.0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x = scale * torch.randn(1024, 3, 32, 32, generator=g)
+    return zoo.AlexNet().train(), x, torch.randint(0, 10, (1024,), generator=g)
+
+
+def test_head_without_normalization_is_calibrated() -> None:
+    """Max-pools and dropouts raise the head's input to E[h^2] ~ 24 under Kaiming gains: the
+    planned gain 0.1 would start 0.11 nats above log(10). The head is scaled to E[h^2] = 1."""
+    model, x, y = _alexnet_like()
+    p = initlab.init(model, example=x[:32], seed=0)
+    head = p["classifier.6.weight"]
+    assert HEAD_CALIBRATED in head.note and head.gain < HEAD_GAIN / 2
+    assert abs(float(model.classifier[6].weight.detach().std()) - head.std) < 0.1 * head.std
+    with torch.no_grad():
+        loss = float(F.cross_entropy(model(x), y))
+    assert abs(loss - math.log(10)) < 0.02
+
+
+def test_calibration_follows_the_input_scale() -> None:
+    """Raw-scale inputs (x 50) in a net without normalization: the head shrinks with them, and
+    the initial loss stays at log(classes)."""
+    model, x, y = _alexnet_like(50.0)
+    p = initlab.init(model, example=x[:32], seed=0)
+    assert p["classifier.6.weight"].gain < 1e-3
+    with torch.no_grad():
+        assert abs(float(F.cross_entropy(model(x), y)) - math.log(10)) < 0.02
+
+
+def test_calibration_leaves_state_rng_and_mode() -> None:
+    """The measuring forward runs in train mode on a forked RNG: every module's mode and the
+    global RNG stream are as before."""
+    model, x, _ = _alexnet_like()
+    model.classifier[0].eval()  # one submodule in eval on purpose: kept so
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    initlab.init(model, example=x[:32], seed=0)
+    assert torch.equal(torch.rand(3), expected)
+    assert model.training and not model.classifier[0].training
+
+
+def test_no_calibration_with_normalization_or_head_scale() -> None:
+    """A head read from a norm (BN-ReLU-pool) keeps its plan; behind a dropout MLP after the last
+    BN (VGG-BN) it is measured and scaled; ``head_scale`` is the user's gain, used as given."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    p = initlab.init(zoo.PreActResNet(), example=x, seed=0)
+    assert HEAD_CALIBRATED not in p["fc.weight"].note and p["fc.weight"].gain == HEAD_GAIN
+    p = initlab.init(zoo.VGG11(), example=x, seed=0)
+    assert HEAD_CALIBRATED in p["classifier.6.weight"].note
+    model, x, _ = _alexnet_like()
+    p = initlab.init(model, example=x[:32], seed=0, head_scale=0.1)
+    assert p["classifier.6.weight"].gain == pytest.approx(0.1)
+
+
+def test_plain_mlp_at_the_bound_keeps_its_plan() -> None:
+    """A shallow ReLU MLP at Kaiming gains on standardized inputs has E[h^2] ~ 1 at its head,
+    within the margin: the plan's gain is drawn exactly."""
+    net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                        nn.Linear(256, 10))  # fmt: skip
+    p = initlab.init(net, example=torch.randn(64, 64), seed=0)
+    assert p["4.weight"].gain == HEAD_GAIN and HEAD_CALIBRATED not in p["4.weight"].note
+    assert MOMENT_BOUND == 1.0
