@@ -305,4 +305,7 @@ def _trace(model: nn.Module, example: object, *, meta: bool,
                 layer.roles.add("head")
     unreached = [la.name for la in layers.values() if la.calls == 0]
     sums = _embedding_groups(tracer.sums, layers, list(first_name.values()))
-    return Graph(model, layers, branches, shared, tracer.functional, unreached, loose, sums)
+    longest = max((path.weight for info in tracer.infos(output) for path in info.streams.values()),
+                  default=0)  # fmt: skip
+    return Graph(model, layers, branches, shared, tracer.functional, unreached, loose, sums,
+                 longest_path=longest)  # fmt: skip

@@ -141,6 +141,10 @@ class Graph:
     members too. A group holds at least one lookup table, parameter or buffer: two linear layers
     on two inputs added together are no embedding sum."""
     note: str | None = None  # how the pass ran, when it was not on meta as planned
+    longest_path: int = 0
+    """Weight layers on the longest path from an input to the output (a layer called twice on
+    it counts twice). Equal to the number of weight layers in a chain; smaller where layers run
+    side by side (SqueezeNet's Fire modules, Inception's branches, concatenated)."""
     _owners: dict[str, Layer] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[Layer]:

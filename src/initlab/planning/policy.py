@@ -135,7 +135,8 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
        the stream or the updates): the last weight layer at zero and the branch's other weight
        layers at gain x :math:`L^{-1/(2m-2)}`, Fixup's rule (Zhang et al. 2019) without its
        scalars; that is the init that trains the bench's 20-block residual MLP at lr 0.1.
-    2. A plain chain (no branch, no norm) of :data:`DEEP_PLAIN_DEPTH` weight layers or more:
+    2. A plain chain (no branch, no norm, no weight layers side by side: every one on the
+       longest path, ``Graph.longest_path``) of :data:`DEEP_PLAIN_DEPTH` weight layers or more:
        isometric, ZerO (Zhao et al. 2022) where the activation allows it
        (:data:`IDENTITY_CHAIN_ACTIVATIONS`), else a random orthogonal map at the traced gain; a
        chain with an :data:`EXPANDING_ACTIVATIONS` member is not treated as deep. The head at
@@ -169,13 +170,14 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
                 if n != b.last_weight:
                     inner[n] = factor
     depth = sum(la.weight_depth for la in graph.layers.values() if la.calls > 0)
-    deep = (not normed and L == 0 and depth >= DEEP_PLAIN_DEPTH
+    chain = graph.longest_path >= depth  # no weight layers side by side
+    deep = (not normed and L == 0 and chain and depth >= DEEP_PLAIN_DEPTH
             and not _chain_activations(graph) & EXPANDING_ACTIVATIONS)  # fmt: skip
     head_gain = (
         (_deep_head_gain(graph) if deep else HEAD_GAIN) if head_scale is None else head_scale
     )
     rms = 1.0
-    if head_scale is None and isometric and not normed and L == 0 and not deep:
+    if head_scale is None and isometric and not normed and L == 0 and chain and not deep:
         m = _chain_moment(graph)
         rms = math.sqrt(m) if m > 1.0 + 1e-6 else 1.0  # ReLU chains: 1 up to rounding
         head_gain /= rms
