@@ -382,15 +382,17 @@ def _load_rules(rules_path: str | None) -> Any:
 
 def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
                 rules_path: str | None, seed: int, head_scale: float | None, preset: str | None,
-                residual_scale: bool = True) -> Any:  # fmt: skip
-    """Build FACTORY's model and plan it; a bad input ends the command with its message."""
-    from .planning import plan
+                residual_scale: bool = True, apply: bool = False) -> Any:  # fmt: skip
+    """Build FACTORY's model and plan it (``apply``: initialize it as :func:`initlab.init` does,
+    head calibration included); a bad input ends the command with its message."""
+    from .planning import init, plan
 
     example = make_example(example_shape, example_dtype, vocab)
     rules = _load_rules(rules_path)
     model = build_model(factory)
-    return plan(model, scheme, example=example, rules=rules, seed=seed, head_scale=head_scale,
-                residual_scale=residual_scale, preset=preset)  # fmt: skip
+    return (init if apply else plan)(model, scheme, example=example, rules=rules, seed=seed,
+                                     head_scale=head_scale, residual_scale=residual_scale,
+                                     preset=preset)  # fmt: skip
 
 
 @main.command(epilog=EXIT_CODES)
@@ -440,8 +442,7 @@ def init_cmd(as_json: bool, out: str, **options: Any) -> None:
         raise UsageProblem(
             f"--out {out}: writing .safetensors needs `pip install initlab[io]`; or use a .pt file"
         )
-    p = _build_plan(**options)
-    p.apply()
+    p = _build_plan(**options, apply=True)
     state = {k: v.detach().contiguous() for k, v in p.model.state_dict().items()}
     if out.lower().endswith(".safetensors"):
         from safetensors.torch import save_file
