@@ -16,7 +16,7 @@ from torch import nn
 
 import initlab
 from initlab.planning import HEAD_GAIN
-from initlab.planning.calibrate import HEAD_CALIBRATED, MOMENT_BOUND
+from initlab.planning.calibrate import HEAD_CALIBRATED
 
 
 def _load_zoo():
@@ -85,6 +85,23 @@ def test_calibration_leaves_state_rng_and_mode() -> None:
     initlab.init(model, example=x[:32], seed=0)
     assert torch.equal(torch.rand(3), expected)
     assert model.training and not model.classifier[0].training
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
+
+
+def test_calibration_on_an_example_the_model_cannot_run_leaves_the_plan() -> None:
+    """The measuring forward fails (here: the example's batch has the wrong width for the real
+    pass): the heads stay as planned and no hook is left behind."""
+    from initlab.planning.calibrate import calibrate_heads
+
+    model, x, _ = _alexnet_like()
+    p = initlab.plan(model, example=x[:8], seed=0).apply()
+    head = model.classifier[6].weight.detach().clone()
+    q = calibrate_heads(model, p, torch.randn(2, 5))
+    assert (
+        torch.equal(model.classifier[6].weight, head)
+        and HEAD_CALIBRATED not in q["classifier.6.weight"].note
+    )
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
 
 
 def test_no_calibration_with_normalization_or_head_scale() -> None:
@@ -108,4 +125,3 @@ def test_plain_mlp_at_the_bound_keeps_its_plan() -> None:
                         nn.Linear(256, 10))  # fmt: skip
     p = initlab.init(net, example=torch.randn(64, 64), seed=0)
     assert p["4.weight"].gain == HEAD_GAIN and HEAD_CALIBRATED not in p["4.weight"].note
-    assert MOMENT_BOUND == 1.0

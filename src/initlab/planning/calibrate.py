@@ -27,6 +27,7 @@ from torch import nn
 from .. import shard
 from ..graph import Graph
 from ..graph.tracing import _example_args
+from ..hooks import eval_mode, forward_hooks
 from ..schemes import SCHEMES
 from .types import Plan, PlanEntry
 
@@ -111,29 +112,25 @@ def _input_moments(model: nn.Module, modules: list[str], example: Any) -> dict[s
     found: dict[str, float] = {}
     named = dict(model.named_modules())
 
-    def hook(name: str):
-        def record(_m: nn.Module, args: tuple) -> None:
-            if name not in found and args and isinstance(args[0], torch.Tensor):
-                found[name] = float(args[0].detach().float().pow(2).mean())
+    def record(module: nn.Module, args: tuple) -> None:
+        name = names[id(module)]
+        if name not in found and args and isinstance(args[0], torch.Tensor):
+            found[name] = float(args[0].detach().float().pow(2).mean())
 
-        return record
-
-    hooks = [named[n].register_forward_pre_hook(hook(n)) for n in modules if n in named]
-    args, kwargs = _example_args(example)
-    devices = sorted({t.device.index or 0 for t in [*args, *kwargs.values()]
-                      if isinstance(t, torch.Tensor) and t.device.type == "cuda"})  # fmt: skip
-    state = {**dict(model.named_parameters()),
-             **{n: b.clone() for n, b in model.named_buffers()}}  # fmt: skip
-    modes = [(m, m.training) for m in model.modules()]  # a submodule may be in eval on purpose
+    names = {id(named[n]): n for n in modules if n in named}
     try:
-        model.train()
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        args, kwargs = _example_args(example)
+        devices = sorted({t.device.index or 0 for t in [*args, *kwargs.values()]
+                          if isinstance(t, torch.Tensor) and t.device.type == "cuda"})  # fmt: skip
+        state = {**dict(model.named_parameters()),
+                 **{n: b.clone() for n, b in model.named_buffers()}}  # fmt: skip
+        with (
+            forward_hooks([named[n] for n in modules if n in named], pre=record),
+            eval_mode(model, train_if=lambda _m: True),  # train mode; every module's own back
+            torch.no_grad(),
+            torch.random.fork_rng(devices=devices),
+        ):
             torch.func.functional_call(model, state, args, kwargs)
     except Exception:  # an example the model cannot run as given: leave the heads as planned
         return {}
-    finally:
-        for m, training in modes:
-            m.training = training
-        for h in hooks:
-            h.remove()
     return found

@@ -261,7 +261,7 @@ def _chain_moment(graph: Graph) -> float:
     but the first layer starts at :math:`g_1^2` (its input is the data, not an activation's
     output), and for GELU, SiLU, hardswish and the other :data:`EXPANDING_ACTIVATIONS` the fixed
     point repels: the second moment grows with depth (SiLU, width 256: head-input rms 3.9 at
-    depth 10, 16 at 20, 106 at 30) and a head at :data:`HEAD_GAIN` starts the loss 0.14 / 0.57 /
+    depth 10, 16 at 20, 106 at 30) and a head at :data:`HEAD_GAIN` starts the loss 0.14 / 0.53 /
     8.1 nats above ``log(classes)``. The head's gain is divided by :math:`\sqrt{m_L}` when it
     is above 1. 1 when a layer in the chain is neither linear nor conv (an RNN, attention) or its
     activation has no known function.
