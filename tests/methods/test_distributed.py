@@ -43,6 +43,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         r3 = metainit(net, F.cross_entropy, data, iters=4, progress=False)
         torch.save({"state": net.state_dict(), "stds": r1.stds, "scales": r2.scales,
                     "gq": r3.history}, Path(out) / f"rank{rank}.pt")  # fmt: skip
+        # Tear down together: a rank that destroys its gloo pairs while the other still holds
+        # them can abort the survivor ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
