@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,14 +14,17 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 
-def _meta_operands(args: tuple, kwargs: dict, func: Any) -> tuple[tuple, dict]:
+def _meta_operands(args: tuple, kwargs: dict, func: Any,
+                   leaves: list | None = None) -> tuple[tuple, dict]:  # fmt: skip
     """``func``'s operands for a meta pass: real tensors meeting meta ones become meta too.
 
     The example and what ``forward`` builds from it alone (position ids, masks, a padding check)
     stay real, so value reads on them work; weights and buffers are meta, and an op mixing both
     runs on meta. In-place ops and ``out=`` are left as they are (a copy would hide the write).
+    ``leaves``: ``_leaves((args, kwargs))``, when the caller has it already.
     """
-    tensors = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    leaves = _leaves((args, kwargs)) if leaves is None else leaves
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
     mixed = any(t.device.type == "meta" for t in tensors) and any(
         t.device.type != "meta" for t in tensors
     )
@@ -54,18 +58,32 @@ _PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.la
           torch.memory_format, type(Ellipsis))  # fmt: skip
 
 
+_LEAF_TYPES = frozenset([torch.Tensor, nn.Parameter, slice, *_PLAIN])
+_LEAF_CLASSES = (torch.Tensor, slice, *_PLAIN)
+
+
 def _leaves(obj: object, out: list | None = None) -> list:
     """The leaves ``tree_flatten`` would give, in its order; fast for what torch calls receive
-    (tensors, numbers, plain tuples, lists and dicts), ``tree_flatten`` for anything else."""
+    (tensors, numbers, plain tuples, lists and dicts, sizes), ``tree_flatten`` for anything else.
+    Exact types are tested first (a set lookup): this runs several times per traced op."""
     out = [] if out is None else out
-    if isinstance(obj, (torch.Tensor, slice, *_PLAIN)):
-        out.append(obj)
-    elif type(obj) is tuple or type(obj) is list:
+    kind = type(obj)
+    if kind is tuple or kind is list:
         for x in obj:
-            _leaves(x, out)
-    elif type(obj) is dict:
+            if type(x) in _LEAF_TYPES:
+                out.append(x)
+            else:
+                _leaves(x, out)
+    elif kind is dict:
         for x in obj.values():
-            _leaves(x, out)
+            if type(x) in _LEAF_TYPES:
+                out.append(x)
+            else:
+                _leaves(x, out)
+    elif kind in _LEAF_TYPES or isinstance(obj, _LEAF_CLASSES):
+        out.append(obj)
+    elif kind is torch.Size:
+        out.extend(obj)  # its ints, as tree_flatten gives them
     else:
         out.extend(tree_flatten(obj)[0])
     return out
@@ -77,22 +95,23 @@ class _Uncacheable(Exception):
 
 def _layout_key(obj: object, tensors: list[torch.Tensor]) -> object:
     """A hashable key of what a meta op reads from ``obj``; collects its tensors in order."""
-    if isinstance(obj, torch.Tensor):
-        if obj.device.type != "meta" or type(obj) not in (torch.Tensor, nn.Parameter):
+    kind = type(obj)
+    if kind is torch.Tensor or kind is nn.Parameter:
+        if obj.device.type != "meta":
             raise _Uncacheable
         tensors.append(obj)
-        return (tuple(obj.shape), obj.stride(), obj.storage_offset(), obj.dtype, obj.requires_grad)
-    if type(obj) is tuple or type(obj) is list:
-        return (type(obj), tuple(_layout_key(x, tensors) for x in obj))
-    if type(obj) is dict:
-        return (dict, tuple((k, _layout_key(v, tensors)) for k, v in obj.items()))
-    if type(obj) is torch.Size:
+        return (obj.shape, obj.stride(), obj.storage_offset(), obj.dtype, obj.requires_grad)
+    if kind is tuple or kind is list:
+        return (kind, tuple([_layout_key(x, tensors) for x in obj]))
+    if kind is dict:
+        return (dict, tuple([(k, _layout_key(v, tensors)) for k, v in obj.items()]))
+    if kind is torch.Size:
         return (torch.Size, tuple(obj))
-    if isinstance(obj, slice):
+    if kind is slice:
         return (slice, obj.start, obj.stop, obj.step)
     if isinstance(obj, _PLAIN):
-        return (type(obj), obj)
-    raise _Uncacheable
+        return (kind, obj)
+    raise _Uncacheable  # a tensor subclass, or anything else
 
 
 class _MetaCalls:
@@ -296,15 +315,20 @@ def _meta_like(shape: tuple, stride: tuple, dtype: torch.dtype, grad: bool) -> t
     return t.requires_grad_().clone() if grad else t
 
 
-def _meta_copies(model: nn.Module, zeros_on: torch.device | None = None,
-                 dense: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Meta tensors for every parameter and buffer name (shared ones under each of their names).
+def _swap_in_copies(model: nn.Module, zeros_on: torch.device | None = None,
+                    dense: bool = False) -> dict[int, torch.Tensor]:  # fmt: skip
+    """Put a copy of every parameter and buffer in its module's slot; return
+    ``{id(original): copy}``. Call it inside :func:`_restoring_module_state`, which puts the
+    originals back.
 
-    ``zeros_on``: real zeros on that device instead, for a pass that needs values on a model that
-    has none (built on meta). Each is one zero expanded to the shape (stride 0), so the copies
-    cost no memory whatever the model's size; a forward that writes into its state in place, or
-    a kernel that refuses stride 0 (``grouped_mm``), fails on them. ``dense``: allocated zeros,
-    the model's size in memory, for those.
+    The copies are meta tensors of the same layout (parameters stay parameters, with their
+    ``requires_grad``); a tensor held in several slots (tied weights) gets one copy in all of
+    them. ``zeros_on``: real zeros on that device instead, for a pass that needs values on a model
+    that has none (built on meta). Each is one zero expanded to the shape (stride 0), so the
+    copies cost no memory whatever the model's size; a forward that writes into its state in
+    place, or a kernel that refuses stride 0 (``grouped_mm``), fails on them. ``dense``:
+    allocated zeros, the model's size in memory, for those. One walk over the modules' slots
+    (``torch.func.functional_call`` would build and resolve every qualified name).
     """
 
     def copy(t: torch.Tensor) -> torch.Tensor:
@@ -315,16 +339,19 @@ def _meta_copies(model: nn.Module, zeros_on: torch.device | None = None,
         return torch.zeros((), dtype=t.dtype, device=zeros_on).expand(t.shape)
 
     copies: dict[int, torch.Tensor] = {}
-    out: dict[str, torch.Tensor] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) not in copies:
-            copies[id(p)] = nn.Parameter(copy(p), requires_grad=p.requires_grad)
-        out[name] = copies[id(p)]
-    for name, b in model.named_buffers(remove_duplicate=False):
-        if id(b) not in copies:
-            copies[id(b)] = copy(b)
-        out[name] = copies[id(b)]
-    return out
+    for m in model.modules():
+        for slot, is_param in ((m._parameters, True), (m._buffers, False)):
+            for key, t in slot.items():  # only existing keys are reassigned: safe while iterating
+                if t is None:
+                    continue
+                c = copies.get(id(t))
+                if c is None:
+                    c = copy(t)
+                    if is_param:
+                        c = nn.Parameter(c, requires_grad=t.requires_grad)
+                    copies[id(t)] = c
+                slot[key] = c
+    return copies
 
 
 @contextlib.contextmanager
@@ -340,14 +367,22 @@ def _restoring_module_state(model: nn.Module) -> Iterator[None]:
     finally:
         for m, attrs, params, buffers in saved:
             for slot, before in ((m._parameters, params), (m._buffers, buffers)):
-                if slot.keys() != before.keys() or any(slot[k] is not v for k, v in before.items()):
+                if not _same_entries(slot, before):
                     slot.clear()
                     slot.update(before)
+            if _same_entries(m.__dict__, attrs):
+                continue  # the common case, checked at C speed
             for k in [k for k in m.__dict__ if k not in attrs]:
                 del m.__dict__[k]
             for k, v in attrs.items():
                 if m.__dict__.get(k, _MISSING) is not v:
                     m.__dict__[k] = v
+
+
+def _same_entries(now: dict, before: dict) -> bool:
+    """Whether ``now`` holds exactly ``before``'s keys, each bound to the same object (a dict
+    whose keys were only reassigned keeps its order, so the values pair up in order)."""
+    return now.keys() == before.keys() and all(map(operator.is_, now.values(), before.values()))
 
 
 _MISSING = object()

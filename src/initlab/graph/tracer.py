@@ -220,14 +220,19 @@ class _Tracer(TorchFunctionMode):
                     self.info[id(t)] = (t, info)
 
     def infos(self, args: object, params: bool = False) -> list[_Info]:
-        """The infos of the tensors in ``args``; with ``params``, parameters and buffers too.
+        """The infos of the tensors in ``args``; with ``params``, parameters and buffers too
+        (:meth:`leaf_infos` of its leaves)."""
+        return self.leaf_infos(_leaves(args), params)
+
+    def leaf_infos(self, leaves: list, params: bool = False) -> list[_Info]:
+        """The infos of the tensors among ``leaves``; with ``params``, parameters and buffers too.
 
         A parameter or floating buffer used as a plain tensor (``x + self.pos_embed``, a fixed
         sinusoidal table) roots a stream of its own; its embedding source is the layer that owns
         it, or its qualified name when no layer does.
         """
         out = []
-        for t in _leaves(args):
+        for t in leaves:
             info = self.get(t)
             if info is None and params and isinstance(t, torch.Tensor) and t.is_floating_point():
                 name = self.owners.get(id(t)) or self.state_name(t)
@@ -348,18 +353,22 @@ class _Tracer(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in _METADATA:
             return func(*args, **kwargs)
+        leaves = None  # the operands, flattened once for every use below
         if self.meta:
             out = _shortcut(func, args, kwargs)
             if out is None:
-                out = self.meta_calls(func, *_meta_operands(args, kwargs, func))
+                leaves = _leaves((args, kwargs))
+                out = self.meta_calls(func, *_meta_operands(args, kwargs, func, leaves))
         else:
             out = func(*args, **kwargs)
         if self.depth > 0 or func in _VALUE_FREE:
             return out
+        if leaves is None:
+            leaves = _leaves((args, kwargs))
         if func in _MIXING:
-            owners = self.param_owners((args, kwargs))
+            owners = self.param_owners(leaves)
             if owners:
-                inputs = self.infos((args, kwargs))
+                inputs = self.leaf_infos(leaves)
                 produced = []
                 for owner in owners:
                     layer = self.layers[owner]
@@ -370,12 +379,12 @@ class _Tracer(TorchFunctionMode):
                     produced.append(self.produce(layer, inputs))
                 self.put(out, _merge(produced))
                 return out
-        owners = self.weights_only_owners((args, kwargs))
+        owners = self.weights_only_owners(leaves)
         if owners:
             for t in _leaves(out):
                 if isinstance(t, torch.Tensor):
                     self.derived[id(t)] = (t, owners)
-        inputs = self.infos((args, kwargs), params=True)
+        inputs = self.leaf_infos(leaves, params=True)
         if self.attention(func, args, kwargs, inputs, out):
             return out
         if func in DROPOUT_FUNCTIONS and len(inputs) == 1:
@@ -470,11 +479,11 @@ class _Tracer(TorchFunctionMode):
         return any(n not in self.layers or self.layers[n].kind == "embedding"
                    for n in a.embed | b.embed)  # fmt: skip
 
-    def param_owners(self, args: object) -> tuple[str, ...]:
+    def param_owners(self, leaves: list) -> tuple[str, ...]:
         """The layers whose parameters (or tensors computed from their parameters alone) are
-        operands, in order."""
+        among an op's operands ``leaves``, in order."""
         out: dict[str, None] = {}
-        for t in _leaves(args):
+        for t in leaves:
             if isinstance(t, nn.Parameter) and id(t) in self.owners:
                 out[self.owners[id(t)]] = None
             derived = self.derived.get(id(t)) if isinstance(t, torch.Tensor) else None
@@ -482,13 +491,13 @@ class _Tracer(TorchFunctionMode):
                 out.update(dict.fromkeys(derived[1]))
         return tuple(out)
 
-    def weights_only_owners(self, args: object) -> tuple[str, ...]:
+    def weights_only_owners(self, leaves: list) -> tuple[str, ...]:
         """:meth:`param_owners` when every floating operand is a layer's parameter or computed
         from them alone (``W.t()``, ``torch.cat([E.t(), W])``: MobileBERT's head matrix), so
         that the mixing op it later feeds counts as a use of those layers; else ``()``."""
-        floats = [t for t in _leaves(args) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        floats = [t for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point()]
         for t in floats:
             derived = self.derived.get(id(t))
             if id(t) not in self.owners and (derived is None or derived[0] is not t):
                 return ()
-        return self.param_owners(args)
+        return self.param_owners(leaves)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import warnings
 from collections.abc import Mapping
 from typing import Literal
@@ -13,13 +15,13 @@ from ..errors import InitlabError, check_choice
 from ..hooks import eval_mode, forward_hooks
 from .activations import activation_module_name
 from .branches import _branches, _embedding_groups
-from .meta import _meta_copies, _restoring_module_state
+from .meta import _restoring_module_state, _swap_in_copies
 from .tracer import _EMPTY, _Tracer
 from .types import _LEAF_TYPES, Graph, Layer, is_norm
 
 
 def _kind(module: nn.Module) -> str:
-    own = list(module.parameters(recurse=False))
+    own = [p for p in module._parameters.values() if p is not None]
     if own and all(p.numel() == 1 for p in own) and not isinstance(module, _LEAF_TYPES):
         return "scalar"  # a learnable scalar multiplier or bias (Fixup, SkipInit): transparent
     if is_norm(module):
@@ -47,7 +49,8 @@ def _find_layers(model: nn.Module) -> tuple[dict[str, Layer], list[str]]:
     for name, module in model.named_modules(remove_duplicate=False):
         if inside_leaf and _under(name, inside_leaf):
             continue
-        own = list(module.named_parameters(recurse=False))
+        own = [(n, p) for n, p in module._parameters.items() if p is not None]  # not the
+        # generator walk of named_parameters(recurse=False): ~10x the cost, once per module
         has_param_children = any(_holds_params(c, has_params) for c in module.children())
         if isinstance(module, _LEAF_TYPES) or (own and not has_param_children):
             if id(module) not in seen:
@@ -185,8 +188,7 @@ def trace(model: nn.Module, example: object, *, forward: TraceMode = "meta") -> 
     if forward == "real":
         return _trace(model, example, meta=False)
     try:
-        with _restoring_module_state(model):
-            return _trace(model, example, meta=True)
+        return _trace(model, example, meta=True)
     except Exception as exc:  # any failure on meta means: it needs values; trace for real
         graph = _trace(model, example, meta=False)
         graph.note = _real_note(exc, "")
@@ -194,9 +196,14 @@ def trace(model: nn.Module, example: object, *, forward: TraceMode = "meta") -> 
 
 
 def _all_on_meta(model: nn.Module) -> bool:
-    """Whether ``model`` has tensors and every parameter and buffer is on the meta device."""
-    tensors = [*model.parameters(), *model.buffers()]
-    return bool(tensors) and all(t.device.type == "meta" for t in tensors)
+    """Whether ``model`` has tensors and every parameter and buffer is on the meta device (read
+    up to the first that is not: a model in memory answers at its first tensor)."""
+    found = False
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.device.type != "meta":
+            return False
+        found = True
+    return found
 
 
 def _trace_on_zeros(model: nn.Module, example: object, meta_failure: Exception) -> Graph:
@@ -205,11 +212,9 @@ def _trace_on_zeros(model: nn.Module, example: object, meta_failure: Exception) 
     those). The graph depends on shapes and the order of calls only, not on the values."""
     device = _example_device(example)
     try:
-        with _restoring_module_state(model):
-            graph = _trace(model, example, meta=False, zeros_on=device)
+        graph = _trace(model, example, meta=False, zeros_on=device)
     except Exception:
-        with _restoring_module_state(model):
-            graph = _trace(model, example, meta=False, zeros_on=device, dense=True)
+        graph = _trace(model, example, meta=False, zeros_on=device, dense=True)
     graph.note = _real_note(meta_failure, "on zeros standing in for its meta tensors")
     return graph
 
@@ -248,17 +253,29 @@ def _trace(model: nn.Module, example: object, *, meta: bool,
     for name, layer in layers.items():
         for p in layer.module.parameters():
             owners.setdefault(id(p), name)
-    state: dict[str, torch.Tensor] = {}
     slopes = {
         id(la.module): float(la.module.weight.detach().float().mean())
         for la in layers.values()
         if isinstance(la.module, nn.PReLU) and la.module.weight.device.type != "meta"
     }
-    if zeros_on is not None or (meta and not _all_on_meta(model)):
-        state = _meta_copies(model, zeros_on, dense)
-        for pname, p in named:
-            if id(p) in owners:
-                owners.setdefault(id(state[pname]), owners[id(p)])
+    on_copies = zeros_on is not None or (meta and not _all_on_meta(model))
+    with contextlib.ExitStack() as stack:
+        if on_copies:  # the pass runs on copies of the state, put in the modules' slots
+            stack.enter_context(_restoring_module_state(model))  # ... and the originals back
+            for original, copy in _swap_in_copies(model, zeros_on, dense).items():
+                if original in owners:
+                    owners.setdefault(id(copy), owners[original])
+        tracer, output = _traced_pass(model, example, layers, owners, slopes, meta, on_copies)
+    return _graph(model, tracer, output, layers, loose, first_name, shared)
+
+
+def _traced_pass(model: nn.Module, example: object, layers: dict[str, Layer],
+                 owners: dict[int, str], slopes: dict[int, float], meta: bool,
+                 on_copies: bool) -> tuple[_Tracer, object]:  # fmt: skip
+    """One forward pass of ``model`` under the tracer: every layer and activation module hooked,
+    eval mode, the RNG forked, warnings silenced; returns the tracer and the output.
+    ``on_copies``: the state is swapped for copies, so a failure is raised as it is (the caller
+    falls back to another pass) rather than explained as :func:`run_forward` does."""
     tracer = _Tracer(model, layers, owners, slopes)
     tracer.meta = meta
     act_modules = []
@@ -279,13 +296,14 @@ def _trace(model: nn.Module, example: object, *, meta: bool,
         warnings.simplefilter("ignore")  # e.g. the transformer fast-path notice
         tracer.put((args, kwargs), _EMPTY)
         with tracer:
-            if state:
-                # the state names every tied tensor under each of its names with one copy, so
-                # torch's tie check (a walk over the model) has nothing left to do
-                output = torch.func.functional_call(model, state, args, kwargs, strict=False,
-                                                    tie_weights=False)  # fmt: skip
-            else:
-                output = run_forward(model, example)
+            output = model(*args, **kwargs) if on_copies else run_forward(model, example)
+    return tracer, output
+
+
+def _graph(model: nn.Module, tracer: _Tracer, output: object, layers: dict[str, Layer],
+           loose: list[str], first_name: dict[int, str], shared: dict[str, list[str]]) -> Graph:  # fmt: skip
+    """The graph of a traced pass: roles (norms, embeddings, residual branch ends, the head),
+    unreached layers, embedding sums and the longest path."""
     # roles
     for layer in layers.values():
         if layer.kind in ("norm", "embedding"):

@@ -25,7 +25,7 @@ def is_norm(module: nn.Module) -> bool:
     if rms is not None and isinstance(module, rms):
         return True
     name = type(module).__name__
-    own = list(module.parameters(recurse=False))
+    own = [p for p in module._parameters.values() if p is not None]
     return name.lower().endswith("norm") and bool(own) and all(p.dim() <= 1 for p in own)
 
 
