@@ -266,8 +266,9 @@ def _conv_on_meta(n: int, args: tuple, kwargs: dict) -> torch.Tensor | None:
     if x is None or w is None or x.dim() != n + 2 or w.dim() != n + 2 or w.dtype != x.dtype:
         return None
     groups = bound.get("groups", 1)
-    stride, padding, dilation = (_per_dim(bound.get(k, d), n) for k, d in
-                                 (("stride", 1), ("padding", 0), ("dilation", 1)))  # fmt: skip
+    stride = _per_dim(bound.get("stride", 1), n)
+    padding = _per_dim(bound.get("padding", 0), n)
+    dilation = _per_dim(bound.get("dilation", 1), n)
     if bound.get("padding") == "valid":
         padding = (0,) * n
     if stride is None or padding is None or dilation is None or type(groups) is not int:
@@ -284,9 +285,19 @@ def _conv_on_meta(n: int, args: tuple, kwargs: dict) -> torch.Tensor | None:
     if min(sizes) < 1:
         return None
     shape = (x.shape[0], c_out, *sizes)
-    strides = tuple(math.prod(max(1, d) for d in shape[i + 1 :]) for i in range(len(shape)))
-    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, b))
-    return _meta_like(shape, strides, x.dtype, grad)
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)
+    )
+    return _meta_like(shape, _contiguous_strides(shape), x.dtype, grad)
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The strides of a contiguous tensor of ``shape`` (a size-0 dim counts as 1, as in torch)."""
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= max(1, d)
+    return tuple(reversed(strides))
 
 
 _SHORTCUTS = {

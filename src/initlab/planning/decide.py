@@ -337,21 +337,27 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
     chosen_role = is_bias or "norm" in roles or bool({"head", "residual_out"} & set(roles))
     if not chosen_role:  # a mixing layer's weight: nothing to read (planning stays cheap)
         return ""
-    v = p.detach()
-    flat = v.reshape(-1)
-    first = float(flat[0])
+    flat = p.detach().reshape(-1)
+    sample = _sample(flat).tolist()  # one read of at most 64 values; the rest only if needed
+    first = sample[0]
+
+    def constant() -> bool:
+        return all(x == first for x in sample) and bool((flat == first).all())
+
     planned_constant = {"zeros": 0.0, "ones": 1.0}.get(planned)
-    # read the values only where the answer depends on them: a constant equal to the default or
-    # to the planned value is no choice (a norm's ones, a bias's zeros: most of what is read)
-    if first != default and first != planned_constant and _constant(flat, first):
+    # a constant equal to the default or to the planned value is no choice (a norm's ones, a
+    # bias's zeros: most of what is read)
+    if first != default and first != planned_constant and constant():
         return (f"constructed as the constant {first:.4g} (the module type's default is "
                     f"{'random' if default is None else default}): kept as a deliberate "
                     "choice (a rule overrides)")  # fmt: skip
-    if is_bias and "norm" not in roles and not _constant(flat, first):
+    if is_bias and "norm" not in roles and not constant():
         w = getattr(layer.module, "weight", None)
         if isinstance(w, torch.Tensor) and w.dim() >= 2:
             bound = 1.0 / math.sqrt(w[0].numel())
-            if _all_outside(flat, bound * 1.0001):
+            if all(abs(x) > bound * 1.0001 for x in sample) and bool(
+                (flat.abs() > bound * 1.0001).all()
+            ):
                 return (f"every element outside the default range +-{bound:.3g}: kept as a "
                         "deliberate choice (a rule overrides)")  # fmt: skip
     return ""
@@ -361,20 +367,10 @@ _SAMPLE = 64  # elements read first by the value checks below
 
 
 def _sample(flat: torch.Tensor) -> torch.Tensor:
-    """At most :data:`_SAMPLE` elements of a flat tensor, evenly strided, the first included."""
+    """At most :data:`_SAMPLE` elements of a flat tensor, evenly strided, the first included: a
+    random tensor is told from a constant (or from one outside a range) after 64 reads, not n."""
     step = max(1, flat.numel() // _SAMPLE)
     return flat[::step][:_SAMPLE]
-
-
-def _constant(flat: torch.Tensor, first: float) -> bool:
-    """Whether every element equals ``first``; a strided sample is read first, the whole tensor
-    only when the sample is constant (a random tensor is told apart after 64 reads, not n)."""
-    return bool((_sample(flat) == first).all()) and bool((flat == first).all())
-
-
-def _all_outside(flat: torch.Tensor, bound: float) -> bool:
-    """Whether every element lies outside ``+-bound``; the sample first, as in :func:`_constant`."""
-    return bool((_sample(flat).abs() > bound).all()) and bool((flat.abs() > bound).all())
 
 
 def _rule_decision(rule: _Rule, p: torch.Tensor, activation: str | None, role: str, head_gain: float,
