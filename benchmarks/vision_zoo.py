@@ -20,13 +20,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
+import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +35,9 @@ from torch import nn
 
 import initlab
 from initlab.bench.methods import Context, kaiming
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _survey, run or loaded by path
+from _survey import loss_failures, meta_check, parse
 
 CLASSES, IMAGE, BATCH, EVAL_BATCH = 10, 32, 32, 256
 SEEDS = (0, 1, 2)
@@ -753,17 +756,14 @@ def survey(name: str) -> dict[str, Any]:
     for how, v in losses.items():
         row[how] = sum(v) / len(v)
     row["peak"] = peak
-    try:
-        x, y = example(name, 0)
-        with torch.device("meta"):
-            torch.manual_seed(0)
-            meta = MODELS[name]()
-        initlab.init(meta, example=x, seed=0, device="cpu")
-        meta_loss = loss(meta.train(), x, y)
-        row["meta"] = "ok" if math.isfinite(meta_loss) else f"loss {meta_loss}"
-    except Exception as e:
-        row["meta"] = f"{type(e).__name__}: {e}"[:120]
+    row["meta"] = meta_check(lambda: example(name, 0), lambda: _meta_build(name), loss)
     return row
+
+
+def _meta_build(name: str) -> nn.Module:
+    with torch.device("meta"):
+        torch.manual_seed(0)
+        return MODELS[name]()
 
 
 def verdict(row: dict[str, Any]) -> list[str]:
@@ -773,10 +773,7 @@ def verdict(row: dict[str, Any]) -> list[str]:
     bad = []
     if not math.isfinite(row["initlab"]):
         bad.append("(a) non-finite loss")
-    if row["initlab"] > row["own"] + 0.02:
-        bad.append(f"(b) above own by {row['initlab'] - row['own']:.3f}")
-    if abs(row["initlab"] - row["log_c"]) > 0.05:
-        bad.append(f"(b) {row['initlab'] - row['log_c']:+.3f} from log(C)")
+    bad.extend(loss_failures(row))
     ours = row["peak"]["initlab"]
     if row.get("nonfinite") or ours > MAX_STD:
         bad.append(f"(c) largest layer std {ours:.3g}")
@@ -786,13 +783,7 @@ def verdict(row: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="", help="comma-separated names (default: all)")
-    parser.add_argument("--traceback", action="store_true", help="print init errors in full")
-    args = parser.parse_args(argv)
-    names = [n for n in args.models.split(",") if n] or list(MODELS)
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
+    names, full_traceback = parse(argv, __doc__, MODELS)
     print(f"{'model':<19}{'initlab':>8}{'own':>8}{'kaiming':>9}{'log C':>7}{'std max':>9}"
           f"{'s':>6}  verdict")  # fmt: skip
     failed = 0
@@ -806,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<19}{num['initlab']:>8}{num['own']:>8}{num['kaiming']:>9}{row['log_c']:>7.3f}"
               f"{peak:>9}{time.process_time() - t0:>6.1f}  "
               f"{'PASS' if not bad else '; '.join(bad)}", flush=True)  # fmt: skip
-        if args.traceback and "trace" in row:
+        if full_traceback and "trace" in row:
             print(row["trace"])
     print(f"{len(names) - failed}/{len(names)} pass")
     return failed

@@ -18,14 +18,14 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
+import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +34,9 @@ from torch import nn
 
 import initlab
 from initlab.bench.architectures import hf_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _survey, run or loaded by path
+from _survey import FROM_LOG_C, loss_failures, meta_check, parse
 
 D, L, H, FF, VOCAB, CLASSES, IMAGE = 64, 2, 4, 128, 256, 10, 32
 SEEDS = (0, 1, 2)
@@ -313,14 +316,7 @@ def survey(name: str) -> dict[str, Any]:
     row["own"] = sum(own) / len(own)
     if ours:
         row["initlab"] = sum(ours) / len(ours)
-    try:
-        inputs, target = example(name, 0)
-        meta = build(name, "meta")
-        initlab.init(meta, example=inputs, seed=0, device="cpu")
-        meta_loss = loss(meta.train(), inputs, target)
-        row["meta"] = "ok" if math.isfinite(meta_loss) else f"loss {meta_loss}"
-    except Exception as e:
-        row["meta"] = f"{type(e).__name__}: {e}"[:120]
+    row["meta"] = meta_check(lambda: example(name, 0), lambda: build(name, "meta"), loss)
     return row
 
 
@@ -329,11 +325,7 @@ def verdict(row: dict[str, Any]) -> list[str]:
     if "init_error" in row:
         return ["(a) " + row["init_error"]]
     bad = []
-    tol = 0.15 if row["tied"] else 0.05
-    if row["initlab"] > row["own"] + 0.02:
-        bad.append(f"(b) above own by {row['initlab'] - row['own']:.3f}")
-    if abs(row["initlab"] - row["log_c"]) > tol:
-        bad.append(f"(b) {row['initlab'] - row['log_c']:+.3f} from log(C)")
+    bad.extend(loss_failures(row, 0.15 if row["tied"] else FROM_LOG_C))
     found, true = row["branches"]
     if true is not None and found != true:
         bad.append(f"(c) {found} branches, {true} true")
@@ -347,13 +339,7 @@ def _num(row: dict[str, Any], key: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="", help="comma-separated names (default: all)")
-    parser.add_argument("--traceback", action="store_true", help="print init errors in full")
-    args = parser.parse_args(argv)
-    names = [n for n in args.models.split(",") if n] or list(SPECS)
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
+    names, full_traceback = parse(argv, __doc__, SPECS)
     print(f"{'model':<13}{'tied':>5}{'initlab':>9}{'own':>8}{'log C':>7}{'branches':>10}  "
           f"{'s':>5}  verdict")  # fmt: skip
     failed = 0
@@ -372,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{_num(row, 'own'):>8}"
               f"{row['log_c']:>7.3f}{br:>10}  {time.process_time() - t0:>5.1f}  "
               f"{'PASS' if not bad else '; '.join(bad)}", flush=True)  # fmt: skip
-        if args.traceback and "trace" in row:
+        if full_traceback and "trace" in row:
             print(row["trace"])
     print(f"{len(names) - failed}/{len(names)} pass")
 

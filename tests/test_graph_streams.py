@@ -350,23 +350,47 @@ def test_two_layers_summed_without_a_skip_are_no_branch_but_a_projection_shortcu
     assert (br.layers, br.skip_layers) == (("b", "c"), ("a",))
 
 
-def test_parallel_branch_added_after_a_deeper_one_is_the_branch():
+class ParallelBlock(nn.Module):
+    """GPT-J / PaLM: ``x + mlp(ln x) + attn(ln x)``, the skip summed first, second or last."""
+
+    def __init__(self, d: int = 8, norm: bool = True, skip_at: int = 0) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(d) if norm else nn.Identity()
+        self.attn = nn.Linear(d, d)
+        self.fc1, self.fc2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+        self.skip_at = skip_at
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln(x)
+        terms = [self.fc2(F.gelu(self.fc1(h))), self.attn(h)]
+        terms.insert(self.skip_at, x)
+        return terms[0] + terms[1] + terms[2]
+
+
+@pytest.mark.parametrize("stem", [True, False], ids=["after a layer", "on the raw input"])
+@pytest.mark.parametrize("norm", [True, False], ids=["ln", "no norm"])
+@pytest.mark.parametrize("skip_at", [0, 1, 2])
+def test_parallel_block_branches_wherever_the_skip_is_summed(stem, norm, skip_at):
     """``(x + mlp(ln x)) + attn(ln x)``: the left operand carries ``x``, so ``attn`` (one layer)
-    is the branch and ``x`` its identity skip, though the MLP side is deeper."""
-
-    class Parallel(nn.Module):
-        def __init__(self, d: int = 8) -> None:
-            super().__init__()
-            self.ln, self.attn = nn.LayerNorm(d), nn.Linear(d, d)
-            self.fc1, self.fc2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            h = self.ln(x)
-            return x + self.fc2(F.gelu(self.fc1(h))) + self.attn(h)
-
-    g = trace(nn.Sequential(nn.Linear(8, 8), Parallel(), Parallel()), torch.randn(2, 8))
-    assert sorted(_ends(g)) == ["1.attn", "1.fc2", "2.attn", "2.fc2"]
+    is the branch and ``x`` its identity skip, though the MLP side is deeper. The example input
+    is a stream's fork like a layer's output: a parallel block first in the model (no layer
+    before it) is read as one after a stem (once recorded as ``mlp`` with ``attn`` its
+    projection shortcut)."""
+    blocks = [ParallelBlock(norm=norm, skip_at=skip_at) for _ in range(2)]
+    first = int(stem)
+    model = nn.Sequential(*([nn.Linear(8, 8)] if stem else []), *blocks, nn.Linear(8, 3))
+    g = trace(model, torch.randn(2, 8))
+    ends = [f"{i}.{n}" for i in (first, first + 1) for n in ("attn", "fc2")]
+    assert sorted(_ends(g)) == ends
     assert all(b.skip_layers == () for b in g.branches)
+    weights = {b.last: b.weight_layers for b in g.branches}
+    assert weights[f"{first}.attn"] == (f"{first}.attn",)
+    assert weights[f"{first}.fc2"] == (f"{first}.fc1", f"{first}.fc2")
+    if not norm:  # no normalization: every branch ends at zero, the first block's attn too
+        p = plan(model, example=torch.randn(2, 8))
+        assert {e.name for e in p.entries.values() if e.scheme == "zeros" and e.role != "bias"} == {
+            f"{n}.weight" for n in ends
+        }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,3 +125,40 @@ def test_plain_mlp_at_the_bound_keeps_its_plan() -> None:
                         nn.Linear(256, 10))  # fmt: skip
     p = initlab.init(net, example=torch.randn(64, 64), seed=0)
     assert p["4.weight"].gain == HEAD_GAIN and HEAD_CALIBRATED not in p["4.weight"].note
+
+
+def _pooled_relu_chain() -> nn.Sequential:
+    """Ten 3x3 ReLU convs (a deep plain chain: ZerO, head gain 0.3) with three max-pools."""
+    layers: list[nn.Module] = []
+    c = 3
+    for i in range(10):
+        layers += [nn.Conv2d(c, 16, 3, padding=1), nn.ReLU()]
+        layers += [nn.MaxPool2d(2)] if i in (2, 5, 8) else []
+        c = 16
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
+
+
+def test_deep_plain_head_within_the_margin_meets_the_loss_bound() -> None:
+    """The pools leave the head's input at 1.0-1.25x the bound, inside the margin; at the deep
+    chain's head gain 0.3 the logits' variance would be 0.107 (0.044 nats here): past the budget,
+    the head is scaled to it all the same."""
+    from initlab.planning import DEEP_PLAIN_HEAD_GAIN
+    from initlab.planning.calibrate import LOGIT_VARIANCE_BUDGET, MARGIN, _input_moments
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x = 0.465 * torch.randn(2048, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (2048,), generator=g)
+    model = _pooled_relu_chain()
+    head = str(len(model) - 1)
+    p = initlab.plan(model, example=x[:32], seed=0)
+    assert p[head + ".weight"].gain == pytest.approx(DEEP_PLAIN_HEAD_GAIN)
+    p = initlab.init(model, example=x[:32], seed=0)
+    assert 1.0 < _input_moments(model, [head], x[:32])[head] < MARGIN  # the head's input as drawn
+    assert HEAD_CALIBRATED in p[head + ".weight"].note
+    with torch.no_grad():
+        logits = model(x)
+        loss = float(F.cross_entropy(logits, y))
+    assert float(logits.var()) <= 1.1 * LOGIT_VARIANCE_BUDGET  # measured on 32 of the 2048
+    assert 0.0 < loss - math.log(10) <= 0.05

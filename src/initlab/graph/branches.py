@@ -31,7 +31,9 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
     ``W x_t + U h_{t-1}``, reaches ``U`` through ``W``'s earlier call, so one layer stands on
     both sides of the sum and it is a recurrence, not a skip. The branch is the operand that does
     not carry the fork itself (in ``(x + mlp(x)) + attn(x)`` the left one carries ``x``: ``attn``
-    is the branch, whatever the depths); when neither does, the deeper path is the branch and
+    is the branch, whatever the depths; the fork may be the example input itself, a parallel
+    block first in the model, which an operand carries through no weight layer: ``_Info.bare``,
+    as ``pending`` holds a fork layer); when neither does, the deeper path is the branch and
     the other a projection shortcut (ResNet's ``bn(conv(x)) + f(x)``), and two paths of equal
     depth (``a(x) + b(x)``) are no residual at all.
     """
@@ -51,8 +53,8 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
         if not wa and not wb:
             continue
         before = set(pa[:common])
-        carries_a = bool(_ends(a.pending) & before - set(sa))  # the sum holds the fork itself
-        carries_b = bool(_ends(b.pending) & before - set(sb))
+        carries_a = bool((_ends(a.pending) | a.bare) & before - set(sa))  # holds the fork itself
+        carries_b = bool((_ends(b.pending) | b.bare) & before - set(sb))
         a_is_branch = (len(wa), len(sa)) > (len(wb), len(sb))
         if carries_a != carries_b and (wb if carries_a else wa):
             a_is_branch = carries_b  # (x + mlp(x)) + attn(x): attn is the branch, x its skip

@@ -72,7 +72,10 @@ class _Info:
     a stream no input feeds (an embedding's lookup of integer ids). ``path`` is the longest of
     them. ``embed`` names the embedding-like sources this tensor is a plain sum (or
     concatenation) of, when it is one: the layer that produced it, a parameter, or several of
-    them after an embedding sum; empty once two streams are mixed any other way.
+    them after an embedding sum; empty once two streams are mixed any other way. ``bare`` names
+    the roots whose tensor reaches this one through no weight layer (norms are transparent, as
+    for ``pending``): the example input in ``x + f(x)``, as ``pending`` holds a layer in
+    ``h + f(h)``. A root is a stream's fork like a layer is, and a sum that holds it is the skip.
     """
 
     pending: Mapping[str, tuple[str | None, float | None]]  # layer -> (activation, its param)
@@ -81,6 +84,7 @@ class _Info:
     scale: float = 1.0  # constant factor applied since the last layer (nan: an unknown one)
     scores: tuple[str, int, float] | None = None  # attention scores: (query layer, d_k, factor)
     keep: float = 1.0  # product of 1 - p of the dropouts since the last layer
+    bare: frozenset[str] = frozenset()  # roots added in with no weight layer in between
 
     @property
     def path(self) -> _Path | None:
@@ -98,7 +102,7 @@ def _path_key(p: _Path) -> int:
 
 def _rooted(label: str, embed: frozenset[str] = frozenset()) -> _Info:
     path = _root_path(label)
-    return _Info({}, {path.layer: path}, embed)
+    return _Info({}, {path.layer: path}, embed, bare=frozenset({path.layer}))
 
 
 _EMPTY = _Info({}, {})
@@ -131,12 +135,14 @@ def _merge(infos: list[_Info], embed: frozenset[str] | None = None) -> _Info:
             if pending.get(k, (None, None))[0] is None:
                 pending[k] = v  # an activation seen on any operand beats none
     scores = {i.scores for i in infos if i.scores is not None}
+    streams = _merge_streams(infos)
     return _Info(
         pending,
-        _merge_streams(infos),
+        streams,
         embed if embed is not None else frozenset(),
-        scores=scores.pop() if len(scores) == 1 else None,
-    )  # scores + mask: still scores
+        scores=scores.pop() if len(scores) == 1 else None,  # scores + mask: still scores
+        bare=frozenset(r for i in infos for r in i.bare if r in streams),
+    )
 
 
 def _single(pending: Mapping[str, object]) -> str | None:
@@ -295,11 +301,12 @@ class _Tracer(TorchFunctionMode):
                    for r, p in base.streams.items()} or {
             layer.name: _Path(layer.name, layer.weight_depth, None)}  # fmt: skip
         if layer.kind == "norm":  # transparent for activations
-            return _Info(base.pending, streams, base.embed)
+            return _Info(base.pending, streams, base.embed, bare=base.bare)
         if layer.kind == "activation":
             act = "leaky_relu"
             slope = self.slopes.get(id(layer.module), 0.25)
-            return _Info(self.activate(base, act, slope).pending, base.streams, base.embed)
+            pending = self.activate(base, act, slope).pending
+            return _Info(pending, base.streams, base.embed, bare=base.bare)
         out = _Info({layer.name: (None, None)}, streams, frozenset({layer.name}))
         self.outputs[layer.name] = out
         return out
@@ -309,7 +316,7 @@ class _Tracer(TorchFunctionMode):
         if act == "linear":  # nn.Identity (e.g. a removed norm): no activation, nothing settles
             return info
         pending = {k: (v if v[0] is not None else (act, param)) for k, v in info.pending.items()}
-        return _Info(pending, info.streams, info.embed)
+        return _Info(pending, info.streams, info.embed, bare=info.bare)
 
     # -- module hooks
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:

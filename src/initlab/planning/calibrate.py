@@ -14,6 +14,20 @@ the default drew, and a head whose input has ``input_keep E[h^2]`` above :data:`
 ``sqrt(MOMENT_BOUND / (input_keep E[h^2]))``. The head's gain was chosen for features of unit
 mean square at most (a normalized net's, or an isometric chain's on standardized inputs, see
 :data:`~initlab.planning.policy.DEEP_PLAIN_HEAD_GAIN`); this holds it to that.
+
+What must hold for every untied head is the initial loss: logits of variance ``v`` start
+``~0.45 v`` nats above ``log 10`` (``v / 2 (1 - 1 / classes)``), more where dropout and max-pools
+leave heavy tails (VGG-11 without BN, its head scaled to the bound at gain 0.3, ``v`` 0.09:
+0.037-0.066 nats over seeds and dropout masks, 0.052 on average; the issue's bound is 0.05). So
+a head that is measured above the bound is scaled to the bound *and* to at most
+:data:`LOGIT_VARIANCE_BUDGET` of logit variance (``fan_in std^2 E[h^2]``: the weights as drawn,
+the input as measured in train mode), whichever is smaller; and the margin holds only while that
+variance is within the budget (at gain 0.3 a head input at 1.2x the bound, 0.108, is scaled).
+The margin keeps the plan of a net whose features sit at the bound (at gain 0.1 a 25% larger
+moment moves the loss by ~0.001 nats). A head whose input is at or under the bound is never
+scaled, whatever its gain: the policy's choice there (a deep chain's 0.3, a tanh chain's 1 on
+fading features) is its own trade; the depth suite's chains sit under it (digits, ReLU ``E[h^2]``
+0.10-0.11 at gain 0.3, tanh 0.02-0.06 at gain 1) and keep their plans.
 """
 
 from __future__ import annotations
@@ -42,6 +56,12 @@ MARGIN = 1.25
 larger moment moves the initial loss by ~0.001 nats at gain 0.1, and a net whose features sit at
 the bound (a linear chain, an MLP at Kaiming gains on standardized inputs) keeps its plan."""
 
+LOGIT_VARIANCE_BUDGET = 0.06
+"""The most logit variance (train mode, on the example) a head scaled by :func:`head_factors`
+keeps, and up to which :data:`MARGIN` applies: ``~0.03`` nats above ``log 10`` for Gaussian logits,
+room for the heavy tails of dropout and max-pool features under the issue's 0.05. A head at gain
+0.1 reaches it only past ``E[h^2] = 6``, beyond the margin; at gain 0.3 past 0.67."""
+
 HEAD_CALIBRATED = "head calibrated"
 """The note on a head entry whose gain :func:`calibrate_heads` reduced."""
 
@@ -66,10 +86,11 @@ def calibrated_heads(plan: Plan) -> list[PlanEntry]:
 
 def head_factors(model: nn.Module, plan: Plan, example: Any) -> dict[str, float]:
     """The factor (below 1) for each head of :func:`calibrated_heads` whose input's second
-    moment exceeds ``MARGIN * MOMENT_BOUND * plan.head_moment / input_keep`` (the moment its gain
-    already assumes: the plan's mean-field prediction in a plain chain) in one train-mode forward of
-    ``example``; ``{}`` when none does, the forward fails, or the model is sharded (DTensor
-    parameters)."""
+    moment, in one train-mode forward of ``example``, exceeds the bound its gain assumes
+    (``MOMENT_BOUND * plan.head_moment / input_keep``: the plan's mean-field prediction in a plain
+    chain) by more than :data:`MARGIN`, or by anything once the logits' variance exceeds
+    :data:`LOGIT_VARIANCE_BUDGET`, to the bound or the budget (see :func:`_factor`); ``{}`` when none does, the forward
+    fails, or the model is sharded (DTensor parameters)."""
     heads = calibrated_heads(plan)
     if not heads or any(shard.is_dtensor(p) for p in model.parameters()):
         return {}  # a sharded model's forward is collective: every rank would have to run it
@@ -80,9 +101,33 @@ def head_factors(model: nn.Module, plan: Plan, example: Any) -> dict[str, float]
         layer = plan.graph.layer_of(e.name)
         keep = layer.input_keep if layer is not None else 1.0
         bound = MOMENT_BOUND * plan.head_moment  # the plan's mean-field prediction, if larger
-        if ms is not None and math.isfinite(ms) and keep * ms > MARGIN * bound:
-            factors[e.name] = math.sqrt(bound / (keep * ms))
+        f = _factor(keep * ms, bound, e, ms) if ms is not None and math.isfinite(ms) else None
+        if f is not None:
+            factors[e.name] = f
     return factors
+
+
+def _factor(moment: float, bound: float, entry: PlanEntry, train_moment: float) -> float | None:
+    """The factor for a head whose input has (keep-discounted) second moment ``moment``, or
+    ``None`` to keep it: scaled when ``moment`` exceeds ``MARGIN * bound``, or ``bound`` at all
+    while its logits' variance ``fan_in std^2 E[h^2]`` (``E[h^2]`` the train-mode
+    ``train_moment``) exceeds :data:`LOGIT_VARIANCE_BUDGET`; to the bound, and to the budget if
+    that is smaller.
+
+    >>> from types import SimpleNamespace as E
+    >>> head = E(fan_in=100, std=0.3 / 10)  # gain 0.3: v = 0.09 E[h^2]
+    >>> round(_factor(1.2, 1.0, head, 1.2), 3), _factor(0.9, 1.0, head, 0.9)  # to the budget
+    (0.745, None)
+    >>> _factor(1.2, 1.0, E(fan_in=100, std=0.1 / 10), 1.2)  # gain 0.1: within the margin
+    >>> round(_factor(4.0, 1.0, E(fan_in=100, std=0.1 / 10), 4.0), 3)  # to the bound
+    0.5
+    """
+    if moment <= bound:
+        return None
+    logit_variance = entry.fan_in * entry.std**2 * train_moment
+    if moment <= MARGIN * bound and logit_variance <= LOGIT_VARIANCE_BUDGET:
+        return None
+    return min(math.sqrt(bound / moment), math.sqrt(LOGIT_VARIANCE_BUDGET / logit_variance))
 
 
 def calibrate_heads(model: nn.Module, plan: Plan, example: Any) -> Plan:
