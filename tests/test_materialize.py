@@ -168,3 +168,55 @@ def test_kept_parameters_get_the_models_own_init_reproducibly():
     assert torch.equal(kept[0], kept[1])
     n = kept[0].numel()  # its init: N(0, 0.02) (truncated at +-2, i.e. never): std within 5 sigma
     assert abs(kept[0].std().item() / 0.02 - 1) <= 5 * (2 / (4 * n)) ** 0.5
+
+
+class _LegacyParam(nn.Module):
+    """A parameter made by a constructor that ignores ``torch.device("meta")``: under a meta
+    build it is a CPU tensor of uninitialized memory, which the model's own init would set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = {"std": 0.02}  # duck-typed as a transformers model: config + _init_weights
+        self.lin = nn.Linear(4, 4)
+        self.w = nn.Parameter(torch.FloatTensor(4, 4).fill_(float("nan")))  # garbage, made NaN
+        self.scale = nn.Parameter(torch.tensor([0.5], device="cpu"))  # set on purpose, on CPU
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, _LegacyParam):
+            module.w.data.normal_(0.0, module.config["std"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) @ self.w * self.scale
+
+
+def test_stray_cpu_parameters_of_a_meta_build_get_the_models_own_init():
+    x = torch.randn(3, 4)
+    with torch.device("meta"):
+        model = _LegacyParam()
+    assert not _on_meta(model.w) and _on_meta(model.lin.weight)
+    p = init(model, example=x, device="cpu", seed=2)
+    assert p["w"].scheme == "keep" and not torch.isnan(model.w).any()
+    assert 0 < model.w.std().item() < 0.1  # N(0, 0.02) from its own init, not the NaN it held
+    assert model.scale.item() == 0.5  # no source sets it: its own value stays
+    assert model(x).isfinite().all()
+
+
+def test_stray_cpu_parameters_are_left_alone_in_a_model_built_on_cpu():
+    model = _LegacyParam()
+    model.w.data.fill_(3.0)  # as if set by the user: a CPU build has no strays
+    init(model, example=torch.randn(3, 4), seed=2)
+    assert torch.equal(model.w, torch.full((4, 4), 3.0))
+
+
+@pytest.mark.hf
+def test_xlnet_built_on_meta_runs_after_init():
+    """XLNet's attention weights are ``nn.Parameter(torch.FloatTensor(...))``: on a meta build
+    they held uninitialized memory (NaN logits); they now get its ``_init_weights``."""
+    cfg = transformers.XLNetConfig(d_model=16, n_layer=2, n_head=2, d_inner=32, **SMALL)
+    with torch.device("meta"):
+        model = transformers.XLNetLMHeadModel(cfg)
+    init(model, example=IDS, device="cpu", seed=0)
+    q = model.transformer.layer[0].rel_attn.q
+    tol = 5 * (2 * q.numel()) ** -0.5  # 5 standard errors of a std estimated from n draws
+    assert q.isfinite().all() and abs(q.std().item() / cfg.initializer_range - 1) < tol
+    assert model(**IDS).logits.isfinite().all()

@@ -158,8 +158,15 @@ def _group(model: nn.Module, names: list[str]) -> Iterator[tuple[str, nn.Module,
 
 
 def resolve(model: nn.Module, names: list[str], device: torch.device, seed: int = 0,
-            meta_state: MetaState | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+            meta_state: MetaState | None = None,
+            strays: list[str] = ()) -> dict[str, torch.Tensor]:  # fmt: skip
     """A value on ``device`` for each meta buffer or kept parameter in ``names``, or an error.
+
+    ``strays``: kept parameters of a model built on meta that are *not* on meta (made by a
+    constructor that ignores the default device: ``nn.Parameter(torch.FloatTensor(n, d))`` holds
+    uninitialized memory, XLNet's attention weights). The same sources give them the values the
+    model built on the target device would have; where none does they keep their values, copied
+    to ``device`` if they are elsewhere (no error: a value set on purpose is one too).
 
     Nothing on ``model`` changes; install the values with :func:`install`.
 
@@ -171,7 +178,7 @@ def resolve(model: nn.Module, names: list[str], device: torch.device, seed: int 
     """
     out: dict[str, torch.Tensor] = {}
     missing: list[str] = []
-    for prefix, module, group in _group(model, names):
+    for prefix, module, group in _group(model, [*names, *strays]):
         todo = {}
         for name in group:
             meta = _tensor(module, name.rpartition(".")[2])
@@ -201,7 +208,12 @@ def resolve(model: nn.Module, names: list[str], device: torch.device, seed: int 
                 if _written(v, again[k] if again is not None else None):
                     out[f"{prefix}.{k}" if prefix else k] = v
                     del todo[k]
-        missing.extend(f"{prefix}.{k}" if prefix else k for k in todo)
+        for k, t in todo.items():
+            name = f"{prefix}.{k}" if prefix else k
+            if name not in strays:
+                missing.append(name)
+            elif t.device != device:
+                out[name] = t.detach().to(device, copy=True)
     if missing:
         raise InitlabError(
             f"the model is on the meta device and initlab cannot know the values of {missing} "

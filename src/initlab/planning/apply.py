@@ -41,13 +41,17 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
     device = p.device or torch.device("cpu")
     drawn = {e.name for e in p if e.scheme != "keep"}
     leftovers = materialize.meta_leftovers(model, drawn)
-    values = materialize.resolve(model, leftovers, device, p.seed, meta_state) if leftovers else {}
-    ready: dict[str, torch.Tensor] = {}
     params = dict(model.named_parameters(remove_duplicate=False))  # one walk, not one per entry
 
     def param(name: str) -> torch.Tensor:
         found = params.get(name)
         return found if found is not None else model.get_parameter(name)
+
+    strays = _strays(p, param) if leftovers or any(
+        param(n).device.type == "meta" for n in drawn) else []  # fmt: skip
+    values = (materialize.resolve(model, leftovers, device, p.seed, meta_state, strays)
+              if leftovers or strays else {})  # fmt: skip
+    ready: dict[str, torch.Tensor] = {}
 
     with torch.no_grad():
         for entry in p:
@@ -107,6 +111,14 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
             raise
     if held:
         held[0](signal.SIGINT, None)  # the interrupt that came while writing, now
+
+
+def _strays(p: Plan, param: Callable[[str], torch.Tensor]) -> list[str]:
+    """In a model built on meta: the parameters the default keeps (no layer to plan them by, or
+    values that looked chosen) that are not on meta, made by a constructor that ignores the
+    default device; :func:`initlab.materialize.resolve` gives them their own init's values."""
+    return [e.name for e in p if e.scheme == "keep" and e.source in ("default", "kept")
+            and param(e.name).device.type != "meta"]  # fmt: skip
 
 
 @contextlib.contextmanager
