@@ -121,7 +121,7 @@ def _factor(moment: float, bound: float, entry: PlanEntry, train_moment: float) 
     >>> from types import SimpleNamespace as E
     >>> head = E(fan_in=100, std=0.3 / 10)  # gain 0.3: v = 0.09 E[h^2]
     >>> round(_factor(1.2, 1.0, head, 1.2), 3), _factor(0.9, 1.0, head, 0.9)  # to the budget
-    (0.745, None)
+    (0.481, None)
     >>> _factor(1.2, 1.0, E(fan_in=100, std=0.1 / 10), 1.2)  # gain 0.1: within the margin
     >>> round(_factor(4.0, 1.0, E(fan_in=100, std=0.1 / 10), 4.0), 3)  # to the bound
     0.5
