@@ -201,6 +201,18 @@ def test_stray_cpu_parameters_of_a_meta_build_get_the_models_own_init():
     assert model(x).isfinite().all()
 
 
+def test_stray_cpu_parameters_kept_by_a_rule_or_a_flag_keep_their_values():
+    x = torch.randn(3, 4)
+    for how in ("rule", "flag"):
+        with torch.device("meta"):
+            model = _LegacyParam()
+        model.w.data.fill_(3.0)  # as if loaded with load_state_dict(..., assign=True)
+        if how == "flag":
+            model.w._no_reinit = True
+        init(model, example=x, device="cpu", seed=2, rules={"w": "keep"} if how == "rule" else None)
+        assert torch.equal(model.w, torch.full((4, 4), 3.0)), how
+
+
 def test_stray_cpu_parameters_are_left_alone_in_a_model_built_on_cpu():
     model = _LegacyParam()
     model.w.data.fill_(3.0)  # as if set by the user: a CPU build has no strays

@@ -116,9 +116,20 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
 def _strays(p: Plan, param: Callable[[str], torch.Tensor]) -> list[str]:
     """In a model built on meta: the parameters the default keeps (no layer to plan them by, or
     values that looked chosen) that are not on meta, made by a constructor that ignores the
-    default device; :func:`initlab.materialize.resolve` gives them their own init's values."""
-    return [e.name for e in p if e.scheme == "keep" and e.source in ("default", "kept")
-            and param(e.name).device.type != "meta"]  # fmt: skip
+    default device; :func:`initlab.materialize.resolve` gives them their own init's values.
+
+    Not those a rule keeps (``rules={name: "keep"}``: a value put there on purpose, e.g. with
+    ``load_state_dict(..., assign=True)``), nor those flagged ``_no_reinit`` or
+    ``_is_hf_initialized`` (read from a checkpoint)."""
+    out = []
+    for e in p:
+        if e.scheme != "keep" or e.source not in ("default", "kept"):
+            continue
+        t = param(e.name)
+        flagged = getattr(t, "_no_reinit", False) or getattr(t, "_is_hf_initialized", False)
+        if t.device.type != "meta" and not flagged:
+            out.append(e.name)
+    return out
 
 
 @contextlib.contextmanager
