@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from initlab.errors import InitlabError
-from initlab.planning import init
+from initlab.planning import init, plan
 from tests.models import cnn_bn
 from tests.test_graph_streams import PatchViT
 
@@ -232,3 +232,53 @@ def test_xlnet_built_on_meta_runs_after_init():
     tol = 5 * (2 * q.numel()) ** -0.5  # 5 standard errors of a std estimated from n draws
     assert q.isfinite().all() and abs(q.std().item() / cfg.initializer_range - 1) < tol
     assert model(**IDS).logits.isfinite().all()
+
+
+def _weight_normed() -> nn.Module:
+    return nn.Sequential(
+        nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 8, 3)), nn.ReLU(),
+        nn.Flatten(), nn.utils.parametrizations.weight_norm(nn.Linear(8 * 36, 32)), nn.Tanh(),
+        nn.Linear(32, 5),
+    )  # fmt: skip
+
+
+def test_weight_norm_layers_are_drawn_through_their_parametrization():
+    """The parametrized layer is the layer (its bias a bias, its fans its own); the drawn weight
+    is the effective one: g = ||v|| row by row, so g v / ||v|| is v as the scheme drew it."""
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        a, b = _weight_normed(), _weight_normed()
+        torch.manual_seed(1)
+        c = _weight_normed()  # another construction: the init must not depend on it
+    for m in (a, c):
+        init(m, example=x, seed=4)
+    p = init(b, example=x, seed=4)
+    for (name, ta), tc in zip(a.state_dict().items(), c.state_dict().values(), strict=True):
+        assert torch.equal(ta, tc), name
+    assert (
+        p["0.bias"].scheme == "zeros" and p["0.parametrizations.weight.original0"].scheme == "keep"
+    )
+    for i, fan_in, gain in ((0, 27, 2**0.5), (3, 288, 5 / 3)):
+        w, v = a[i].weight, a[i].parametrizations.weight.original1
+        assert torch.allclose(w, v, atol=1e-6)
+        assert p[f"{i}.parametrizations.weight.original1"].fan_in == fan_in
+        n = w.numel()  # the std of n draws: within 5 standard errors
+        assert abs(w.std().item() / (gain / fan_in**0.5) - 1) < 5 * (2 * n) ** -0.5
+    with torch.device("meta"):
+        m = _weight_normed()
+    init(m, example=x, seed=4, device="cpu")
+    for (name, ta), tm in zip(a.state_dict().items(), m.state_dict().values(), strict=True):
+        assert torch.equal(ta, tm), name
+
+
+def test_planning_a_spectral_norm_layer_runs_no_power_iteration():
+    x = torch.randn(4, 10)
+    m = nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Linear(10, 20)), nn.ReLU(),
+                      nn.Linear(20, 4))  # fmt: skip
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    p = plan(m, example=x)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert p["0.parametrizations.weight.original"].fan_in == 10 and p["0.bias"].scheme == "zeros"
+    init(m, example=x, seed=0)
+    assert m(x).isfinite().all()

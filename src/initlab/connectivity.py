@@ -122,6 +122,46 @@ def parameter(module: nn.Module, name: str) -> torch.Tensor:
     return tensor
 
 
+_ORIGINAL = re.compile(r"^parametrizations\.([^.]+)\.original(\d*)$")
+
+
+def parametrized_original(module: nn.Module, name: str) -> tuple[str, bool] | None:
+    """For ``name`` an original tensor of one of ``module``'s parametrizations
+    (:mod:`torch.nn.utils.parametrize`: ``parametrizations.weight.original``, or
+    ``original0``, ``original1``, ... when its ``right_inverse`` returns several), the
+    parametrized tensor's name and whether this original stands for it: the only one, or the
+    largest (weight norm's direction ``v``, not its norm ``g``). ``None`` for any other name.
+
+    >>> lin = nn.utils.parametrizations.weight_norm(nn.Linear(3, 4))
+    >>> [parametrized_original(lin, n) for n, _ in lin.named_parameters()]
+    [None, ('weight', False), ('weight', True)]
+    """
+    match = _ORIGINAL.match(name)
+    holder = getattr(module, "parametrizations", None)
+    if match is None or not isinstance(holder, nn.ModuleDict) or match[1] not in holder:
+        return None
+    originals = [t for k, t in holder[match[1]].named_parameters(recurse=False)
+                 if k.startswith("original")]  # fmt: skip
+    if not originals:
+        return None
+    main = max(range(len(originals)), key=lambda i: originals[i].numel())  # first of the largest
+    index = int(match[2]) if match[2] else 0
+    return match[1], index == main
+
+
+def stored_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
+    """``module``'s tensor ``name`` as stored, without running a parametrization (which may
+    change buffers: spectral norm's power iteration in train mode): a parametrized tensor is
+    read as its main original (same shape), see :func:`parametrized_original`."""
+    holder = getattr(module, "parametrizations", None)
+    if isinstance(holder, nn.ModuleDict) and name in holder:
+        originals = [t for k, t in holder[name].named_parameters(recurse=False)
+                     if k.startswith("original")]  # fmt: skip
+        return max(originals, key=lambda t: t.numel()) if originals else None
+    tensor = getattr(module, name, None)
+    return tensor if isinstance(tensor, torch.Tensor) else None
+
+
 def is_fused_qkv(module_name: str) -> bool:
     """Whether a module's (qualified) name names a fused Q/K/V projection.
 
@@ -173,7 +213,12 @@ def fans(
     """
     if isinstance(module, torch.Tensor):
         return tensor_fans(module, chunks or 1)
-    tensor = parameter(module, name)
+    original = parametrized_original(module, name)
+    if original is not None:  # a parametrization's original: the fans of the tensor it stands for
+        name = original[0]
+        tensor = stored_tensor(module, name)
+    else:
+        tensor = parameter(module, name)
     result = _module_fans(module, name, tensor)
     if chunks is not None and chunks != result.chunks:
         whole_out = result.fan_out * result.chunks // result.receptive_field
@@ -222,7 +267,7 @@ def _module_fans(module: nn.Module, name: str, tensor: torch.Tensor) -> Fans:
         weight = module.weight
         return Fans(weight.shape[0], weight.shape[1])
     if is_bias:
-        weight = getattr(module, "weight", None)
+        weight = stored_tensor(module, "weight")
         if (
             isinstance(weight, torch.Tensor)
             and weight.dim() >= 2

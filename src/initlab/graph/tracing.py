@@ -10,6 +10,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..errors import InitlabError, check_choice
 from ..hooks import eval_mode, forward_hooks
@@ -22,6 +23,8 @@ from .types import _LEAF_TYPES, Graph, Layer, is_norm
 
 def _kind(module: nn.Module) -> str:
     own = [p for p in module._parameters.values() if p is not None]
+    if parametrize.is_parametrized(module):
+        own += list(module.parametrizations.parameters())
     if own and all(p.numel() == 1 for p in own) and not isinstance(module, _LEAF_TYPES):
         return "scalar"  # a learnable scalar multiplier or bias (Fixup, SkipInit): transparent
     if is_norm(module):
@@ -52,7 +55,10 @@ def _find_layers(model: nn.Module) -> tuple[dict[str, Layer], list[str]]:
         own = [(n, p) for n, p in module._parameters.items() if p is not None]  # not the
         # generator walk of named_parameters(recurse=False): ~10x the cost, once per module
         has_param_children = any(_holds_params(c, has_params) for c in module.children())
-        if isinstance(module, _LEAF_TYPES) or (own and not has_param_children):
+        # a parametrized module (weight norm, spectral norm) is one layer: its tensors live in
+        # its ``parametrizations`` child, and are planned as the module's own
+        leaf = isinstance(module, _LEAF_TYPES) or parametrize.is_parametrized(module)
+        if leaf or (own and not has_param_children):
             if id(module) not in seen:
                 seen.add(id(module))
                 layers[name] = Layer(name, module, _kind(module))

@@ -19,6 +19,12 @@ if TYPE_CHECKING:  # types imports this module for Plan.apply
     from .types import Plan
 
 
+PARAMETRIZED = "default: set by its parametrization with the tensor it belongs to"
+"""The ``source`` of a parametrization's secondary original (weight norm's ``g``), which
+:func:`_apply` sets through ``right_inverse`` from the value drawn for the main one (defined
+here, with the step that reads it)."""
+
+
 def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = None) -> None:
     """Draw the plan in two phases, so that undo never needs a copy of the model.
 
@@ -40,7 +46,10 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
     model = p.model
     device = p.device or torch.device("cpu")
     drawn = {e.name for e in p if e.scheme != "keep"}
-    leftovers = materialize.meta_leftovers(model, drawn)
+    synced = _synced(p, drawn)
+    for layer, tensor in dict.fromkeys(synced.values()):
+        _check_sync(model, layer, tensor)
+    leftovers = materialize.meta_leftovers(model, drawn | set(synced))
     params = dict(model.named_parameters(remove_duplicate=False))  # one walk, not one per entry
 
     def param(name: str) -> torch.Tensor:
@@ -105,12 +114,78 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
                         draw(entry, tensor.detach(), p.seed)
                 for name, value in values.items():
                     undo.append(materialize.install(model, name, value))
+                for layer, tensor in dict.fromkeys(synced.values()):
+                    _sync(model, layer, tensor, device, undo)
         except BaseException:
             for back in reversed(undo):
                 back()
             raise
     if held:
         held[0](signal.SIGINT, None)  # the interrupt that came while writing, now
+
+
+def _synced(p: Plan, drawn: set[str]) -> dict[str, tuple[str, str]]:
+    """The secondary originals of parametrizations (weight norm's ``g``: source
+    :data:`PARAMETRIZED`) whose main original the plan draws, each with
+    ``(layer, tensor name)``; :func:`_sync` sets them from that draw."""
+    out = {}
+    for e in p:
+        if e.source != PARAMETRIZED:
+            continue
+        local = e.name[len(e.module) + 1 :] if e.module else e.name
+        tensor = local.split(".")[1]  # parametrizations.<tensor>.original<i>
+        prefix = (
+            f"{e.module}.parametrizations.{tensor}." if e.module else f"parametrizations.{tensor}."
+        )
+        if any(n.startswith(prefix) for n in drawn):
+            out[e.name] = (e.module, tensor)
+    return out
+
+
+def _check_sync(model: torch.nn.Module, layer: str, tensor: str) -> None:
+    """Prepare phase: the parametrization's ``right_inverse`` runs on a meta tensor of the main
+    original's shape (no values, no change), so that :func:`_sync` cannot fail while writing."""
+    holder = (model.get_submodule(layer) if layer else model).parametrizations[tensor]
+    main = max((t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")),
+               key=lambda t: t.numel())  # fmt: skip
+    value: object = torch.empty(main.shape, dtype=main.dtype, device="meta")
+    with torch.no_grad():
+        for step in reversed(holder):
+            value = step.right_inverse(value)
+
+
+def _sync(model: torch.nn.Module, layer: str, tensor: str, device: torch.device,
+          undo: list[Callable[[], None]]) -> None:  # fmt: skip
+    """Set every original of ``layer``'s parametrization of ``tensor`` from the value drawn into
+    its main original, through ``right_inverse`` (``setattr``), so that the parametrized tensor
+    equals that draw: weight norm's ``g`` becomes ``||v||`` and ``g v / ||v||`` is ``v`` as drawn."""
+    module = model.get_submodule(layer) if layer else model
+    holder = module.parametrizations[tensor]
+    originals = [
+        (k, t) for k, t in holder.named_parameters(recurse=False) if k.startswith("original")
+    ]
+    for k, t in originals:  # a meta build: a place for the value first
+        if t.device.type == "meta":
+            name = (
+                f"{layer}.parametrizations.{tensor}.{k}"
+                if layer
+                else f"parametrizations.{tensor}.{k}"
+            )
+            undo.append(
+                materialize.install(model, name, torch.empty(t.shape, dtype=t.dtype, device=device))
+            )
+    originals = [t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")]
+    saved = [(t, t.detach().clone()) for t in originals]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for t, value in saved:
+                t.set_(value) if t.shape != value.shape else t.copy_(value)
+
+    undo.append(restore)
+    main = max(originals, key=lambda t: t.numel())
+    with torch.no_grad():
+        setattr(module, tensor, main.detach().clone())
 
 
 def _strays(p: Plan, param: Callable[[str], torch.Tensor]) -> list[str]:

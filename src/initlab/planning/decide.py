@@ -12,12 +12,13 @@ import torch
 from torch import nn
 
 from .. import shard
-from ..connectivity import Fans, is_fused_qkv
+from ..connectivity import Fans, is_fused_qkv, parametrized_original, stored_tensor
 from ..connectivity import fans as module_fans
 from ..errors import InitlabError
 from ..gains import gain as activation_gain
 from ..graph import Graph, Layer
 from ..schemes import SCHEMES, get_scheme
+from .apply import PARAMETRIZED
 from .policy import IDENTITY_CHAIN_ACTIVATIONS, _Policy
 from .rules import _ROLE_ORDER, _matching, _Rule, _winner
 from .types import (
@@ -58,11 +59,11 @@ def _roles_of(local: str, tensor: torch.Tensor, layer: Layer | None, module: nn.
     return tuple(roles)
 
 
-def _param_fans(owner: nn.Module, name: str, tensor: torch.Tensor) -> Fans | None:
-    """The fans of parameter ``name`` of module ``owner`` (its owning module)."""
+def _param_fans(owner: nn.Module, prefix: str, local: str, tensor: torch.Tensor) -> Fans | None:
+    """The fans of parameter ``local`` of module ``owner`` (at ``prefix``: its owning module, or
+    the parametrized layer whose ``parametrizations`` hold it)."""
     if tensor.dim() < 2:
         return None
-    prefix, _, local = name.rpartition(".")
     chunks = None
     if is_fused_qkv(prefix) and tensor.dim() == 2:
         rows, cols = tensor.shape if isinstance(owner, nn.Linear) else tensor.shape[::-1]
@@ -119,6 +120,8 @@ def _site(ctx: _Context, name: str, p: torch.Tensor, names: tuple[str, ...]) -> 
     prefix = name.rpartition(".")[0]
     module = ctx.module(prefix)
     local = name[len(layer.name) + 1 :] if layer is not None and layer.name else name
+    if layer is not None and parametrized_original(layer.module, local) is not None:
+        prefix, module = layer.name, layer.module  # a parametrization's original: its layer's
     head_tied = any(la is not None and "head" in la.roles for la in layers)
     roles_set: list[str] = []
     for n, la in zip(names, layers, strict=True):
@@ -128,7 +131,7 @@ def _site(ctx: _Context, name: str, p: torch.Tensor, names: tuple[str, ...]) -> 
                 roles_set.append(r)
     roles = tuple(sorted(roles_set, key=_ROLE_ORDER.__getitem__))
     activation = layer.activation if layer is not None else None
-    fans = _param_fans(module, name, p)
+    fans = _param_fans(module, prefix, name[len(prefix) + 1 :] if prefix else name, p)
     return _Site(name, names, prefix, module, layer, local, roles, activation, fans)
 
 
@@ -174,6 +177,7 @@ def _decide(
     site = _site(ctx, name, p, names)
     layer, roles, role, fans = site.layer, site.roles, site.roles[0], site.fans
     notes = _trace_notes(layer)
+    original = parametrized_original(site.module, site.local) if layer is not None else None
     if site.roles[0] == "head" and ctx.policy.head_input_rms > 1.0:
         notes.append(
             f"a plain chain: its input's rms is {ctx.policy.head_input_rms:.3g} by the mean-field "
@@ -194,6 +198,10 @@ def _decide(
         if why:
             scheme, kwargs, g, source = "keep", {}, 1.0, "kept"
             notes.append(why)
+    if original is not None and not original[1] and scheme != "keep" and rule is None:
+        scheme, kwargs, fn, g, source = "keep", {}, None, 1.0, PARAMETRIZED
+        notes.append(f"set with {original[0]!r}: its parametrization's right_inverse of the value "
+                     f"drawn for {original[0]!r} (weight norm's g = ||v||)")  # fmt: skip
     kept = _kept_anyway(ctx, p, names)
     if kept is not None:
         scheme, kwargs, fn, (source, note) = "keep", {}, None, kept
@@ -352,7 +360,7 @@ def _deliberate(p: torch.Tensor, layer: Layer | None, roles: tuple[str, ...], lo
                     f"{'random' if default is None else default}): kept as a deliberate "
                     "choice (a rule overrides)")  # fmt: skip
     if is_bias and "norm" not in roles and not constant():
-        w = getattr(layer.module, "weight", None)
+        w = stored_tensor(layer.module, "weight")  # no parametrization run
         if isinstance(w, torch.Tensor) and w.dim() >= 2:
             bound = 1.0 / math.sqrt(w[0].numel())
             if all(abs(x) > bound * 1.0001 for x in sample) and bool(

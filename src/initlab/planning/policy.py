@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from ..connectivity import stored_tensor
 from ..errors import InitlabError
 from ..gains import gain, moment
 from ..graph import Graph, Layer
@@ -287,7 +288,7 @@ def _deep_head_gain(graph: Graph) -> float:
 
 
 def _embedding_width(layer: Layer) -> int:
-    w = getattr(layer.module, "weight", None)
+    w = stored_tensor(layer.module, "weight")
     return int(w.shape[-1]) if isinstance(w, torch.Tensor) and w.dim() == 2 else 0
 
 
