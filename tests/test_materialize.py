@@ -280,5 +280,29 @@ def test_planning_a_spectral_norm_layer_runs_no_power_iteration():
     p = plan(m, example=x)
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert p["0.parametrizations.weight.original"].fan_in == 10 and p["0.bias"].scheme == "zeros"
-    init(m, example=x, seed=0)
+
+
+def test_spectral_norm_vectors_are_estimated_for_the_drawn_weight():
+    """``_u``/``_v`` come from the seed and 15 power iterations on the weight initlab drew (the
+    constructor's were for its own weight), so any construction, and a meta build, give the same
+    model, whose normalized weight has spectral norm ~1 in eval mode."""
+    x = torch.randn(4, 10)
+
+    def build() -> nn.Module:
+        return nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Linear(10, 20)),
+                             nn.ReLU(), nn.Linear(20, 4))  # fmt: skip
+
+    models = []
+    for seed in (0, 1):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            models.append(build())
+    with torch.device("meta"):
+        models.append(build())
+    for m in models:
+        init(m, example=x, seed=7, device="cpu")
+    for name, t in models[0].state_dict().items():
+        assert all(torch.equal(t, m.state_dict()[name]) for m in models[1:]), name
+    m = models[0].eval()
+    assert abs(torch.linalg.matrix_norm(m[0].weight, 2).item() - 1) < 0.1
     assert m(x).isfinite().all()

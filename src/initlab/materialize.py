@@ -38,14 +38,15 @@ MetaState = Mapping[str, torch.Tensor] | Callable[[str, torch.Tensor], torch.Ten
 
 
 def meta_leftovers(model: nn.Module, drawn: set[str]) -> list[str]:
-    """Qualified names of the meta buffers and meta parameters not in ``drawn`` (first names)."""
+    """Qualified names of the meta buffers and meta parameters not in ``drawn`` (first names;
+    ``drawn`` also names the buffers the caller sets itself)."""
     out, seen = [], set()
     for name, p in model.named_parameters():
         if p.device.type == "meta" and name not in drawn and id(p) not in seen:
             out.append(name)
         seen.add(id(p))
     for name, b in model.named_buffers():
-        if b is not None and b.device.type == "meta" and id(b) not in seen:
+        if b is not None and b.device.type == "meta" and id(b) not in seen and name not in drawn:
             out.append(name)
             seen.add(id(b))
     return out

@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.nn.utils import parametrize
 
-from .. import materialize, shard
+from .. import materialize, rng, shard
 from ..materialize import MetaState
 from ..schemes import SCHEMES
 from .drawing import draw
@@ -49,7 +50,8 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
     synced = _synced(p, drawn)
     for layer, tensor in dict.fromkeys(synced.values()):
         _check_sync(model, layer, tensor)
-    leftovers = materialize.meta_leftovers(model, drawn | set(synced))
+    estimated = _power_iterated(model, drawn)
+    leftovers = materialize.meta_leftovers(model, drawn | set(synced) | set(estimated))
     params = dict(model.named_parameters(remove_duplicate=False))  # one walk, not one per entry
 
     def param(name: str) -> torch.Tensor:
@@ -116,6 +118,8 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
                     undo.append(materialize.install(model, name, value))
                 for layer, tensor in dict.fromkeys(synced.values()):
                     _sync(model, layer, tensor, device, undo)
+                for name, step in dict.fromkeys(estimated.values()):
+                    _estimate(model, name, step, device, p.seed, undo)
         except BaseException:
             for back in reversed(undo):
                 back()
@@ -186,6 +190,47 @@ def _sync(model: torch.nn.Module, layer: str, tensor: str, device: torch.device,
     main = max(originals, key=lambda t: t.numel())
     with torch.no_grad():
         setattr(module, tensor, main.detach().clone())
+
+
+def _power_iterated(model: torch.nn.Module, drawn: set[str]) -> dict[str, tuple[str, int]]:
+    """The ``_u``/``_v`` buffers of spectral-norm steps (torch's ``_SpectralNorm``: a
+    parametrization step with those buffers and a ``_power_method``) whose original the plan
+    draws, each with ``(parametrization list's name, step index)``: :func:`_estimate` sets them
+    for the drawn weight, as the step's constructor did for the constructor's weight."""
+    out = {}
+    for name, holder in model.named_modules():
+        if not isinstance(holder, parametrize.ParametrizationList):
+            continue
+        if not any(f"{name}.{k}" in drawn for k, _ in holder.named_parameters(recurse=False)):
+            continue
+        for i, step in enumerate(holder):
+            if callable(getattr(step, "_power_method", None)) and hasattr(step, "_u"):
+                for b in ("_u", "_v"):
+                    out[f"{name}.{i}.{b}"] = (name, i)
+    return out
+
+
+def _estimate(model: torch.nn.Module, name: str, index: int, device: torch.device, seed: int,
+              undo: list[Callable[[], None]]) -> None:  # fmt: skip
+    """Spectral norm's singular vectors for the weight as drawn: ``_u`` and ``_v`` start as unit
+    vectors from the streams ``(seed, buffer name)`` and take the 15 power iterations its
+    constructor runs (they were estimated for the constructor's weight, or are meta)."""
+    holder = model.get_submodule(name)
+    step = holder[index]
+    value = max((t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")),
+                key=lambda t: t.numel()).detach()  # fmt: skip
+    with torch.no_grad():
+        for earlier in list(holder)[:index]:
+            value = earlier(value)
+        matrix = step._reshape_weight_to_matrix(value)
+        for b, size in (("_u", matrix.shape[0]), ("_v", matrix.shape[1])):
+            old = getattr(step, b)
+            g = rng.generator(seed, f"{name}.{index}.{b}")  # drawn on the CPU, as every stream
+            fresh = torch.nn.functional.normalize(torch.randn(size, generator=g), dim=0,
+                                                  eps=step.eps)  # fmt: skip
+            fresh = fresh.to(device=device if old.is_meta else old.device, dtype=old.dtype)
+            undo.append(materialize.install(model, f"{name}.{index}.{b}", fresh))
+        step._power_method(matrix, 15)
 
 
 def _strays(p: Plan, param: Callable[[str], torch.Tensor]) -> list[str]:
