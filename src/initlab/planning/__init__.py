@@ -68,7 +68,9 @@ The package, one module per step: :mod:`~initlab.planning.rules` (rule keys and 
 :mod:`~initlab.planning.policy` (the model-level defaults), :mod:`~initlab.planning.decide` (one
 parameter's decision), :mod:`~initlab.planning.types` (:class:`PlanEntry`, :class:`Plan`),
 :mod:`~initlab.planning.drawing` (one entry's values), :mod:`~initlab.planning.apply` (the prepare
-and write phases) and :mod:`~initlab.planning.planner` (:func:`plan`, :func:`init`).
+and write phases), :mod:`~initlab.planning.parametrized` (weight and spectral norm after the draw),
+:mod:`~initlab.planning.calibrate` (the measured head of :func:`init`) and
+:mod:`~initlab.planning.planner` (:func:`plan`, :func:`init`).
 """
 
 from __future__ import annotations

@@ -9,21 +9,15 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.nn.utils import parametrize
 
-from .. import materialize, rng, shard
+from .. import materialize, shard
 from ..materialize import MetaState
 from ..schemes import SCHEMES
 from .drawing import draw
+from .parametrized import check_sync, estimate, power_iterated, sync, synced_originals
 
 if TYPE_CHECKING:  # types imports this module for Plan.apply
     from .types import Plan
-
-
-PARAMETRIZED = "default: set by its parametrization with the tensor it belongs to"
-"""The ``source`` of a parametrization's secondary original (weight norm's ``g``), which
-:func:`_apply` sets through ``right_inverse`` from the value drawn for the main one (defined
-here, with the step that reads it)."""
 
 
 def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = None) -> None:
@@ -47,10 +41,10 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
     model = p.model
     device = p.device or torch.device("cpu")
     drawn = {e.name for e in p if e.scheme != "keep"}
-    synced = _synced(p, drawn)
+    synced = synced_originals(p, drawn)
     for layer, tensor in dict.fromkeys(synced.values()):
-        _check_sync(model, layer, tensor)
-    estimated = _power_iterated(model, drawn)
+        check_sync(model, layer, tensor)
+    estimated = power_iterated(model, drawn) if synced or _any_parametrized(p) else {}
     leftovers = materialize.meta_leftovers(model, drawn | set(synced) | set(estimated))
     params = dict(model.named_parameters(remove_duplicate=False))  # one walk, not one per entry
 
@@ -117,9 +111,9 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
                 for name, value in values.items():
                     undo.append(materialize.install(model, name, value))
                 for layer, tensor in dict.fromkeys(synced.values()):
-                    _sync(model, layer, tensor, device, undo)
+                    sync(model, layer, tensor, device, undo)
                 for name, step in dict.fromkeys(estimated.values()):
-                    _estimate(model, name, step, device, p.seed, undo)
+                    estimate(model, name, step, device, p.seed, undo)
         except BaseException:
             for back in reversed(undo):
                 back()
@@ -128,109 +122,8 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
         held[0](signal.SIGINT, None)  # the interrupt that came while writing, now
 
 
-def _synced(p: Plan, drawn: set[str]) -> dict[str, tuple[str, str]]:
-    """The secondary originals of parametrizations (weight norm's ``g``: source
-    :data:`PARAMETRIZED`) whose main original the plan draws, each with
-    ``(layer, tensor name)``; :func:`_sync` sets them from that draw."""
-    out = {}
-    for e in p:
-        if e.source != PARAMETRIZED:
-            continue
-        local = e.name[len(e.module) + 1 :] if e.module else e.name
-        tensor = local.split(".")[1]  # parametrizations.<tensor>.original<i>
-        prefix = (
-            f"{e.module}.parametrizations.{tensor}." if e.module else f"parametrizations.{tensor}."
-        )
-        if any(n.startswith(prefix) for n in drawn):
-            out[e.name] = (e.module, tensor)
-    return out
-
-
-def _check_sync(model: torch.nn.Module, layer: str, tensor: str) -> None:
-    """Prepare phase: the parametrization's ``right_inverse`` runs on a meta tensor of the main
-    original's shape (no values, no change), so that :func:`_sync` cannot fail while writing."""
-    holder = (model.get_submodule(layer) if layer else model).parametrizations[tensor]
-    main = max((t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")),
-               key=lambda t: t.numel())  # fmt: skip
-    value: object = torch.empty(main.shape, dtype=main.dtype, device="meta")
-    with torch.no_grad():
-        for step in reversed(holder):
-            value = step.right_inverse(value)
-
-
-def _sync(model: torch.nn.Module, layer: str, tensor: str, device: torch.device,
-          undo: list[Callable[[], None]]) -> None:  # fmt: skip
-    """Set every original of ``layer``'s parametrization of ``tensor`` from the value drawn into
-    its main original, through ``right_inverse`` (``setattr``), so that the parametrized tensor
-    equals that draw: weight norm's ``g`` becomes ``||v||`` and ``g v / ||v||`` is ``v`` as drawn."""
-    module = model.get_submodule(layer) if layer else model
-    holder = module.parametrizations[tensor]
-    originals = [
-        (k, t) for k, t in holder.named_parameters(recurse=False) if k.startswith("original")
-    ]
-    for k, t in originals:  # a meta build: a place for the value first
-        if t.device.type == "meta":
-            name = (
-                f"{layer}.parametrizations.{tensor}.{k}"
-                if layer
-                else f"parametrizations.{tensor}.{k}"
-            )
-            undo.append(
-                materialize.install(model, name, torch.empty(t.shape, dtype=t.dtype, device=device))
-            )
-    originals = [t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")]
-    saved = [(t, t.detach().clone()) for t in originals]
-
-    def restore() -> None:
-        with torch.no_grad():
-            for t, value in saved:
-                t.set_(value) if t.shape != value.shape else t.copy_(value)
-
-    undo.append(restore)
-    main = max(originals, key=lambda t: t.numel())
-    with torch.no_grad():
-        setattr(module, tensor, main.detach().clone())
-
-
-def _power_iterated(model: torch.nn.Module, drawn: set[str]) -> dict[str, tuple[str, int]]:
-    """The ``_u``/``_v`` buffers of spectral-norm steps (torch's ``_SpectralNorm``: a
-    parametrization step with those buffers and a ``_power_method``) whose original the plan
-    draws, each with ``(parametrization list's name, step index)``: :func:`_estimate` sets them
-    for the drawn weight, as the step's constructor did for the constructor's weight."""
-    out = {}
-    for name, holder in model.named_modules():
-        if not isinstance(holder, parametrize.ParametrizationList):
-            continue
-        if not any(f"{name}.{k}" in drawn for k, _ in holder.named_parameters(recurse=False)):
-            continue
-        for i, step in enumerate(holder):
-            if callable(getattr(step, "_power_method", None)) and hasattr(step, "_u"):
-                for b in ("_u", "_v"):
-                    out[f"{name}.{i}.{b}"] = (name, i)
-    return out
-
-
-def _estimate(model: torch.nn.Module, name: str, index: int, device: torch.device, seed: int,
-              undo: list[Callable[[], None]]) -> None:  # fmt: skip
-    """Spectral norm's singular vectors for the weight as drawn: ``_u`` and ``_v`` start as unit
-    vectors from the streams ``(seed, buffer name)`` and take the 15 power iterations its
-    constructor runs (they were estimated for the constructor's weight, or are meta)."""
-    holder = model.get_submodule(name)
-    step = holder[index]
-    value = max((t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")),
-                key=lambda t: t.numel()).detach()  # fmt: skip
-    with torch.no_grad():
-        for earlier in list(holder)[:index]:
-            value = earlier(value)
-        matrix = step._reshape_weight_to_matrix(value)
-        for b, size in (("_u", matrix.shape[0]), ("_v", matrix.shape[1])):
-            old = getattr(step, b)
-            g = rng.generator(seed, f"{name}.{index}.{b}")  # drawn on the CPU, as every stream
-            fresh = torch.nn.functional.normalize(torch.randn(size, generator=g), dim=0,
-                                                  eps=step.eps)  # fmt: skip
-            fresh = fresh.to(device=device if old.is_meta else old.device, dtype=old.dtype)
-            undo.append(materialize.install(model, f"{name}.{index}.{b}", fresh))
-        step._power_method(matrix, 15)
+def _any_parametrized(p: Plan) -> bool:
+    return any(".parametrizations." in f".{e.name}" for e in p)
 
 
 def _strays(p: Plan, param: Callable[[str], torch.Tensor]) -> list[str]:

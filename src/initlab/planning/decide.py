@@ -18,7 +18,7 @@ from ..errors import InitlabError
 from ..gains import gain as activation_gain
 from ..graph import Graph, Layer
 from ..schemes import SCHEMES, get_scheme
-from .apply import PARAMETRIZED
+from .parametrized import PARAMETRIZED
 from .policy import IDENTITY_CHAIN_ACTIVATIONS, _Policy
 from .rules import _ROLE_ORDER, _matching, _Rule, _winner
 from .types import (
