@@ -386,3 +386,16 @@ def test_structured_schemes_through_the_plan_keep_float64_precision() -> None:
     w = net[0].weight.detach()
     gram = w.T @ w / w.T.matmul(w).diagonal().mean()
     assert (gram - torch.eye(32, dtype=torch.float64)).abs().max().item() < 1e-13
+
+
+def test_lazy_modules_get_a_clear_error_and_the_model_is_left_as_it_was():
+    model = nn.Sequential(nn.LazyLinear(16), nn.ReLU(), nn.Linear(16, 3))
+    before = {k: v.clone() for k, v in model[2].state_dict().items()}
+    x = torch.randn(4, 10)
+    for call in (lambda: initlab.init(model, example=x), lambda: initlab.lsuv(model, x)):
+        with pytest.raises(InitlabError, match=r"lazy.*run one forward pass first"):
+            call()
+    assert all(torch.equal(before[k], v) for k, v in model[2].state_dict().items())
+    assert nn.parameter.is_lazy(model[0].weight)  # nothing shaped it behind the user's back
+    model(x)
+    assert initlab.init(model, example=x)["0.weight"].fan_in == 10

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from .errors import InitlabError
 
@@ -51,12 +52,21 @@ def placement_problem(
     * ``needs_values``: a parameter or buffer on the meta device has a shape but no values;
     * a tensor of ``example`` on a device that holds none of the model's (real) parameters;
     * a floating tensor of ``example`` whose dtype differs from the one dtype of all the
-      model's floating parameters (skipped under autocast, which casts on the fly).
+      model's floating parameters (skipped under autocast, which casts on the fly);
+    * a lazy module's parameter (``nn.LazyLinear``) that no forward pass has shaped yet.
 
     >>> placement_problem(nn.Linear(2, 2).double(), torch.randn(3, 2))
     "dtype mismatch: the example is torch.float32 but the model's parameters are torch.float64; cast one to the other (example.to(torch.float64) or model.to(torch.float32))"
     """
     tensors = _model_tensors(model)
+    lazy = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
+            if is_lazy(t)] if any(is_lazy(t) for t in tensors) else []  # fmt: skip
+    if lazy:
+        return (
+            f"{len(lazy)} of the model's tensors are uninitialized lazy parameters or buffers "
+            f"(e.g. {lazy[0]!r}, of a Lazy* module): they have no shape yet; run one forward "
+            "pass first (model(example)) to shape them, then initialize"
+        )
     meta = 0
     model_devices: set[torch.device] = set()
     float_dtypes: set[torch.dtype] = set()
