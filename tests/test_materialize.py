@@ -306,3 +306,31 @@ def test_spectral_norm_vectors_are_estimated_for_the_drawn_weight():
     m = models[0].eval()
     assert abs(torch.linalg.matrix_norm(m[0].weight, 2).item() - 1) < 0.1
     assert m(x).isfinite().all()
+
+
+@pytest.mark.parametrize("out_features, in_features", [(10, 10), (10, 6), (6, 10)])
+def test_orthogonal_parametrization_is_set_to_the_draw_made_orthogonal(out_features, in_features):
+    """Its ``base`` (the constructor's orthogonal matrix) is replaced by the draw made orthogonal
+    through ``right_inverse``: any construction gives the same weight for the same seed, and the
+    global RNG (which that ``right_inverse`` reads for a wide matrix) is left as it was."""
+    x = torch.randn(4, in_features)
+
+    def build() -> nn.Module:
+        lin = nn.Linear(in_features, out_features)
+        return nn.Sequential(nn.utils.parametrizations.orthogonal(lin), nn.Tanh(),
+                             nn.Linear(out_features, 3))  # fmt: skip
+
+    models = []
+    for seed in (0, 1):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            models.append(build())
+    state = torch.get_rng_state()
+    for m in models:
+        init(m, example=x, seed=5)
+    assert torch.equal(state, torch.get_rng_state())
+    for name, t in models[0].state_dict().items():
+        assert torch.equal(t, models[1].state_dict()[name]), name
+    w = models[0][0].weight
+    gram = w @ w.T if out_features <= in_features else w.T @ w
+    assert torch.allclose(gram, torch.eye(gram.shape[0]), atol=1e-5)

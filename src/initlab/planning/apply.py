@@ -14,7 +14,7 @@ from .. import materialize, shard
 from ..materialize import MetaState
 from ..schemes import SCHEMES
 from .drawing import draw
-from .parametrized import check_sync, estimate, power_iterated, sync, synced_originals
+from .parametrized import check_sync, estimate, power_iterated, sync, synced_originals, to_sync
 
 if TYPE_CHECKING:  # types imports this module for Plan.apply
     from .types import Plan
@@ -41,10 +41,12 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
     model = p.model
     device = p.device or torch.device("cpu")
     drawn = {e.name for e in p if e.scheme != "keep"}
+    parametrized = _any_parametrized(p)
     synced = synced_originals(p, drawn)
-    for layer, tensor in dict.fromkeys(synced.values()):
-        check_sync(model, layer, tensor)
-    estimated = power_iterated(model, drawn) if synced or _any_parametrized(p) else {}
+    targets = to_sync(model, p, drawn) if parametrized else []
+    for layer, tensor in targets:
+        check_sync(model, layer, tensor, p.seed)
+    estimated = power_iterated(model, drawn) if parametrized else {}
     leftovers = materialize.meta_leftovers(model, drawn | set(synced) | set(estimated))
     params = dict(model.named_parameters(remove_duplicate=False))  # one walk, not one per entry
 
@@ -110,8 +112,8 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
                         draw(entry, tensor.detach(), p.seed)
                 for name, value in values.items():
                     undo.append(materialize.install(model, name, value))
-                for layer, tensor in dict.fromkeys(synced.values()):
-                    sync(model, layer, tensor, device, undo)
+                for layer, tensor in targets:
+                    sync(model, layer, tensor, device, p.seed, undo)
                 for name, step in dict.fromkeys(estimated.values()):
                     estimate(model, name, step, device, p.seed, undo)
         except BaseException:

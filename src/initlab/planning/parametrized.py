@@ -2,9 +2,10 @@
 :meth:`~initlab.planning.types.Plan.apply` does after drawing a parametrized tensor into the
 original that stands for it (:func:`initlab.connectivity.parametrized_original`).
 
-* Weight norm and any parametrization whose ``right_inverse`` returns several originals: the
-  others (``g``) are set from the draw through ``right_inverse``, so the tensor the layer
-  computes is the draw (``g v / ||v||`` with ``g = ||v||`` is ``v``).
+* Every parametrization whose steps all have a ``right_inverse``: the tensor is set to the draw
+  through it, so the layer computes the draw. Weight norm's ``g`` becomes ``||v||``
+  (``g v / ||v||`` is ``v``); orthogonal's ``base`` becomes the draw made orthogonal, in place of
+  the constructor's (which made the result depend on how the model was built).
 * Spectral norm: its ``_u``/``_v`` were estimated by its constructor for the constructor's
   weight (or are meta); they are estimated again for the drawn one.
 
@@ -14,6 +15,7 @@ by the ``undo`` list the caller keeps.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from .. import materialize, rng
+from ..connectivity import parametrized_original
 
 if TYPE_CHECKING:
     from .types import Plan
@@ -48,50 +51,85 @@ def synced_originals(p: Plan, drawn: set[str]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def check_sync(model: torch.nn.Module, layer: str, tensor: str) -> None:
-    """Prepare phase: the parametrization's ``right_inverse`` runs on a meta tensor of the main
-    original's shape (no values, no change), so that :func:`sync` cannot fail while writing."""
-    holder = (model.get_submodule(layer) if layer else model).parametrizations[tensor]
-    main = max((t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")),
+def to_sync(model: torch.nn.Module, p: Plan, drawn: set[str]) -> list[tuple[str, str]]:
+    """``(layer, tensor name)`` of every parametrization whose main original the plan draws and
+    whose every step has a ``right_inverse``: :func:`sync` sets the tensor to that draw."""
+    out: dict[tuple[str, str], None] = {}
+    for e in p:
+        if e.name not in drawn or ".parametrizations." not in f".{e.name}":
+            continue
+        module = model.get_submodule(e.module) if e.module else model
+        original = parametrized_original(
+            module, e.name[len(e.module) + 1 :] if e.module else e.name
+        )
+        if original is None or not original[1]:
+            continue
+        if all(hasattr(step, "right_inverse") for step in module.parametrizations[original[0]]):
+            out[(e.module, original[0])] = None
+    return list(out)
+
+
+def _main(holder: torch.nn.Module) -> torch.Tensor:
+    return max((t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")),
                key=lambda t: t.numel())  # fmt: skip
-    value: object = torch.empty(main.shape, dtype=main.dtype, device="meta")
-    with torch.no_grad():
-        for step in reversed(holder):
-            value = step.right_inverse(value)
 
 
-def sync(model: torch.nn.Module, layer: str, tensor: str, device: torch.device,
-          undo: list[Callable[[], None]]) -> None:  # fmt: skip
-    """Set every original of ``layer``'s parametrization of ``tensor`` from the value drawn into
-    its main original, through ``right_inverse`` (``setattr``), so that the parametrized tensor
-    equals that draw: weight norm's ``g`` becomes ``||v||`` and ``g v / ||v||`` is ``v`` as drawn."""
+def _inverted(steps: list[torch.nn.Module], value: torch.Tensor, seed: int, key: str) -> object:
+    """``right_inverse`` of the steps, last first, under the global RNG seeded from ``(seed,
+    key)`` (orthogonal's completes a wide matrix with ``torch.randn``), given back after."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(rng.derive_seed(seed, "right_inverse", key))
+        out: object = value
+        for step in reversed(steps):
+            out = step.right_inverse(out)
+    return out
+
+
+def check_sync(model: torch.nn.Module, layer: str, tensor: str, seed: int) -> None:
+    """Prepare phase: the parametrization's ``right_inverse`` runs on copies of its steps and
+    zeros of the main original's shape (the model does not change), so that :func:`sync` cannot
+    fail while writing."""
+    holder = (model.get_submodule(layer) if layer else model).parametrizations[tensor]
+    main = _main(holder)
+    steps = copy.deepcopy(list(holder))
+    _inverted(steps, torch.zeros(main.shape, dtype=main.dtype), seed, f"{layer}.{tensor}")
+
+
+def sync(model: torch.nn.Module, layer: str, tensor: str, device: torch.device, seed: int,
+         undo: list[Callable[[], None]]) -> None:  # fmt: skip
+    """Set ``layer``'s parametrized ``tensor`` to the value drawn into its main original,
+    through ``right_inverse`` (``setattr``), so that the layer computes that draw: weight norm's
+    ``g`` becomes ``||v||`` (``g v / ||v||`` is ``v``); orthogonal's ``base`` becomes the draw made
+    orthogonal (the constructor's ``base`` no longer counts); spectral norm's is the identity."""
     module = model.get_submodule(layer) if layer else model
     holder = module.parametrizations[tensor]
-    originals = [
-        (k, t) for k, t in holder.named_parameters(recurse=False) if k.startswith("original")
-    ]
-    for k, t in originals:  # a meta build: a place for the value first
+    names = [k for k, _ in holder.named_parameters(recurse=False) if k.startswith("original")]
+    for k in names:  # a meta build: a place for the value first
+        t = getattr(holder, k)
         if t.device.type == "meta":
             name = (
                 f"{layer}.parametrizations.{tensor}.{k}"
                 if layer
                 else f"parametrizations.{tensor}.{k}"
             )
-            undo.append(
-                materialize.install(model, name, torch.empty(t.shape, dtype=t.dtype, device=device))
-            )
-    originals = [t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")]
+            fresh = torch.empty(t.shape, dtype=t.dtype, device=device)
+            undo.append(materialize.install(model, name, fresh))
+    originals = [getattr(holder, k) for k in names]
     saved = [(t, t.detach().clone()) for t in originals]
+    buffers = [(step, dict(step._buffers)) for step in holder]  # orthogonal's base is replaced
 
     def restore() -> None:
         with torch.no_grad():
             for t, value in saved:
                 t.set_(value)  # right_inverse gave t new storage: point it back at the old values
+        for step, before in buffers:
+            step._buffers.clear()
+            step._buffers.update(before)
 
     undo.append(restore)
-    main = max(originals, key=lambda t: t.numel())
-    with torch.no_grad():
-        setattr(module, tensor, main.detach().clone())
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(rng.derive_seed(seed, "right_inverse", f"{layer}.{tensor}"))
+        setattr(module, tensor, _main(holder).detach().clone())
 
 
 def power_iterated(model: torch.nn.Module, drawn: set[str]) -> dict[str, tuple[str, int]]:
