@@ -334,3 +334,34 @@ def test_orthogonal_parametrization_is_set_to_the_draw_made_orthogonal(out_featu
     w = models[0][0].weight
     gram = w @ w.T if out_features <= in_features else w.T @ w
     assert torch.allclose(gram, torch.eye(gram.shape[0]), atol=1e-5)
+
+
+def test_hook_based_weight_norm_sets_g_to_the_drawn_directions_norm():
+    """``torch.nn.utils.weight_norm`` (the older API: ``weight_g``, ``weight_v`` and a forward
+    pre-hook): ``v`` is drawn as the weight, ``g = ||v||``, so the layer computes ``v``; before,
+    ``g`` was drawn as a Kaiming ``(out, 1)`` matrix (random signs, rows 3x too small)."""
+    import warnings
+
+    x = torch.randn(4, 10)
+
+    def build() -> nn.Module:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its deprecation notice
+            return nn.Sequential(nn.utils.weight_norm(nn.Linear(10, 20)), nn.ReLU(),
+                                 nn.Linear(20, 3))  # fmt: skip
+
+    models = []
+    for seed in (0, 1):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            models.append(build())
+    with torch.device("meta"):
+        models.append(build())
+    plans = [init(m, example=x, seed=2, device="cpu") for m in models]
+    assert plans[0]["0.weight_g"].scheme == "keep" and plans[0]["0.weight_v"].fan_in == 10
+    for name, t in models[0].state_dict().items():
+        assert all(torch.equal(t, m.state_dict()[name]) for m in models[1:]), name
+    lin = models[0][0]
+    assert torch.allclose(lin.weight, lin.weight_v, atol=1e-6)
+    assert torch.allclose(lin.weight_g.flatten(), lin.weight_v.norm(dim=1))
+    assert models[2](x).isfinite().all()

@@ -149,6 +149,28 @@ def parametrized_original(module: nn.Module, name: str) -> tuple[str, bool] | No
     return match[1], index == main
 
 
+def weight_norm_hook(module: nn.Module, name: str) -> tuple[str, bool] | None:
+    """For ``name`` one of the two parameters of a weight norm registered the older way
+    (``torch.nn.utils.weight_norm``: ``weight_g`` and ``weight_v``, and a forward pre-hook that
+    recomputes ``weight`` from them), the weight's name and whether this is the direction ``v``
+    (which stands for it, as in :func:`parametrized_original`); ``None`` for any other name.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     lin = nn.utils.weight_norm(nn.Linear(3, 4))
+    >>> [weight_norm_hook(lin, n) for n in ("bias", "weight_g", "weight_v")]
+    [None, ('weight', False), ('weight', True)]
+    """
+    base, _, part = name.rpartition("_")
+    if part not in ("g", "v") or not base:
+        return None
+    for hook in module._forward_pre_hooks.values():
+        if type(hook).__name__ == "WeightNorm" and getattr(hook, "name", None) == base:
+            return base, part == "v"
+    return None
+
+
 def stored_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
     """``module``'s tensor ``name`` as stored, without running a parametrization (which may
     change buffers: spectral norm's power iteration in train mode): a parametrized tensor is
@@ -158,6 +180,8 @@ def stored_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
         originals = [t for k, t in holder[name].named_parameters(recurse=False)
                      if k.startswith("original")]  # fmt: skip
         return max(originals, key=lambda t: t.numel()) if originals else None
+    if weight_norm_hook(module, f"{name}_v") is not None:
+        return module._parameters[f"{name}_v"]
     tensor = getattr(module, name, None)
     return tensor if isinstance(tensor, torch.Tensor) else None
 

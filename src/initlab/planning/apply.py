@@ -14,7 +14,17 @@ from .. import materialize, shard
 from ..materialize import MetaState
 from ..schemes import SCHEMES
 from .drawing import draw
-from .parametrized import check_sync, estimate, power_iterated, sync, synced_originals, to_sync
+from .parametrized import (
+    PARAMETRIZED,
+    check_sync,
+    estimate,
+    hooked_norms,
+    power_iterated,
+    sync,
+    sync_hooked,
+    synced_originals,
+    to_sync,
+)
 
 if TYPE_CHECKING:  # types imports this module for Plan.apply
     from .types import Plan
@@ -47,6 +57,7 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
     for layer, tensor in targets:
         check_sync(model, layer, tensor, p.seed)
     estimated = power_iterated(model, drawn) if parametrized else {}
+    hooked = hooked_norms(model, drawn) if any(e.source == PARAMETRIZED for e in p) else []
     leftovers = materialize.meta_leftovers(model, drawn | set(synced) | set(estimated))
     params = dict(model.named_parameters(remove_duplicate=False))  # one walk, not one per entry
 
@@ -114,6 +125,8 @@ def _apply(p: Plan, transactional: bool = True, meta_state: MetaState | None = N
                     undo.append(materialize.install(model, name, value))
                 for layer, tensor in targets:
                     sync(model, layer, tensor, device, p.seed, undo)
+                for name, hook in hooked:
+                    sync_hooked(model, name, hook, device, undo)
                 for name, step in dict.fromkeys(estimated.values()):
                     estimate(model, name, step, device, p.seed, undo)
         except BaseException:

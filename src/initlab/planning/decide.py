@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from .. import shard
-from ..connectivity import Fans, is_fused_qkv, parametrized_original, stored_tensor
+from ..connectivity import (
+    Fans,
+    is_fused_qkv,
+    parametrized_original,
+    stored_tensor,
+    weight_norm_hook,
+)
 from ..connectivity import fans as module_fans
 from ..errors import InitlabError
 from ..gains import gain as activation_gain
@@ -177,7 +183,8 @@ def _decide(
     site = _site(ctx, name, p, names)
     layer, roles, role, fans = site.layer, site.roles, site.roles[0], site.fans
     notes = _trace_notes(layer)
-    original = parametrized_original(site.module, site.local) if layer is not None else None
+    original = (parametrized_original(site.module, site.local)
+                or weight_norm_hook(site.module, site.local)) if layer is not None else None  # fmt: skip
     if site.roles[0] == "head" and ctx.policy.head_input_rms > 1.0:
         notes.append(
             f"a plain chain: its input's rms is {ctx.policy.head_input_rms:.3g} by the mean-field "
@@ -200,8 +207,8 @@ def _decide(
             notes.append(why)
     if original is not None and not original[1] and scheme != "keep" and rule is None:
         scheme, kwargs, fn, g, source = "keep", {}, None, 1.0, PARAMETRIZED
-        notes.append(f"set with {original[0]!r}: its parametrization's right_inverse of the value "
-                     f"drawn for {original[0]!r} (weight norm's g = ||v||)")  # fmt: skip
+        notes.append(f"set from the value drawn for {original[0]!r} after drawing it, so the "
+                     "layer computes that draw (weight norm's g = ||v||)")  # fmt: skip
     kept = _kept_anyway(ctx, p, names)
     if kept is not None:
         scheme, kwargs, fn, (source, note) = "keep", {}, None, kept

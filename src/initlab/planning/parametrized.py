@@ -6,6 +6,8 @@ original that stands for it (:func:`initlab.connectivity.parametrized_original`)
   through it, so the layer computes the draw. Weight norm's ``g`` becomes ``||v||``
   (``g v / ||v||`` is ``v``); orthogonal's ``base`` becomes the draw made orthogonal, in place of
   the constructor's (which made the result depend on how the model was built).
+* A weight norm registered the older way (``torch.nn.utils.weight_norm``: ``weight_g``,
+  ``weight_v`` and a forward pre-hook): ``g`` is set to ``||v||`` the same way.
 * Spectral norm: its ``_u``/``_v`` were estimated by its constructor for the constructor's
   weight (or are meta); they are estimated again for the drawn one.
 
@@ -33,22 +35,64 @@ PARAMETRIZED = "default: set by its parametrization with the tensor it belongs t
 :func:`sync` sets through ``right_inverse`` from the value drawn for the main one."""
 
 
-def synced_originals(p: Plan, drawn: set[str]) -> dict[str, tuple[str, str]]:
-    """The secondary originals of parametrizations (weight norm's ``g``: source
-    :data:`PARAMETRIZED`) whose main original the plan draws, each with
-    ``(layer, tensor name)``; :func:`sync` sets them from that draw."""
+def synced_originals(p: Plan, drawn: set[str]) -> dict[str, str]:
+    """The secondary originals (weight norm's ``g``: source :data:`PARAMETRIZED`) whose main one
+    the plan draws, each with the main one's name: :func:`sync` or :func:`sync_hooked` set them
+    from that draw (so a meta build needs no other value for them)."""
     out = {}
     for e in p:
         if e.source != PARAMETRIZED:
             continue
         local = e.name[len(e.module) + 1 :] if e.module else e.name
-        tensor = local.split(".")[1]  # parametrizations.<tensor>.original<i>
-        prefix = (
-            f"{e.module}.parametrizations.{tensor}." if e.module else f"parametrizations.{tensor}."
-        )
-        if any(n.startswith(prefix) for n in drawn):
-            out[e.name] = (e.module, tensor)
+        at = f"{e.module}." if e.module else ""
+        if local.startswith("parametrizations."):  # parametrizations.<tensor>.original<i>
+            prefix = f"{at}parametrizations.{local.split('.')[1]}."
+            main = next((n for n in drawn if n.startswith(prefix)), None)
+        else:  # <tensor>_g of a hook-based weight norm
+            main = f"{at}{local.removesuffix('_g')}_v"
+            main = main if main in drawn else None
+        if main is not None:
+            out[e.name] = main
     return out
+
+
+def hooked_norms(model: torch.nn.Module, drawn: set[str]) -> list[tuple[str, object]]:
+    """``(module name, hook)`` of every weight norm registered the older way
+    (``torch.nn.utils.weight_norm``) whose ``v`` the plan draws: :func:`sync_hooked` sets ``g``."""
+    out = []
+    for name, module in model.named_modules():
+        for hook in module._forward_pre_hooks.values():
+            if type(hook).__name__ == "WeightNorm":
+                v = f"{name}.{hook.name}_v" if name else f"{hook.name}_v"
+                if v in drawn:
+                    out.append((name, hook))
+    return out
+
+
+def sync_hooked(model: torch.nn.Module, name: str, hook: object, device: torch.device,
+                undo: list[Callable[[], None]]) -> None:  # fmt: skip
+    """``g = ||v||`` (over every dim but the hook's), so that the weight the hook computes,
+    ``g v / ||v||``, is ``v`` as drawn; the module's ``weight`` attribute is recomputed too."""
+    module = model.get_submodule(name) if name else model
+    at = f"{name}." if name else ""
+    g_name = f"{hook.name}_g"
+    g = module._parameters[g_name]
+    if g.device.type == "meta":
+        fresh = torch.empty(g.shape, dtype=g.dtype, device=device)
+        undo.append(materialize.install(model, f"{at}{g_name}", fresh))
+        g = module._parameters[g_name]
+    saved, weight = g.detach().clone(), getattr(module, hook.name, None)
+
+    def restore() -> None:
+        with torch.no_grad():
+            g.copy_(saved)
+        setattr(module, hook.name, weight)
+
+    undo.append(restore)
+    with torch.no_grad():
+        v = module._parameters[f"{hook.name}_v"]
+        g.copy_(torch.norm_except_dim(v, 2, hook.dim).to(g.dtype))
+        setattr(module, hook.name, hook.compute_weight(module))
 
 
 def to_sync(model: torch.nn.Module, p: Plan, drawn: set[str]) -> list[tuple[str, str]]:
