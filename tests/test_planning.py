@@ -399,3 +399,14 @@ def test_lazy_modules_get_a_clear_error_and_the_model_is_left_as_it_was():
     assert nn.parameter.is_lazy(model[0].weight)  # nothing shaped it behind the user's back
     model(x)
     assert initlab.init(model, example=x)["0.weight"].fan_in == 10
+
+
+def test_torch_style_kaiming_options_get_the_initlab_way_in_the_error():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(InitlabError, match=r"unknown option.*'kaiming_normal_fan_out'"):
+        initlab.init(net, "kaiming_normal", example=torch.randn(2, 4), mode="fan_out")
+    with pytest.raises(InitlabError, match=r"unknown option") as info:
+        initlab.init(net, "normal", example=torch.randn(2, 4), mode="fan_out")
+    assert "kaiming_normal_fan_out" not in str(info.value)  # the hint is for Kaiming only
+    p = initlab.init(net, "kaiming_normal_fan_out", example=torch.randn(2, 4))
+    assert p["0.weight"].std == pytest.approx(2**0.5 / 8**0.5)  # ReLU gain / sqrt(fan_out)

@@ -69,7 +69,8 @@ def plan(
             ``_is_hf_initialized``; see :func:`initlab.presets.initialized_params`).
         device: where meta parameters are materialized by :meth:`Plan.apply` (default CPU).
         graph: a graph already traced for this model and example (skips the trace).
-        **options: keyword options of the default scheme (e.g. ``mode="fan_out"``).
+        **options: keyword options of the default scheme (e.g. ``std=0.02`` for ``"normal"``,
+            ``mode="fan_out"`` for ``"variance_scaling"``).
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     >>> p = plan(net, example=torch.randn(2, 4))
@@ -139,7 +140,20 @@ def _check_options(scheme: str, options: Mapping[str, Any]) -> None:
         raise InitlabError(
             f"unknown option(s) {extra} for plan/init with scheme {scheme!r}; it accepts "
             f"{list(allowed) or 'no options'} (plan's own options: {_plan_keywords()})"
+            + _torch_style_hint(scheme, extra)
         )
+
+
+def _torch_style_hint(scheme: str, extra: list[str]) -> str:
+    """What a ``torch.nn.init.kaiming_*_`` habit (``mode``, ``nonlinearity``, ``a``) maps to."""
+    if not scheme.startswith("kaiming") or not set(extra) & {"mode", "nonlinearity", "a"}:
+        return ""
+    return (
+        "; initlab's Kaiming takes the gain from each layer's traced activation (no "
+        "nonlinearity or a to pass; a rule such as {nn.Conv2d: ('kaiming_normal', {'gain': 1.0})} "
+        "sets one) and fan_in from the layer; for fan_out name the scheme "
+        "'kaiming_normal_fan_out', or 'variance_scaling' with mode='fan_out'"
+    )
 
 
 def _plan_keywords() -> str:
