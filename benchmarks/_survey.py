@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -61,3 +62,28 @@ def parse(argv: list[str] | None, doc: str, models: Iterable[str]) -> tuple[list
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     return [n for n in args.models.split(",") if n] or list(models), args.traceback
+
+
+def run(names: list[str], survey: Callable[[str], dict[str, Any]],
+        verdict: Callable[[dict[str, Any]], list[str]], header: str,
+        cells: Callable[[str, dict[str, Any]], str], full_traceback: bool) -> int:  # fmt: skip
+    """Survey each model and print one row (``cells(name, row)``, then its CPU seconds and the
+    verdict), a model that does not build a row of its own; returns how many failed."""
+    print(header)
+    failed = 0
+    for name in names:
+        t0 = time.process_time()
+        try:
+            row = survey(name)
+        except Exception as e:  # the model does not build here: a row, not a crash
+            print(f"{name}  not built: {type(e).__name__}: {e}"[:200])
+            failed += 1
+            continue
+        bad = verdict(row)
+        failed += bool(bad)
+        print(f"{cells(name, row)}{time.process_time() - t0:>6.1f}  "
+              f"{'PASS' if not bad else '; '.join(bad)}", flush=True)  # fmt: skip
+        if full_traceback and "trace" in row:
+            print(row["trace"])
+    print(f"{len(names) - failed}/{len(names)} pass")
+    return failed

@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import initlab
+from initlab.bench.architectures import Bottleneck
 from initlab.bench.methods import Context, kaiming
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _survey, run or loaded by path
-from _survey import loss_failures, meta_check, parse
+from _survey import loss_failures, meta_check, parse, run
 
 CLASSES, IMAGE, BATCH, EVAL_BATCH = 10, 32, 32, 256
 SEEDS = (0, 1, 2)
@@ -517,31 +517,6 @@ class GoogLeNet(nn.Module):
 # --------------------------------------------------------------------------- ResNeXt, Wide ResNet
 
 
-class GroupBottleneck(nn.Module):
-    """torchvision's ``Bottleneck`` with ``groups`` and ``width_per_group`` (ResNeXt, and Wide
-    ResNet at one group of twice the width); ``zero_last`` zeroes bn3's gamma."""
-
-    def __init__(self, cin: int, planes: int, stride: int, groups: int, base_width: int,
-                 zero_last: bool = False) -> None:  # fmt: skip
-        super().__init__()
-        width, cout = int(planes * base_width / 64) * groups, planes * 4
-        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
-        self.zero_last = zero_last
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(out)))))
-        return F.relu(out + (x if self.down is None else self.down(x)))
-
-
 class GroupResNet(nn.Module):
     """torchvision's ResNet layout with bottlenecks, for 32x32 (3x3 stem, no max-pool); init:
     convs Kaiming normal (fan_out), BN 1/0, the classifier PyTorch's default;
@@ -554,9 +529,11 @@ class GroupResNet(nn.Module):
         blocks, cin = [], 16
         for i, n in enumerate(layers):
             for j in range(n):
-                blocks.append(GroupBottleneck(cin, 8 * 2**i, 2 if j == 0 and i > 0 else 1, groups,
-                                              base_width))  # fmt: skip
-                cin = 8 * 2**i * 4
+                planes = 8 * 2**i  # torchvision's width: planes * base_width / 64 per group
+                width = int(planes * base_width / 64) * groups
+                blocks.append(Bottleneck(cin, width, 2 if j == 0 and i > 0 else 1, groups,
+                                         planes * 4))  # fmt: skip
+                cin = planes * 4
         self.layers = nn.Sequential(*blocks)
         self.fc = nn.Linear(cin, classes)
         _init_convs_fan_out(self, None)
@@ -784,23 +761,16 @@ def verdict(row: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     names, full_traceback = parse(argv, __doc__, MODELS)
-    print(f"{'model':<19}{'initlab':>8}{'own':>8}{'kaiming':>9}{'log C':>7}{'std max':>9}"
-          f"{'s':>6}  verdict")  # fmt: skip
-    failed = 0
-    for name in names:
-        t0 = time.process_time()
-        row = survey(name)
-        bad = verdict(row)
-        failed += bool(bad)
+    header = (f"{'model':<19}{'initlab':>8}{'own':>8}{'kaiming':>9}{'log C':>7}{'std max':>9}"
+              f"{'s':>6}  verdict")  # fmt: skip
+
+    def cells(name: str, row: dict[str, Any]) -> str:
         num = {k: f"{row[k]:.3f}" if k in row else "-" for k in ("initlab", "own", "kaiming")}
         peak = f"{row['peak']['initlab']:.2f}" if "peak" in row else "-"
-        print(f"{name:<19}{num['initlab']:>8}{num['own']:>8}{num['kaiming']:>9}{row['log_c']:>7.3f}"
-              f"{peak:>9}{time.process_time() - t0:>6.1f}  "
-              f"{'PASS' if not bad else '; '.join(bad)}", flush=True)  # fmt: skip
-        if full_traceback and "trace" in row:
-            print(row["trace"])
-    print(f"{len(names) - failed}/{len(names)} pass")
-    return failed
+        return (f"{name:<19}{num['initlab']:>8}{num['own']:>8}{num['kaiming']:>9}"
+                f"{row['log_c']:>7.3f}{peak:>9}")  # fmt: skip
+
+    return run(names, survey, verdict, header, cells, full_traceback)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import initlab
 from initlab.bench.architectures import hf_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _survey, run or loaded by path
-from _survey import FROM_LOG_C, loss_failures, meta_check, parse
+from _survey import FROM_LOG_C, loss_failures, meta_check, parse, run
 
 D, L, H, FF, VOCAB, CLASSES, IMAGE = 64, 2, 4, 128, 256, 10, 32
 SEEDS = (0, 1, 2)
@@ -338,29 +337,17 @@ def _num(row: dict[str, Any], key: str) -> str:
     return f"{row[key]:.3f}" if key in row else "-"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     names, full_traceback = parse(argv, __doc__, SPECS)
-    print(f"{'model':<13}{'tied':>5}{'initlab':>9}{'own':>8}{'log C':>7}{'branches':>10}  "
-          f"{'s':>5}  verdict")  # fmt: skip
-    failed = 0
-    for name in names:
-        t0 = time.process_time()
-        try:
-            row = survey(name)
-        except Exception as e:  # the config does not build here: a row, not a crash
-            print(f"{name:<13}  not built: {type(e).__name__}: {e}"[:200])
-            failed += 1
-            continue
-        bad = verdict(row)
-        failed += bool(bad)
+    header = (f"{'model':<13}{'tied':>5}{'initlab':>9}{'own':>8}{'log C':>7}{'branches':>10}  "
+              f"{'s':>5}  verdict")  # fmt: skip
+
+    def cells(name: str, row: dict[str, Any]) -> str:
         br = "{}/{}".format(*row["branches"]) if "branches" in row else "-"
-        print(f"{name:<13}{'T' if row.get('tied') else '':>5}{_num(row, 'initlab'):>9}"
-              f"{_num(row, 'own'):>8}"
-              f"{row['log_c']:>7.3f}{br:>10}  {time.process_time() - t0:>5.1f}  "
-              f"{'PASS' if not bad else '; '.join(bad)}", flush=True)  # fmt: skip
-        if full_traceback and "trace" in row:
-            print(row["trace"])
-    print(f"{len(names) - failed}/{len(names)} pass")
+        return (f"{name:<13}{'T' if row.get('tied') else '':>5}{_num(row, 'initlab'):>9}"
+                f"{_num(row, 'own'):>8}{row['log_c']:>7.3f}{br:>10} ")  # fmt: skip
+
+    return run(names, survey, verdict, header, cells, full_traceback)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ names each one before anything is allocated."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -15,6 +17,25 @@ from tests.test_graph_streams import PatchViT
 
 def _on_meta(t: torch.Tensor) -> bool:
     return t.device.type == "meta"
+
+
+def _builds(build: Callable[[], nn.Module], meta: bool) -> list[nn.Module]:
+    """``build()`` under two different global seeds (the constructor's own draws differ), and
+    once on the meta device when ``meta``: an init from one seed must make them all equal."""
+    models = []
+    for seed in (0, 1):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            models.append(build())
+    if meta:
+        with torch.device("meta"):
+            models.append(build())
+    return models
+
+
+def _assert_same_state(models: list[nn.Module]) -> None:
+    for name, t in models[0].state_dict().items():
+        assert all(torch.equal(t, m.state_dict()[name]) for m in models[1:]), name
 
 
 def test_batchnorm_cnn_built_on_meta_runs_like_the_one_built_on_cpu():
@@ -292,17 +313,10 @@ def test_spectral_norm_vectors_are_estimated_for_the_drawn_weight():
         return nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Linear(10, 20)),
                              nn.ReLU(), nn.Linear(20, 4))  # fmt: skip
 
-    models = []
-    for seed in (0, 1):
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            models.append(build())
-    with torch.device("meta"):
-        models.append(build())
+    models = _builds(build, meta=True)
     for m in models:
         init(m, example=x, seed=7, device="cpu")
-    for name, t in models[0].state_dict().items():
-        assert all(torch.equal(t, m.state_dict()[name]) for m in models[1:]), name
+    _assert_same_state(models)
     m = models[0].eval()
     assert abs(torch.linalg.matrix_norm(m[0].weight, 2).item() - 1) < 0.1
     assert m(x).isfinite().all()
@@ -320,17 +334,12 @@ def test_orthogonal_parametrization_is_set_to_the_draw_made_orthogonal(out_featu
         return nn.Sequential(nn.utils.parametrizations.orthogonal(lin), nn.Tanh(),
                              nn.Linear(out_features, 3))  # fmt: skip
 
-    models = []
-    for seed in (0, 1):
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            models.append(build())
+    models = _builds(build, meta=False)
     state = torch.get_rng_state()
     for m in models:
         init(m, example=x, seed=5)
     assert torch.equal(state, torch.get_rng_state())
-    for name, t in models[0].state_dict().items():
-        assert torch.equal(t, models[1].state_dict()[name]), name
+    _assert_same_state(models)
     w = models[0][0].weight
     gram = w @ w.T if out_features <= in_features else w.T @ w
     assert torch.allclose(gram, torch.eye(gram.shape[0]), atol=1e-5)
@@ -350,17 +359,10 @@ def test_hook_based_weight_norm_sets_g_to_the_drawn_directions_norm():
             return nn.Sequential(nn.utils.weight_norm(nn.Linear(10, 20)), nn.ReLU(),
                                  nn.Linear(20, 3))  # fmt: skip
 
-    models = []
-    for seed in (0, 1):
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            models.append(build())
-    with torch.device("meta"):
-        models.append(build())
+    models = _builds(build, meta=True)
     plans = [init(m, example=x, seed=2, device="cpu") for m in models]
     assert plans[0]["0.weight_g"].scheme == "keep" and plans[0]["0.weight_v"].fan_in == 10
-    for name, t in models[0].state_dict().items():
-        assert all(torch.equal(t, m.state_dict()[name]) for m in models[1:]), name
+    _assert_same_state(models)
     lin = models[0][0]
     assert torch.allclose(lin.weight, lin.weight_v, atol=1e-6)
     assert torch.allclose(lin.weight_g.flatten(), lin.weight_v.norm(dim=1))

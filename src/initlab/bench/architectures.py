@@ -58,13 +58,16 @@ class Architecture:
 
 
 class Bottleneck(nn.Module):
-    """torchvision's ``Bottleneck``: 1x1, 3x3 (stride), 1x1 x4, BN after each, ReLU, shortcut."""
+    """torchvision's ``Bottleneck``: 1x1, 3x3 (stride, ``groups``), 1x1 to ``cout`` (default
+    ``4 width``), BN after each, ReLU, shortcut; ResNeXt and Wide ResNet set ``groups`` and
+    ``cout``."""
 
-    def __init__(self, cin: int, width: int, stride: int) -> None:
+    def __init__(self, cin: int, width: int, stride: int, groups: int = 1,
+                 cout: int | None = None) -> None:  # fmt: skip
         super().__init__()
-        cout = width * 4
+        cout = width * 4 if cout is None else cout
         self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
         self.downsample = None
