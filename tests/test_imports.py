@@ -39,6 +39,7 @@ def test_bare_import_and_the_cli_do_not_load_torch() -> None:
 SRC = Path(initlab_spec.origin).parent if (initlab_spec := find_spec("initlab")) else Path()
 FLOORS = {
     "errors": 1, "connectivity": 1, "gains": 1, "rng": 1, "transaction": 1, "hooks": 1, "nn": 1, "placement": 1,
+    "optim": 1,
     "schemes": 2, "graph": 2, "materialize": 2,
     "planning": 3, "shard": 3, "presets": 3, "serialize": 3,
     "methods": 4, "diagnosis": 4,

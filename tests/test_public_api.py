@@ -13,7 +13,8 @@ PUBLIC = {
     "doctor", "fixup", "gradinit", "init", "lsuv", "metainit", "plan", "skipinit", "tfixup",
     "trace", "zerO_init",
     # facts and files
-    "fans", "gain", "load_init", "load_rules", "preset_rules", "save_plan", "save_rules",
+    "fans", "gain", "load_init", "load_rules", "param_groups", "preset_rules", "save_plan",
+    "save_rules",
     # schemes, in place on a tensor
     "constant_", "delta_orthogonal_", "dirac_", "identity_", "kaiming_normal_",
     "kaiming_uniform_", "lecun_normal_", "lecun_uniform_", "normal_", "ones_", "orthogonal_",

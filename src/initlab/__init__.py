@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, ``__getatt
     from .methods.skipinit import skipinit
     from .methods.tfixup import tfixup
     from .methods.zero import zerO_init
+    from .optim import param_groups
     from .planning import Plan, PlanEntry, init, plan
     from .presets import PRESETS, preset_rules
     from .schemes import (
@@ -80,6 +81,7 @@ _HOME = {
         "methods.skipinit": ("skipinit",),
         "methods.tfixup": ("tfixup",),
         "methods.zero": ("zerO_init",),
+        "optim": ("param_groups",),
         "planning": ("Plan", "PlanEntry", "init", "plan"),
         "presets": ("PRESETS", "preset_rules"),
         "schemes": (
@@ -156,6 +158,7 @@ __all__ = [
     "normal_",
     "ones_",
     "orthogonal_",
+    "param_groups",
     "plan",
     "preset_rules",
     "save_plan",

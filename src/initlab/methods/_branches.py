@@ -63,6 +63,7 @@ from typing import Any
 from torch import nn
 
 from .. import nn as inn
+from .. import optim
 from ..errors import InitlabError
 from ..graph import Branch, Graph, Layer, is_norm
 from ..planning import Plan
@@ -146,21 +147,8 @@ class ResidualResult:
             raise InitlabError(
                 f"{self.method}: this result holds no model; param_groups is for fixup's result"
             )
-        if lr <= 0 or scalar_lr_mult <= 0 or weight_decay < 0:
-            raise InitlabError(
-                f"param_groups needs lr > 0, scalar_lr_mult > 0 and weight_decay >= 0, got "
-                f"lr={lr}, scalar_lr_mult={scalar_lr_mult}, weight_decay={weight_decay}"
-            )
-        scalars, others = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                leaf = name.rsplit(".", 1)[-1]
-                (scalars if "bias" in leaf or "scale" in leaf else others).append(p)
-        groups = [
-            {"params": scalars, "lr": lr * scalar_lr_mult, "weight_decay": weight_decay},
-            {"params": others, "lr": lr, "weight_decay": weight_decay},
-        ]
-        return [g for g in groups if g["params"]]
+        return optim.param_groups(self.model, lr, weight_decay=weight_decay,
+                                  scalar_lr_mult=scalar_lr_mult)  # fmt: skip
 
     def __str__(self) -> str:
         lines = [f"{self.method}: L={self.branches} branches, m={self.layers_per_branch}"]

@@ -138,6 +138,19 @@ class Plan:
         return Plan(self.model, self.graph, {**self.entries, name: entry}, self.seed, self.scheme,
                     self.device, self.head_moment)  # fmt: skip
 
+    def param_groups(self, lr: float, *, weight_decay: float = 0.0,
+                     scalar_lr_mult: float = 0.1) -> list[dict[str, Any]]:  # fmt: skip
+        """The model's parameters in two optimizer groups: biases and scalars at
+        ``lr * scalar_lr_mult`` (lr/10), the rest at ``lr``; see :func:`initlab.optim.param_groups`.
+
+        Fixup's recipe, for the default's Fixup rule (a residual net without normalization): its
+        branch ends start at zero, so their biases all get the stream's gradient and move as one.
+        """
+        from ..optim import param_groups
+
+        return param_groups(self.model, lr, weight_decay=weight_decay,
+                            scalar_lr_mult=scalar_lr_mult)  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description: seed, scheme, the graph's findings and every entry."""
         L, m = self.graph.residual_depth
@@ -182,7 +195,8 @@ class Plan:
         if zeroed:
             foot.append(f"no normalization: {len(zeroed)} residual branch ends at 0, the branches' "
                         "other weight layers x L^-1/(2m-2), Fixup's rule (residual_scale=False "
-                        "for the plain gain)")  # fmt: skip
+                        "for the plain gain); train the biases at lr/10 as Fixup does, "
+                        "plan.param_groups(lr): the branch ends' biases move as one")  # fmt: skip
         return "\n".join(lines + foot + (["notes:", *notes] if notes else []))
 
     __repr__ = __str__

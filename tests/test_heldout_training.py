@@ -1,0 +1,52 @@
+"""``benchmarks/heldout_training.py`` (issue #14's held-out training checks): its table marks a
+row where the default is not the best of the three, and one tiny run goes end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+
+def _load():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_training.py"
+    spec = importlib.util.spec_from_file_location("heldout_training", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("heldout_training", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+ht = _load()
+
+
+def test_table_marks_a_row_where_the_default_is_not_best() -> None:
+    rows = {
+        "a": {"torch-default": [(0.1, 0.2, 2.3)], "kaiming": [(0.9, 0.95, 2.9)],
+              "initlab": [(0.95, 0.96, 2.31)]},
+        "b": {"torch-default": [(0.1, 0.2, 2.3)], "kaiming": [(0.93, 0.97, 2.7)],
+              "initlab": [(0.88, 0.95, 2.30)]},
+    }  # fmt: skip
+    lines = ht.table(rows).splitlines()
+    assert lines[2].startswith("| a |") and lines[2].endswith("| yes |")
+    assert lines[3].startswith("| b |") and lines[3].endswith("| **no** |")
+    assert "0.88 / 0.95 (2.30)" in lines[3]
+
+
+def test_a_diverged_run_scores_zero_accuracy() -> None:
+    from initlab.bench.training import Run
+
+    run = Run("heldout", "m", "kaiming", 0, 0.1, init_loss=9.0, diverged=True)
+    assert ht._score(run) == (0.0, 0.0, 9.0)
+
+
+def test_one_tiny_plain_run_end_to_end() -> None:
+    rows = ht.plain([2], ["relu"], seeds=1)
+    ((model, by_method),) = rows.items()
+    assert model == "mlp2-relu" and set(by_method) == set(ht.METHODS)
+    for scores in by_method.values():
+        acc1, best, _ = scores[0]
+        assert 0.0 <= acc1 <= best <= 1.0
+    assert abs(by_method["initlab"][0][2] - math.log(10)) < 0.05  # the default's head: near log 10
