@@ -8,6 +8,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _load():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_training.py"
@@ -50,3 +52,24 @@ def test_one_tiny_plain_run_end_to_end() -> None:
         acc1, best, _ = scores[0]
         assert 0.0 <= acc1 <= best <= 1.0
     assert abs(by_method["initlab"][0][2] - math.log(10)) < 0.05  # the default's head: near log 10
+
+
+def _load_zoo_training():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo_training.py"
+    spec = importlib.util.spec_from_file_location("zoo_training", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("zoo_training", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zoo_training_verdict_is_paired_and_fails_a_diverged_default() -> None:
+    pytest.importorskip("transformers")
+    zt = _load_zoo_training()
+    assert zt.verdict([2.20, 2.30], [2.25, 2.28])  # mean difference -0.015 <= its s.e. 0.035
+    assert not zt.verdict([2.30, 2.31], [2.20, 2.22])  # 0.095 above, s.e. 0.005
+    assert not zt.verdict([math.nan, 2.2], [2.2, 2.2])  # the default diverged
+    assert zt.verdict([2.2, 2.2], [math.nan, 2.2])  # the own init diverged
+    arch = zt.architecture("gpt_neo")
+    assert arch.kind == "lm" and arch.build(28).config.vocab_size == 28
