@@ -3,25 +3,13 @@ row where the default is not the best of the three, and one tiny run goes end to
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests._benchmarks import load_benchmark
 
-def _load():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_training.py"
-    spec = importlib.util.spec_from_file_location("heldout_training", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("heldout_training", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-ht = _load()
+ht = load_benchmark("heldout_training")
 
 
 def test_table_marks_a_row_where_the_default_is_not_best() -> None:
@@ -54,19 +42,9 @@ def test_one_tiny_plain_run_end_to_end() -> None:
     assert abs(by_method["initlab"][0][2] - math.log(10)) < 0.05  # the default's head: near log 10
 
 
-def _load_zoo_training():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo_training.py"
-    spec = importlib.util.spec_from_file_location("zoo_training", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("zoo_training", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_zoo_training_verdict_is_paired_and_fails_a_diverged_default() -> None:
     pytest.importorskip("transformers")
-    zt = _load_zoo_training()
+    zt = load_benchmark("zoo_training")
     assert zt.verdict([2.20, 2.30], [2.25, 2.28])  # mean difference -0.015 <= its s.e. 0.035
     assert not zt.verdict([2.30, 2.31], [2.20, 2.22])  # 0.095 above, s.e. 0.005
     assert not zt.verdict([math.nan, 2.2], [2.2, 2.2])  # the default diverged

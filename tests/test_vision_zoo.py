@@ -4,10 +4,7 @@ normalization (:mod:`initlab.planning.calibrate`)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,19 +14,9 @@ from torch import nn
 import initlab
 from initlab.planning import HEAD_GAIN
 from initlab.planning.calibrate import HEAD_CALIBRATED
+from tests._benchmarks import load_benchmark
 
-
-def _load_zoo():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "vision_zoo.py"
-    spec = importlib.util.spec_from_file_location("vision_zoo", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("vision_zoo", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-zoo = _load_zoo()
+zoo = load_benchmark("vision_zoo")
 
 
 @pytest.mark.parametrize("name", ["squeezenet1_1", "mobilenet_v3_small", "unet", "alexnet",
