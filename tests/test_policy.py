@@ -32,7 +32,6 @@ from initlab.planning import (
     TIED_HEAD_GAIN,
     UNSCALED_QUERY,
 )
-from initlab.planning.policy import stream_factor
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -499,98 +498,3 @@ def test_layers_side_by_side_are_no_deep_chain() -> None:
     assert p["9.weight"].gain == HEAD_GAIN
     chain = plain_mlp(64, 10, 16, 32, "relu")
     assert initlab.trace(chain, torch.randn(2, 64)).longest_path == 16
-
-
-class _TinyLM(nn.Module):
-    """Pre-norm blocks ``x + W2 relu(W1 ln(x))`` on ``tok(ids) [+ pos]``, a tied or untied head;
-    ``embed_norm`` puts a LayerNorm on the stream before the first block (BLOOM's)."""
-
-    def __init__(self, tied: bool, positions: bool, embed_norm: bool = False, d: int = 32,
-                 blocks: int = 3, vocab: int = 50) -> None:  # fmt: skip
-        super().__init__()
-        self.tok = nn.Embedding(vocab, d)
-        self.pos = nn.Embedding(16, d) if positions else None
-        self.embed_norm = nn.LayerNorm(d) if embed_norm else None
-        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(blocks))
-        self.fc1 = nn.ModuleList(nn.Linear(d, 2 * d) for _ in range(blocks))
-        self.fc2 = nn.ModuleList(nn.Linear(2 * d, d) for _ in range(blocks))
-        self.final = nn.LayerNorm(d)
-        self.head = nn.Linear(d, vocab, bias=False)
-        if tied:
-            self.head.weight = self.tok.weight
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.tok(ids)
-        if self.pos is not None:
-            x = x + self.pos(torch.arange(ids.shape[1]))
-        if self.embed_norm is not None:
-            x = self.embed_norm(x)
-        for ln, f1, f2 in zip(self.norms, self.fc1, self.fc2, strict=True):
-            x = x + f2(F.relu(f1(ln(x))))
-        return self.head(self.final(x))
-
-
-@pytest.mark.parametrize(
-    ("tied", "positions", "embed_norm", "stream"),
-    [(True, True, False, stream_factor(0.15 / math.sqrt(32), 2, 32, 50)),
-     (True, False, False, stream_factor(0.15 / math.sqrt(32), 1, 32, 50)), (True, True, True, 1.0),
-     (False, False, False, 1.0), (False, True, False, 1.0)],
-)  # fmt: skip
-def test_branch_ends_on_a_stream_that_starts_small_are_scaled_by_its_std(
-    tied: bool, positions: bool, embed_norm: bool, stream: float
-) -> None:
-    """A tied table (and the positions summed with it) starts the stream small: the ends get
-    ``L^-1/2 stream_factor``; a norm on the stream, or tables at N(0, 1), leave ``L^-1/2``."""
-    assert 0.0 < stream < 0.2 or stream == 1.0
-    net = _TinyLM(tied, positions, embed_norm)
-    plan = initlab.plan(net, example=torch.randint(0, 50, (2, 8)), seed=0)
-    ends = [e for e in plan if e.role == "residual_out"]
-    assert [e.name for e in ends] == [f"fc2.{i}.weight" for i in range(3)]
-    for e in ends:
-        assert e.gain == pytest.approx(3**-0.5 * stream, rel=1e-6)
-        assert ("small tied table" in e.note) == (stream < 1.0)
-    assert plan["fc1.0.weight"].gain == pytest.approx(math.sqrt(2))  # the rest as before
-
-
-def test_only_the_stream_that_starts_at_the_tied_table_is_scaled() -> None:
-    """An encoder stream from a convolution (Whisper's) keeps ``L^-1/2``; the decoder's stream,
-    from the tied table, gets its std as well."""
-
-    class EncDec(nn.Module):
-        def __init__(self, d: int = 32, vocab: int = 40) -> None:
-            super().__init__()
-            self.conv = nn.Conv1d(4, d, 3, padding=1)
-            self.enc = nn.ModuleList(
-                nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d)) for _ in range(2)
-            )
-            self.enc_norm = nn.LayerNorm(d)
-            self.tok = nn.Embedding(vocab, d)
-            self.cross_norm, self.cross = nn.LayerNorm(d), nn.Linear(d, d)
-            self.dec = nn.ModuleList(
-                nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d)) for _ in range(2)
-            )
-            self.final = nn.LayerNorm(d)
-            self.head = nn.Linear(d, vocab, bias=False)
-            self.head.weight = self.tok.weight
-
-        def forward(self, feats: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-            h = self.conv(feats).transpose(1, 2)
-            for blk in self.enc:
-                h = h + blk(h)
-            mem = self.enc_norm(h).mean(1, keepdim=True)
-            x = self.tok(ids)
-            x = x + self.cross(
-                self.cross_norm(x) + mem
-            )  # reads the decoder's stream and the memory
-            for blk in self.dec:
-                x = x + blk(x)
-            return self.head(self.final(x))
-
-    net = EncDec()
-    plan = initlab.plan(net, example=(torch.randn(2, 4, 8), torch.randint(0, 40, (2, 8))), seed=0)
-    L = len(plan.graph.branches)
-    assert L == 5
-    s = stream_factor(0.15 / math.sqrt(32), 1, 32, 40)
-    assert plan["enc.0.1.weight"].gain == pytest.approx(L**-0.5)
-    assert plan["dec.1.1.weight"].gain == pytest.approx(L**-0.5 * s)
-    assert plan["cross.weight"].gain == pytest.approx(L**-0.5 * s)

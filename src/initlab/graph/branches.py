@@ -77,10 +77,9 @@ def _branches(adds: list[tuple[_Info, _Info, dict[str, _Info]]],
             ends = [feeds[n].streams.get(root) for n in sorted(feeding) if n in feeds]
             for path in [p for p in ends if p is not None]:
                 names = path.names()
-                _record(found, names[_common(names, skip_path) :], (), layers, call, root,
-                        skip_path[:common])  # fmt: skip
+                _record(found, names[_common(names, skip_path) :], (), layers, call)
         elif feeding <= set(branch):
-            _record(found, branch, skip, layers, call, root, pa[:common])
+            _record(found, branch, skip, layers, call)
     return list(found.values())
 
 
@@ -113,8 +112,7 @@ def _common_calls(ca: list[_Path], cb: list[_Path]) -> int:
 
 
 def _record(found: dict[tuple[tuple[str, ...], int], Branch], branch: list[str],
-            skip: list[str], layers: dict[str, Layer], call: int, root: str,
-            source: list[str]) -> None:  # fmt: skip
+            skip: list[str], layers: dict[str, Layer], call: int) -> None:  # fmt: skip
     """Record ``branch`` as found by the sum ``call``: a layer shared across depth (ALBERT runs
     one layer ``n`` times) ends ``n`` additions, one branch each, so ``L`` counts the calls."""
     weights = [n for n in branch if layers[n].kind == "weight"]
@@ -122,8 +120,7 @@ def _record(found: dict[tuple[tuple[str, ...], int], Branch], branch: list[str],
         return
     units = [n for n in weights for _ in range(layers[n].weight_depth)]
     key = (tuple(branch), call)
-    found[key] = Branch(tuple(branch), tuple(units), branch[-1], weights[-1], tuple(skip), root,
-                        tuple(source))  # fmt: skip
+    found[key] = Branch(tuple(branch), tuple(units), branch[-1], weights[-1], tuple(skip))
 
 
 def _joins(br: Branch, feeding: set[str], layers: dict[str, Layer]) -> bool:

@@ -104,10 +104,6 @@ class Branch:
         last: the branch's last layer (the ``residual_out``), norms included.
         last_weight: its last weight layer (what Fixup and zero_module zero).
         skip_layers: layers on the skip path since the fork (a projection shortcut), if any.
-        root: where the stream starts: the layer that looks up integer ids (an embedding), or
-            an example input's or a plain parameter's label (``"\x00input 0"``).
-        source: the layers on the stream's longest path from ``root`` to the fork (the earlier
-            blocks' layers included), in order.
     """
 
     layers: tuple[str, ...]
@@ -115,8 +111,6 @@ class Branch:
     last: str
     last_weight: str | None
     skip_layers: tuple[str, ...] = ()
-    root: str = ""
-    source: tuple[str, ...] = ()
 
     @property
     def m(self) -> int:

@@ -193,10 +193,6 @@ def _decide(
     scheme, kwargs, g = _default_for(role, roles, site.local, p, layer, ctx.default, ctx.options,
                                      site.activation, ctx.policy, fans)  # fmt: skip
     scheme, kwargs, g, source = _structural(scheme, kwargs, g, role, roles, layer, ctx.policy)
-    if source == RESIDUAL_SCALED and layer is not None and layer.name in ctx.policy.stream_std:
-        s = ctx.policy.stream_std[layer.name]
-        notes.append(f"its stream starts at a small tied table (std x sqrt(d) = {s:.3g}): x "
-                     f"{s:.3g} as well, so the branches start at the tokens' scale, not 1")  # fmt: skip
     fn = None
     hits = _matching(ctx.rules, names, site.module, roles)
     rule = _winner(hits) or _winner(_matching(ctx.fallback, names, site.module, roles))

@@ -114,8 +114,6 @@ class _Policy:
     query_gain: Mapping[str, float] = field(default_factory=dict)  # query layer -> gain factor
     rescaled_tied_gain: float = RESCALED_TIED_GAIN  # the tied gain when that constant is < 1
     head_input_rms: float = 1.0  # a plain chain's predicted head-input rms, when above 1
-    stream_std: Mapping[str, float] = field(default_factory=dict)  # branch end -> the factor of
-    # a stream that starts at a small tied table (:func:`_stream_stds`), where below 1
 
     def tied_std(self, d: int) -> float:
         """The std of a tied table of width ``d``: ``tied_head_gain / sqrt(d)``, or, when the
@@ -196,87 +194,7 @@ def _policy(model: nn.Module, graph: Graph, head_scale: float | None,
         tied = any(_is_tied_head(graph, graph.layers[n]) for n in group)
         for n in group:
             stds[n] = base.tied_std(d) if tied else 1.0
-    base = replace(base, embedding_std=stds)
-    stream = _stream_stds(graph, base) if normed and residual_scale else {}
-    stream = {n: s for n, s in stream.items() if n in ends}
-    ends = {n: f * stream.get(n, 1.0) for n, f in ends.items()}
-    return replace(base, branch_ends=ends, stream_std=stream)
-
-
-SELF_LOGIT_COST = 0.02
-"""The most initial loss (nats, random labels) that the input token's own logit through a tied
-head may add, :func:`stream_factor`: the branches on a stream that starts at the tied table
-are started no smaller than that allows."""
-
-
-def stream_factor(sigma: float, k: int, d: int, vocab: int, c: float = 1.0) -> float:
-    r"""The branch-end factor for a stream that starts at ``k`` summed tables of std
-    :math:`\sigma` (one of them the tied head's, ``vocab`` x ``d``, its input scaled by ``c``).
-
-    .. math:: f = \min\Big(1, \max\big(s, \sqrt{(c\,d\,\sigma^2 / a)^2 - s^2}\big)\Big),
-              \quad s = \sigma\sqrt{k}, \quad a = \log(1 + \text{SELF\_LOGIT\_COST} \cdot V)
-
-    At :math:`f = s` the branches together start at the stream's own scale. A stream of a token
-    embedding ``e`` and branch outputs of std ``f`` reaches the tied head as ``x / rms(x)``, where
-    ``e``'s own row scores :math:`c\,d\,\sigma^2 / \sqrt{s^2 + f^2}` against ``N(0, c^2 d
-    \sigma^2)`` for the others: that logit adds :math:`\log(1 + (e^a - 1) / V)` to the initial
-    loss, so ``f`` is raised until ``a`` is at most the bound above (which keeps that cost under
-    :data:`SELF_LOGIT_COST`). Small vocabularies need the larger ``f``.
-
-    >>> round(stream_factor(0.15 / 8, 2, 64, 28), 4), round(stream_factor(0.15 / 8, 2, 64, 50257), 4)
-    (0.0431, 0.0265)
-    >>> stream_factor(0.35, 1, 64, 28, c=64**-0.5)  # T5's rescaled table: unchanged
-    1.0
-    """
-    s = sigma * math.sqrt(k)
-    a = math.log1p(SELF_LOGIT_COST * vocab)
-    need = (c * d * sigma**2 / a) ** 2 - s**2
-    return min(1.0, max(s, math.sqrt(need) if need > 0 else 0.0))
-
-
-def _stream_stds(graph: Graph, policy: _Policy) -> dict[str, float]:
-    r"""Each residual branch end whose stream starts at a small tied table, and its factor.
-
-    A residual stream starts where its first branch forks: in a language model, at the sum of
-    its embeddings. A tied table is drawn small for the initial loss's sake
-    (:data:`TIED_HEAD_GAIN`: std :math:`\sigma = 0.15 / \sqrt{d}`), the positions summed with
-    it too, so the stream starts at std :math:`s = \sigma \sqrt{k}`. The branch-end factor
-    :math:`L^{-1/2}` assumes a stream of unit scale: on this one the ``L`` branches together
-    start at std 1 per element, :math:`1 / s` times the tokens (37x in GPT-2 at d 64), and bury
-    them. So those ends also get :func:`stream_factor`: about ``s`` (the branches start at the
-    stream's own scale), more where a small vocabulary would make the input token's own logit
-    through the tied head cost initial loss. Tables at N(0, 1) (untied) or T5's rescaled one
-    keep the factor 1. Measured with 200 Adam steps on names (held-out loss): see README.
-
-    Walks the layers in the order they ran: an embedding lookup that starts a stream (a
-    branch's root) sets the factor of the stream that follows, and a normalization layer on the
-    stream itself (on a branch's path from the stream's root to its fork but on no branch:
-    BLOOM's and BART's embedding norms, a post-norm block's) resets it to 1. A branch end takes
-    the factor at its call. Only factors below 1 are returned.
-    """
-    on_branch = {n for b in graph.branches for n in b.layers}
-    on_stream = {n for b in graph.branches for n in b.source} - on_branch
-    ends = {b.last_weight for b in graph.branches if b.last_weight is not None}
-    roots = {b.root for b in graph.branches}  # a table inside a block (T5's position bias) is none
-    groups = {n: g for g in _embedding_groups(graph) for n in g}
-    scale, out = 1.0, {}
-    for la in sorted((la for la in graph.layers.values() if la.calls > 0), key=lambda la: la.order):
-        if la.name in ends and scale < 1.0:
-            out[la.name] = scale
-        elif la.kind == "embedding" and la.name in roots:
-            group = groups.get(la.name, (la.name,))
-            tied = [graph.layers[n] for n in group if n in graph.layers
-                    and _is_tied_head(graph, graph.layers[n])]  # fmt: skip
-            w = stored_tensor(tied[0].module, "weight") if tied else None
-            if not isinstance(w, torch.Tensor) or w.dim() != 2:
-                scale = 1.0  # no tied table: the tables are drawn at N(0, 1)
-                continue
-            sigma = policy.embedding_std.get(tied[0].name, policy.tied_std(w.shape[1]))
-            scale = stream_factor(sigma, len(group), w.shape[1], w.shape[0],
-                                  policy.tied_input_scale)  # fmt: skip
-        elif la.kind == "norm" and la.name in on_stream:
-            scale = 1.0
-    return out
+    return replace(base, embedding_std=stds)
 
 
 def _layer_scale(model: nn.Module, graph: Graph, layer: Layer, bound: float) -> str | None:
