@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import optim
 from ..connectivity import Fans
 from ..errors import InitlabError
 from ..graph import Graph
@@ -146,10 +147,8 @@ class Plan:
         Fixup's recipe, for the default's Fixup rule (a residual net without normalization): its
         branch ends start at zero, so their biases all get the stream's gradient and move as one.
         """
-        from ..optim import param_groups
-
-        return param_groups(self.model, lr, weight_decay=weight_decay,
-                            scalar_lr_mult=scalar_lr_mult)  # fmt: skip
+        return optim.param_groups(self.model, lr, weight_decay=weight_decay,
+                                  scalar_lr_mult=scalar_lr_mult)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description: seed, scheme, the graph's findings and every entry."""
