@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -125,6 +126,28 @@ def parameter(module: nn.Module, name: str) -> torch.Tensor:
 _ORIGINAL = re.compile(r"^parametrizations\.([^.]+)\.original(\d*)$")
 
 
+def originals(holder: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of a parametrization list's originals (``original``, or ``original0``,
+    ``original1``, ...), in order."""
+    return [(k, t) for k, t in holder.named_parameters(recurse=False) if k.startswith("original")]
+
+
+def main_original(holder: nn.Module) -> tuple[int, torch.Tensor] | None:
+    """The original that stands for a parametrization list's tensor, with its index: the only
+    one, or the first of the largest (weight norm's direction ``v``, not its norm ``g``)."""
+    found = originals(holder)
+    if not found:
+        return None
+    index = max(range(len(found)), key=lambda i: found[i][1].numel())
+    return index, found[index][1]
+
+
+def weight_norm_hooks(module: nn.Module) -> list[Any]:
+    """The forward pre-hooks of weight norms registered the older way on ``module``
+    (``torch.nn.utils.weight_norm``; each has ``name`` and ``dim``)."""
+    return [h for h in module._forward_pre_hooks.values() if type(h).__name__ == "WeightNorm"]
+
+
 def parametrized_original(module: nn.Module, name: str) -> tuple[str, bool] | None:
     """For ``name`` an original tensor of one of ``module``'s parametrizations
     (:mod:`torch.nn.utils.parametrize`: ``parametrizations.weight.original``, or
@@ -140,13 +163,11 @@ def parametrized_original(module: nn.Module, name: str) -> tuple[str, bool] | No
     holder = getattr(module, "parametrizations", None)
     if match is None or not isinstance(holder, nn.ModuleDict) or match[1] not in holder:
         return None
-    originals = [t for k, t in holder[match[1]].named_parameters(recurse=False)
-                 if k.startswith("original")]  # fmt: skip
-    if not originals:
+    main = main_original(holder[match[1]])
+    if main is None:
         return None
-    main = max(range(len(originals)), key=lambda i: originals[i].numel())  # first of the largest
     index = int(match[2]) if match[2] else 0
-    return match[1], index == main
+    return match[1], index == main[0]
 
 
 def weight_norm_hook(module: nn.Module, name: str) -> tuple[str, bool] | None:
@@ -165,9 +186,8 @@ def weight_norm_hook(module: nn.Module, name: str) -> tuple[str, bool] | None:
     base, _, part = name.rpartition("_")
     if part not in ("g", "v") or not base:
         return None
-    for hook in module._forward_pre_hooks.values():
-        if type(hook).__name__ == "WeightNorm" and getattr(hook, "name", None) == base:
-            return base, part == "v"
+    if any(getattr(hook, "name", None) == base for hook in weight_norm_hooks(module)):
+        return base, part == "v"
     return None
 
 
@@ -177,9 +197,8 @@ def stored_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
     read as its main original (same shape), see :func:`parametrized_original`."""
     holder = getattr(module, "parametrizations", None)
     if isinstance(holder, nn.ModuleDict) and name in holder:
-        originals = [t for k, t in holder[name].named_parameters(recurse=False)
-                     if k.startswith("original")]  # fmt: skip
-        return max(originals, key=lambda t: t.numel()) if originals else None
+        main = main_original(holder[name])
+        return main[1] if main is not None else None
     if weight_norm_hook(module, f"{name}_v") is not None:
         return module._parameters[f"{name}_v"]
     tensor = getattr(module, name, None)

@@ -25,7 +25,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from .. import materialize, rng
-from ..connectivity import parametrized_original
+from ..connectivity import main_original, originals, parametrized_original, weight_norm_hooks
 
 if TYPE_CHECKING:
     from .types import Plan
@@ -61,11 +61,10 @@ def hooked_norms(model: torch.nn.Module, drawn: set[str]) -> list[tuple[str, obj
     (``torch.nn.utils.weight_norm``) whose ``v`` the plan draws: :func:`sync_hooked` sets ``g``."""
     out = []
     for name, module in model.named_modules():
-        for hook in module._forward_pre_hooks.values():
-            if type(hook).__name__ == "WeightNorm":
-                v = f"{name}.{hook.name}_v" if name else f"{hook.name}_v"
-                if v in drawn:
-                    out.append((name, hook))
+        for hook in weight_norm_hooks(module):
+            v = f"{name}.{hook.name}_v" if name else f"{hook.name}_v"
+            if v in drawn:
+                out.append((name, hook))
     return out
 
 
@@ -114,8 +113,9 @@ def to_sync(model: torch.nn.Module, p: Plan, drawn: set[str]) -> list[tuple[str,
 
 
 def _main(holder: torch.nn.Module) -> torch.Tensor:
-    return max((t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")),
-               key=lambda t: t.numel())  # fmt: skip
+    main = main_original(holder)
+    assert main is not None, "a parametrization list always holds an original"
+    return main[1]
 
 
 def _inverted(steps: list[torch.nn.Module], value: torch.Tensor, seed: int, key: str) -> object:
@@ -147,7 +147,7 @@ def sync(model: torch.nn.Module, layer: str, tensor: str, device: torch.device, 
     orthogonal (the constructor's ``base`` no longer counts); spectral norm's is the identity."""
     module = model.get_submodule(layer) if layer else model
     holder = module.parametrizations[tensor]
-    names = [k for k, _ in holder.named_parameters(recurse=False) if k.startswith("original")]
+    names = [k for k, _ in originals(holder)]
     for k in names:  # a meta build: a place for the value first
         t = getattr(holder, k)
         if t.device.type == "meta":
@@ -158,8 +158,7 @@ def sync(model: torch.nn.Module, layer: str, tensor: str, device: torch.device, 
             )
             fresh = torch.empty(t.shape, dtype=t.dtype, device=device)
             undo.append(materialize.install(model, name, fresh))
-    originals = [getattr(holder, k) for k in names]
-    saved = [(t, t.detach().clone()) for t in originals]
+    saved = [(t, t.detach().clone()) for t in (getattr(holder, k) for k in names)]
     buffers = [(step, dict(step._buffers)) for step in holder]  # orthogonal's base is replaced
 
     def restore() -> None:
@@ -201,8 +200,7 @@ def estimate(model: torch.nn.Module, name: str, index: int, device: torch.device
     constructor runs (they were estimated for the constructor's weight, or are meta)."""
     holder = model.get_submodule(name)
     step = holder[index]
-    value = max((t for k, t in holder.named_parameters(recurse=False) if k.startswith("original")),
-                key=lambda t: t.numel()).detach()  # fmt: skip
+    value = _main(holder).detach()
     with torch.no_grad():
         for earlier in list(holder)[:index]:
             value = earlier(value)
