@@ -7,7 +7,7 @@ Every causal LM and image classifier of ``zoo.py``'s specs (2 layers, width 64),
 names as next-character blocks (28 symbols) or digits as 32x32 images (10 classes); Adam lr 1e-3,
 batch 32, 200 steps; the held-out loss, mean ± standard error over the seeds. A row passes when
 initlab's held-out loss is at most the own init's plus one standard error of the difference.
-About 20 s per model and seed on one thread::
+About 15 s per model and seed on one thread (both inits)::
 
     PYTHONPATH=src python benchmarks/zoo_training.py                 # every LM and classifier
     PYTHONPATH=src python benchmarks/zoo_training.py --models opt,deit --seeds 3
