@@ -11,6 +11,11 @@ About 15 s per model and seed on one thread (both inits)::
 
     PYTHONPATH=src python benchmarks/zoo_training.py                 # every LM and classifier
     PYTHONPATH=src python benchmarks/zoo_training.py --models opt,deit --seeds 3
+
+``--zoo vision`` trains ``vision_zoo.py``'s torchvision-style classifiers instead (their authors'
+init in the constructor: Kaiming fan-out convs, N(0, 0.01) heads), the same way (about 7 min)::
+
+    PYTHONPATH=src python benchmarks/zoo_training.py --zoo vision
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 from initlab.bench import architectures as A
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vision_zoo  # the torchvision-style models
 import zoo  # the specs (its folder is on sys.path)
 
 KINDS = ("lm", "vision")
@@ -42,6 +48,22 @@ def architecture(name: str) -> A.Architecture:
         return A.hf_model(spec.cls, spec.config, spec.kwargs, classes, vision=vision, special_id=0)
 
     return A.Architecture(name, spec.kind, build)
+
+
+def vision_zoo_architecture(name: str) -> A.Architecture:
+    """``vision_zoo.py``'s model ``name`` (10 classes, 32x32) as a models-suite architecture."""
+    if name not in vision_zoo.MODELS or name in vision_zoo.SEGMENTATION:
+        raise SystemExit(f"no classifier {name!r} in vision_zoo.py; pick from "
+                         f"{', '.join(sorted(set(vision_zoo.MODELS) - vision_zoo.SEGMENTATION))}")  # fmt: skip
+
+    def build(classes: int) -> torch.nn.Module:
+        if classes != vision_zoo.CLASSES:
+            raise ValueError(
+                f"vision_zoo.py's models have {vision_zoo.CLASSES} classes, not {classes}"
+            )
+        return vision_zoo.MODELS[name]()
+
+    return A.Architecture(name, "vision", build, needs_hf=False)
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -65,18 +87,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--models", default="", help="comma-separated zoo names (default: every LM and classifier)"
     )
+    ap.add_argument("--zoo", choices=("hf", "vision"), default="hf",
+                    help="hf: zoo.py's transformers models; vision: vision_zoo.py's CNNs")  # fmt: skip
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=200)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    names = [n for n in args.models.split(",") if n] or [
-        n for n, s in zoo.SPECS.items() if s.kind in KINDS and n not in A.ARCHITECTURES
-    ]
+    if args.zoo == "vision":
+        names = [n for n in args.models.split(",") if n] or [
+            n for n in vision_zoo.MODELS if n not in vision_zoo.SEGMENTATION
+        ]
+        build = vision_zoo_architecture
+    else:
+        names = [n for n in args.models.split(",") if n] or [
+            n for n, s in zoo.SPECS.items() if s.kind in KINDS and n not in A.ARCHITECTURES
+        ]
+        build = architecture
     tasks = {"lm": A.char_blocks(17), "vision": A.digit_images()}
     print("| model | kind | initlab | own | passes |\n|---|---|---|---|---|", flush=True)
     failed = 0
     for name in names:
-        arch = architecture(name)
+        arch = build(name)
         losses: dict[str, list[float]] = {"initlab": [], "own": []}
         try:
             for seed in range(args.seeds):

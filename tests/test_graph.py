@@ -128,3 +128,56 @@ def test_dict_and_tuple_examples():
     m = Two()
     assert len(list(trace(m, (torch.randn(2, 3), torch.randn(2, 5))))) == 2
     assert len(list(trace(m, {"x": torch.randn(2, 3), "y": torch.randn(2, 5)}))) == 2
+
+
+class _QKNorm(nn.Module):
+    """A query projection normalized per head (Qwen3, OLMo2), a value projection that is not, and
+    a layer whose output a norm reads and a sum reads too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.v, self.mix = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.q_norm, self.out_norm, self.lrn = (
+            nn.LayerNorm(4),
+            nn.LayerNorm(16),
+            nn.LocalResponseNorm(2),
+        )
+        self.conv = nn.Conv1d(16, 16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.q_norm(self.q(x).view(*x.shape[:-1], 4, 4)).flatten(-2)
+        m = self.mix(x)
+        y = self.out_norm(m) + m + q * self.v(x)
+        return self.lrn(self.conv(y.transpose(1, 2))).transpose(1, 2)
+
+
+class _LinearBN(nn.Module):
+    """LeViT's ``MLPLayerWithBN``: a BatchNorm over the tokens, reshaped like the linear output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.bn, self.out = (
+            nn.Linear(16, 16, bias=False),
+            nn.BatchNorm1d(16),
+            nn.Linear(16, 4),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        return self.out(x + self.bn(h.flatten(0, 1)).reshape_as(h))
+
+
+def test_normalized_layers_are_those_only_a_norm_reads():
+    g = trace(cnn_bn(), torch.randn(2, 3, 8, 8))
+    weights = {la.name: la.normalized for la in g if la.kind == "weight"}
+    assert weights == {"0": True, "3": True, "8": False}  # convs before BN; the head
+    g = trace(_QKNorm(), torch.randn(2, 3, 16))
+    assert g.layers["q"].normalized  # through a view
+    assert not g.layers["v"].normalized and not g.layers["mix"].normalized  # mix: also summed
+    assert not g.layers["conv"].normalized  # LocalResponseNorm is not scale-invariant
+    g = trace(_LinearBN(), torch.randn(2, 3, 16))  # reshape_as reads only the shape
+    assert g.layers["lin"].normalized and not g.layers["out"].normalized
+    g = trace(encoder(), torch.randn(2, 5, 16))  # post-norm: LN(x + f(x)) reads the sum
+    assert not any(la.normalized for la in g if la.kind == "weight")
+    g = trace(ResNet(), torch.randn(2, 3, 8, 8))
+    assert not any(la.normalized for la in g)  # no norms

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from tests._benchmarks import load_benchmark
 
@@ -51,3 +52,17 @@ def test_zoo_training_verdict_is_paired_and_fails_a_diverged_default() -> None:
     assert zt.verdict([2.2, 2.2], [math.nan, 2.2])  # the own init diverged
     arch = zt.architecture("gpt_neo")
     assert arch.kind == "lm" and arch.build(28).config.vocab_size == 28
+
+
+def test_zoo_training_builds_the_torchvision_style_classifiers() -> None:
+    pytest.importorskip("transformers")  # zoo_training imports zoo.py's transformers specs
+    zt = load_benchmark("zoo_training")
+    arch = zt.vision_zoo_architecture("resnext")
+    model = arch.build(10)
+    assert arch.kind == "vision" and not arch.needs_hf
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="10 classes"):
+        arch.build(28)
+    for name in ("unet", "no_such_model"):  # a segmentation net, an unknown name
+        with pytest.raises(SystemExit, match="no classifier"):
+            zt.vision_zoo_architecture(name)

@@ -41,7 +41,12 @@ def test_norms_and_grouped_conv_fans():
     p = plan(cnn_bn(), example=torch.randn(2, 3, 8, 8))
     assert (p["1.weight"].scheme, p["1.bias"].scheme) == ("ones", "zeros")
     e = p["3.weight"]  # Conv2d(8, 16, 3, groups=2)
-    assert (e.fan_in, e.fan_out) == (36, 72) and e.gain == pytest.approx(math.sqrt(2))
+    assert (e.fan_in, e.fan_out) == (36, 72) and e.gain == pytest.approx(
+        math.sqrt(2) / 4
+    )  # ReLU, BN reads it
+    assert plan(cnn_bn(), example=torch.randn(2, 3, 8, 8), normalized_scale=1)[
+        "3.weight"
+    ].gain == pytest.approx(math.sqrt(2))
 
 
 def test_attention_chunks_and_residual_roles():

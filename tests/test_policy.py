@@ -26,6 +26,8 @@ from initlab.planning import (
     DEEP_PLAIN_HEAD_GAIN,
     HEAD_GAIN,
     IDENTITY_CHAIN_ACTIVATIONS,
+    NORMALIZED,
+    NORMALIZED_GAIN,
     RESCALED_TIED_GAIN,
     RESIDUAL_LAYER_SCALED,
     RESIDUAL_SCALED,
@@ -498,3 +500,43 @@ def test_layers_side_by_side_are_no_deep_chain() -> None:
     assert p["9.weight"].gain == HEAD_GAIN
     chain = plain_mlp(64, 10, 16, 32, "relu")
     assert initlab.trace(chain, torch.randn(2, 64)).longest_path == 16
+
+
+# --------------------------------------------------------------------------- layers a norm reads
+
+
+def _bn_cnn() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU6(),
+        nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )  # fmt: skip
+
+
+def test_layers_only_a_norm_reads_start_smaller_and_compute_the_same() -> None:
+    """A conv before its BatchNorm is drawn at NORMALIZED_GAIN of its Kaiming gain: the network
+    computes the same function in train mode (BN divides the scale out), only Adam's and SGD's
+    relative steps on those weights are larger."""
+    x = torch.randn(64, 3, 8, 8, generator=_gen())
+    small, plain = _built(_bn_cnn), _built(_bn_cnn)
+    p = initlab.init(small, example=x, seed=3)
+    q = initlab.init(plain, example=x, seed=3, normalized_scale=1.0)
+    for name in ("0.weight", "3.weight", "6.weight"):
+        assert p[name].source == NORMALIZED and q[name].source != NORMALIZED
+        assert p[name].std == pytest.approx(NORMALIZED_GAIN * q[name].std)
+        assert p[name].gain == pytest.approx(NORMALIZED_GAIN * q[name].gain)
+        ratio = small.get_parameter(name) / plain.get_parameter(name)
+        torch.testing.assert_close(ratio, torch.full_like(ratio, NORMALIZED_GAIN))  # same draws
+    assert p["11.weight"].source != NORMALIZED and p["11.weight"].std == q["11.weight"].std
+    small.train(), plain.train()
+    with torch.no_grad():
+        # BN's eps (1e-5) weighs 16x more against the smaller variance: ~1e-4 relative
+        torch.testing.assert_close(small(x), plain(x), rtol=2e-3, atol=2e-4)
+    named = initlab.plan(_built(_bn_cnn), "kaiming_normal", example=x)  # a scheme as named
+    assert all(e.source != NORMALIZED for e in named)
+    assert initlab.plan(_built(_bn_cnn), "kaiming_normal", example=x,
+                        normalized_scale=0.5)["0.weight"].source == NORMALIZED  # fmt: skip
+    for bad in (0.0, -1.0, math.nan):
+        with pytest.raises(InitlabError, match="normalized_scale"):
+            initlab.plan(_built(_bn_cnn), example=x, normalized_scale=bad)

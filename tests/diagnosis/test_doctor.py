@@ -355,6 +355,31 @@ def test_jacobian_of_an_orthogonal_linear_map_is_isometric():
     assert report.severity("isometry") == "ok"
 
 
+def test_jacobian_of_a_fresh_batchnorm_net_reads_the_batch_not_the_placeholders():
+    """A conv before a BatchNorm computes the same function at any scale; before training, eval
+    mode would divide by the placeholder variance 1 and shrink the signal by the conv's scale.
+    The doctor fills those statistics from the example on its copy: the Jacobian does not move
+    with the scale, and the user's running statistics stay untouched."""
+
+    def net(scale: float) -> nn.Sequential:
+        torch.manual_seed(0)
+        m = nn.Sequential(*[nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+                            for _ in range(4)], nn.Flatten())  # fmt: skip
+        with torch.no_grad():
+            for conv in m.modules():
+                if isinstance(conv, nn.Conv2d):
+                    conv.weight.mul_(scale)
+        return m
+
+    x = torch.randn(32, 4, 6, 6, generator=torch.Generator().manual_seed(1))
+    small, plain = net(0.25), net(1.0)  # eval mode with placeholders: 0.25^8 = 1.5e-5 apart
+    means = [doctor(m, x, None, seed=0).measurements["jacobian"]["mean_sq"] for m in (small, plain)]
+    assert means[0] == pytest.approx(means[1], rel=0.02)  # BN eps: ~1e-2 relative at 0.25x
+    for bn in small.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            assert int(bn.num_batches_tracked) == 0 and float(bn.running_var.sum()) == 4.0
+
+
 def test_residual_signal_propagation():
     class Block(nn.Module):
         def __init__(self) -> None:

@@ -359,11 +359,18 @@ def run_one(arch: Architecture, how: str, task: Task, seed: int, steps: int, lr:
             batch: int = 32) -> dict[str, Any]:  # fmt: skip
     """Build ``arch`` (its own init seeded by ``seed``), start it by ``how``, measure the initial
     loss on random inputs and labels in train mode, then train ``steps`` Adam steps and measure
-    the held-out loss. Returns the figures (``nan`` when training diverged)."""
-    g = torch.Generator().manual_seed(seed)
+    the held-out loss. Returns the figures (``nan`` when training diverged). The global RNG
+    (the model's dropout masks) is seeded by ``seed`` and restored after, so a row's figures do
+    not depend on the runs before it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = arch.build(task.classes)
+        return _run_one(arch, how, task, seed, steps, lr, batch)
+
+
+def _run_one(arch: Architecture, how: str, task: Task, seed: int, steps: int, lr: float,
+             batch: int) -> dict[str, Any]:  # fmt: skip
+    g = torch.Generator().manual_seed(seed)
+    model = arch.build(task.classes)
     model.train()
     example = task.x_train[:batch]
     start(model, how, arch, example, seed, task.classes)

@@ -108,6 +108,7 @@ def doctor(
     check_placement(model, example, who="initlab.doctor")
     say = progress or (lambda desc, done, total: None)
     with _working_copy(model) as work, torch.random.fork_rng(devices=_devices(model)):
+        fresh = _fresh_batch_norms(work)  # before the measuring passes update them
         graph = trace(work, example)
         planned = _planned_stds(work, example, graph, plan)
         gen = torch.Generator().manual_seed(seed)
@@ -126,7 +127,7 @@ def doctor(
         m["batch_size"] = _batch_size(example)
         if jacobian:
             say("input-output Jacobian", len(batch_list), total)
-        m["jacobian"] = _jacobian(work, example, gen) if jacobian else None
+        m["jacobian"] = _jacobian(work, example, gen, fresh) if jacobian else None
         m["steps"] = []
         opt_text = "none (no optimizer steps)"
         if steps:
@@ -414,9 +415,50 @@ def _param_rows(work: nn.Module, graph: Graph, planned: dict[str, float | None],
     return rows
 
 
-def _jacobian(work: nn.Module, example: Any, gen: torch.Generator, probes: int = 4,
+def _fresh_batch_norms(work: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorms that have never seen a batch (``num_batches_tracked == 0``): their running
+    statistics are placeholders (mean 0, variance 1)."""
+    return [m for m in work.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.track_running_stats and m.num_batches_tracked is not None
+            and int(m.num_batches_tracked) == 0]  # fmt: skip
+
+
+def _fill_running_stats(work: nn.Module, example: torch.Tensor,
+                        norms: list[nn.modules.batchnorm._BatchNorm]) -> None:  # fmt: skip
+    """Give ``norms`` (:func:`_fresh_batch_norms`) the example's batch statistics, as BN
+    recalibration does: one forward with only those norms in train mode and ``momentum=None``
+    (a cumulative average), the model's RNG untouched.
+
+    Before its first training step a BatchNorm divides by a placeholder variance of 1 in eval
+    mode, whatever the layer before it computes: the eval-mode Jacobian would measure the
+    placeholders, not the network (a conv drawn at :data:`~initlab.planning.NORMALIZED_GAIN`,
+    or at HF's N(0, 0.02), shrinks the eval-mode signal 4-20x per layer). ``work`` is the
+    doctor's copy; its buffers are restored after.
+    """
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    chosen = {id(m) for m in norms}
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        with (
+            torch.no_grad(),
+            torch.random.fork_rng(devices=[]),
+            eval_mode(work, train_if=lambda m: id(m) in chosen),
+        ):
+            work(example.detach())
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+
+
+def _jacobian(work: nn.Module, example: Any, gen: torch.Generator,
+              fresh: list[nn.modules.batchnorm._BatchNorm] = (), probes: int = 4,  # type: ignore[assignment]
               iters: int = 8) -> dict[str, Any] | None:  # fmt: skip
-    """Singular values of the input-output Jacobian on up to 4 examples (eval mode).
+    """Singular values of the input-output Jacobian on up to 4 examples (eval mode; the
+    BatchNorms in ``fresh`` first get the example's statistics, :func:`_fill_running_stats`).
 
     ``mean_sq = sum_v ||J v||^2 / sum_v ||v||^2 * d_in / min(d_in, d_out)`` with ``v ~ N(0, I)``
     (Hutchinson 1989's trace estimator, as a ratio: exact for orthogonal maps), the mean squared
@@ -428,6 +470,7 @@ def _jacobian(work: nn.Module, example: Any, gen: torch.Generator, probes: int =
     from torch.func import jvp, vjp
 
     x = example[:4].detach()
+    _fill_running_stats(work, example, list(fresh))
     with eval_mode(work):
         try:
 

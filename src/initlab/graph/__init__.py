@@ -9,6 +9,9 @@ and forward hooks, and follows every tensor from the input to the output. It rec
 * the **activation** that follows each layer before the next weight layer, whether a module
   (``nn.Tanh``) or a function (``torch.tanh``, ``F.relu``, ``x.relu()``...). Norm layers are
   transparent: in ``conv -> BatchNorm -> ReLU`` the conv is followed by ReLU;
+* **normalized** layers (:attr:`Layer.normalized`): weight layers whose output only a
+  normalization reads, directly (a conv before its BatchNorm, a query projection before a
+  QK-norm): their scale does not change the forward pass;
 * **roles**: ``head`` (reaches the output through no other weight layer), ``embedding``, ``norm``,
   and ``residual_out`` (the last layer of a branch whose output is added to a skip path);
 * **residual branches**: every ``x + f(x)`` on one stream: the operands of ``a + b`` fork from a

@@ -31,6 +31,10 @@ _VALUE_FREE = {torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_f
                torch.Tensor.new_empty, torch.Tensor.new_tensor, torch.zeros_like, torch.ones_like,
                torch.full_like, torch.empty_like, torch.rand_like, torch.randn_like,
                torch.randint_like}  # fmt: skip
+# methods that read only the shape (or dtype) of their second operand: ``y.reshape_as(x)`` carries
+# ``y``'s signal, not ``x``'s (LeViT reshapes a BatchNorm's output like the linear output it read)
+_SHAPE_OF = {torch.Tensor.reshape_as, torch.Tensor.view_as, torch.Tensor.expand_as,
+             torch.Tensor.type_as}  # fmt: skip
 ADD_FUNCTIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__,
          torch.Tensor.__radd__, torch.Tensor.__iadd__}  # fmt: skip
 MUL_FUNCTIONS = {torch.mul, torch.multiply, torch.Tensor.mul, torch.Tensor.mul_,

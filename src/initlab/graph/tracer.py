@@ -15,6 +15,7 @@ from torch.overrides import TorchFunctionMode
 from .activations import (
     _CONCAT,
     _MIXING,
+    _SHAPE_OF,
     _VALUE_FREE,
     ACTIVATION_FUNCTIONS,
     ADD_FUNCTIONS,
@@ -85,6 +86,7 @@ class _Info:
     scores: tuple[str, int, float] | None = None  # attention scores: (query layer, d_k, factor)
     keep: float = 1.0  # product of 1 - p of the dropouts since the last layer
     bare: frozenset[str] = frozenset()  # roots added in with no weight layer in between
+    normed: frozenset[str] = frozenset()  # pending layers whose raw output a norm has read
 
     @property
     def path(self) -> _Path | None:
@@ -142,6 +144,12 @@ def _merge(infos: list[_Info], embed: frozenset[str] | None = None) -> _Info:
         embed if embed is not None else frozenset(),
         scores=scores.pop() if len(scores) == 1 else None,  # scores + mask: still scores
         bare=frozenset(r for i in infos for r in i.bare if r in streams),
+        normed=frozenset(
+            k
+            for k, (act, _) in pending.items()
+            if act is None
+            and all(k in i.normed for i in infos if i.pending.get(k, ("",))[0] is None)
+        ),
     )
 
 
@@ -279,12 +287,31 @@ class _Tracer(TorchFunctionMode):
             layer.order = self.counter
             self.counter += 1
         layer.calls += 1
+        self.count_raw_reads(layer, inputs)
         if layer.kind in ("norm", "activation", "scalar"):
             return
         for info in inputs:
             for source, (act, param) in info.pending.items():
                 self.layers[source].consumed = True
                 self.settle(self.layers[source], act, param)
+
+    def count_raw_reads(self, layer: Layer, inputs: list[_Info]) -> None:
+        """Count the reads of weight layers' outputs that no activation separates from them, and
+        those among them by a scale-invariant norm that reads that one output alone
+        (:attr:`Layer.normalized`; LocalResponseNorm is not scale-invariant)."""
+        for info in inputs:
+            raw = [
+                s for s, (act, _) in info.pending.items() if act is None and s not in info.normed
+            ]
+            alone = len(info.pending) == 1 and not info.bare and len(raw) == 1
+            for source in raw:
+                self.layers[source]._raw_reads += 1
+                if (
+                    alone
+                    and layer.kind == "norm"
+                    and not isinstance(layer.module, nn.LocalResponseNorm)
+                ):
+                    self.layers[source]._norm_reads += 1
 
     def settle(self, layer: Layer, act: str | None, param: float | None) -> None:
         if not layer._seen_activation:
@@ -301,7 +328,9 @@ class _Tracer(TorchFunctionMode):
                    for r, p in base.streams.items()} or {
             layer.name: _Path(layer.name, layer.weight_depth, None)}  # fmt: skip
         if layer.kind == "norm":  # transparent for activations
-            return _Info(base.pending, streams, base.embed, bare=base.bare)
+            return _Info(
+                base.pending, streams, base.embed, bare=base.bare, normed=frozenset(base.pending)
+            )
         if layer.kind == "activation":
             act = "leaky_relu"
             slope = self.slopes.get(id(layer.module), 0.25)
@@ -370,7 +399,9 @@ class _Tracer(TorchFunctionMode):
             out = func(*args, **kwargs)
         if self.depth > 0 or func in _VALUE_FREE:
             return out
-        if leaves is None:
+        if func in _SHAPE_OF and args:
+            leaves = _leaves((args[0],))
+        elif leaves is None:
             leaves = _leaves((args, kwargs))
         if func in _MIXING:
             owners = self.param_owners(leaves)

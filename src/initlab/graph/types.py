@@ -63,6 +63,10 @@ class Layer:
             (``q @ k^T`` then softmax, or ``scaled_dot_product_attention``): ``d_k`` the
             contracted width and ``factor`` every constant the scores were multiplied by
             (``1/sqrt(d_k)`` in most models; 1 in T5, which folds it into the query's init).
+        normalized: every call's output went straight into a normalization layer (BatchNorm,
+            LayerNorm, GroupNorm, RMSNorm; no activation, sum or other reader in between, view
+            and permute aside) and nothing else read it: the forward pass does not depend on
+            this layer's weight scale, which sets only the relative size of each optimizer step.
     """
 
     name: str
@@ -78,6 +82,9 @@ class Layer:
     input_keep: float = 1.0
     attention: tuple[int, float] | None = None
     consumed: bool = False  # some weight layer read its output
+    normalized: bool = False
+    _raw_reads: int = 0  # reads of its output with no activation: by norms and by others
+    _norm_reads: int = 0
     multiplier: str | None = None
     _seen_activation: bool = False
 

@@ -83,11 +83,13 @@ from .policy import (
     EXPANDING_ACTIVATIONS,
     HEAD_GAIN,
     IDENTITY_CHAIN_ACTIVATIONS,
+    NORMALIZED_GAIN,
     RESCALED_TIED_GAIN,
     TIED_HEAD_GAIN,
 )
 from .rules import ROLES
 from .rules import RuleValue as RuleValue
+from .types import NORMALIZED as NORMALIZED
 from .types import RESIDUAL_INNER as RESIDUAL_INNER
 from .types import RESIDUAL_LAYER_SCALED as RESIDUAL_LAYER_SCALED
 from .types import RESIDUAL_SCALED as RESIDUAL_SCALED
@@ -101,6 +103,7 @@ __all__ = [
     "EXPANDING_ACTIVATIONS",
     "HEAD_GAIN",
     "IDENTITY_CHAIN_ACTIVATIONS",
+    "NORMALIZED_GAIN",
     "RESCALED_TIED_GAIN",
     "ROLES",
     "TIED_HEAD_GAIN",

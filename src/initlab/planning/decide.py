@@ -28,6 +28,7 @@ from .parametrized import PARAMETRIZED
 from .policy import IDENTITY_CHAIN_ACTIVATIONS, _Policy
 from .rules import _ROLE_ORDER, _matching, _Rule, _winner
 from .types import (
+    NORMALIZED,
     RESIDUAL_INNER,
     RESIDUAL_LAYER_SCALED,
     RESIDUAL_SCALED,
@@ -275,6 +276,8 @@ def _structural(scheme: str, kwargs: Mapping[str, Any], g: float, role: str,
     normalization)."""
     if layer is None or scheme == "keep" or role in ("bias", "head") or "norm" in roles:
         return scheme, kwargs, g, "default"
+    if role in ("weight", "residual_out") and layer.name in policy.normalized:
+        return scheme, kwargs, g * policy.normalized[layer.name], NORMALIZED
     if role == "residual_out" and layer.name in policy.layer_scaled:
         return scheme, kwargs, g, RESIDUAL_LAYER_SCALED
     if role == "residual_out" and layer.name in policy.branch_ends:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from ..placement import check_placement
 from ..schemes import SCHEMES, get_scheme
 from .calibrate import calibrate_heads
 from .decide import _Context, _decide
-from .policy import _policy
+from .policy import NORMALIZED_GAIN, _policy
 from .rules import RuleValue, _parse_rules, _Rule
 from .types import Plan, PlanEntry
 
@@ -31,6 +32,7 @@ def plan(
     seed: int = 0,
     head_scale: float | None = None,
     residual_scale: bool = True,
+    normalized_scale: float | None = None,
     include_frozen: bool = False,
     preset: str | None = None,
     preset_options: Mapping[str, Any] | None = None,
@@ -61,6 +63,10 @@ def plan(
             ``1/sqrt(2 n_layer)`` and Hayou et al. 2021's Stable ResNet); without any, zero the
             branch ends and scale the branches' other weight layers by :math:`L^{-1/(2m-2)}`
             (Fixup's rule, Zhang et al. 2019). ``False`` gives every branch the plain scheme.
+        normalized_scale: the gain factor of a weight layer whose output only a normalization
+            layer reads (a conv before its BatchNorm, a query before a QK-norm): its scale does
+            not change the forward pass, only how far each optimizer step turns it (``None``:
+            :data:`NORMALIZED_GAIN` with the default scheme, 1 with a scheme you name).
         include_frozen: also plan parameters with ``requires_grad=False``.
         preset: a model family's recipe (:data:`initlab.presets.PRESETS`, e.g. ``"gpt2"``); its
             rules rank below every rule in ``rules``, so a user's rule always wins.
@@ -92,7 +98,15 @@ def plan(
             fallback = _parse_rules(preset_rules(preset, model, graph, **(preset_options or {})))
         if skip_initialized:
             loaded = set(initialized_params(model))
-    policy = _policy(model, graph, head_scale, residual_scale, isometric=scheme is None)
+    if normalized_scale is None:
+        normalized_scale = NORMALIZED_GAIN if scheme is None else 1.0
+    elif not (math.isfinite(normalized_scale) and normalized_scale > 0):
+        raise InitlabError(
+            f"normalized_scale must be a positive number, got {normalized_scale!r}; pass 1 for "
+            "the plain gain or None for the default"
+        )
+    policy = _policy(model, graph, head_scale, residual_scale, isometric=scheme is None,
+                     normalized_scale=normalized_scale)  # fmt: skip
     context = _Context(model, graph, default.name, options, tuple(parsed), tuple(fallback), policy,
                        include_frozen, frozenset(loaded),
                        dict(model.named_modules(remove_duplicate=False)))  # fmt: skip

@@ -29,6 +29,10 @@ RESIDUAL_ZEROED = "default: branch end at 0, no normalization (residual_scale)"
 """The ``source`` of a residual branch end :func:`plan` zeroed (a model without normalization)."""
 RESIDUAL_INNER = "default x L^-1/(2m-2), no normalization (residual_scale)"
 """The ``source`` of a branch's inner weight layer scaled by Fixup's rule."""
+NORMALIZED = "default x normalized_scale: only a norm reads its output (scale-free)"
+"""The ``source`` of a weight layer whose output only a normalization reads
+(:attr:`initlab.graph.Layer.normalized`), drawn at :data:`~initlab.planning.policy.NORMALIZED_GAIN`
+of its gain."""
 UNSCALED_QUERY = "default x 1/(factor sqrt(d_k)): attention scores without 1/sqrt(d_k)"
 """The ``source`` of a query projection whose scores the model does not scale by ``1/sqrt(d_k)``."""
 
