@@ -194,6 +194,11 @@ class Plan:
         if scaled:
             foot.append(f"{len(scaled)} residual branch ends at gain x L^-1/2 = {L**-0.5:.4g} "
                         "(residual_scale=False for the plain gain)")  # fmt: skip
+        normalized = [e for e in self if e.source == NORMALIZED]
+        if normalized:
+            foot.append(f"{len(normalized)} weight layer(s) that only a norm reads at a smaller gain: "
+                        "the norm divides their scale out, a larger relative step for Adam "
+                        "(normalized_scale=1 for the plain gain, e.g. for SGD at a large lr)")  # fmt: skip
         zeroed = [e for e in self if e.source == RESIDUAL_ZEROED]
         if zeroed:
             foot.append(f"no normalization: {len(zeroed)} residual branch ends at 0, the branches' "
