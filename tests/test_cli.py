@@ -85,6 +85,20 @@ def test_residual_scale_switch():
     assert gains["--residual-scale"] == pytest.approx(0.5)  # 2 layers x 2 branches: L = 4
 
 
+def test_normalized_scale_option():
+    runner = CliRunner()
+    base = ["plan", f"{EXAMPLES}:resnet", "--example-shape", "2,3,16,16", "--json"]
+    gains = {}
+    for extra in ([], ["--normalized-scale", "1"]):
+        result = runner.invoke(main, [*base, *extra])
+        assert result.exit_code == 0, result.output
+        entries = {e["name"]: e for e in json.loads(result.output)["entries"]}
+        gains[len(extra)] = entries["0.weight"]["gain"]  # the stem conv, read only by its BN
+    assert gains[2] == pytest.approx(2**0.5) and gains[0] == pytest.approx(2**0.5 / 4)
+    result = runner.invoke(main, [*base, "--normalized-scale", "0"])
+    assert result.exit_code == 2 and "normalized-scale" in result.output
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input: one line on stderr naming the problem and the fix, exit code 2, no traceback
 

@@ -351,6 +351,10 @@ def _init_options(f: Any, *, default_scheme: str | None) -> Any:
         click.option("--residual-scale/--no-residual-scale", default=True, show_default=True,
                      help="the default's residual rule: branch ends at gain x L^-1/2 with "
                           "norms; without norms, ends at 0 and inner layers x L^-1/(2m-2)"),
+        click.option("--normalized-scale", type=click.FloatRange(min=0, min_open=True),
+                     default=None, help="the gain factor of weight layers only a norm reads "
+                     "[default: 0.25 with the default scheme; 1 for the plain gain, e.g. for SGD "
+                     "at a large lr]"),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -382,7 +386,8 @@ def _load_rules(rules_path: str | None) -> Any:
 
 def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int, scheme: str,
                 rules_path: str | None, seed: int, head_scale: float | None, preset: str | None,
-                residual_scale: bool = True, apply: bool = False) -> Any:  # fmt: skip
+                residual_scale: bool = True, normalized_scale: float | None = None,
+                apply: bool = False) -> Any:  # fmt: skip
     """Build FACTORY's model and plan it (``apply``: initialize it as :func:`initlab.init` does,
     head calibration included); a bad input ends the command with its message."""
     from .planning import init, plan
@@ -392,7 +397,7 @@ def _build_plan(factory: str, example_shape: str, example_dtype: str, vocab: int
     model = build_model(factory)
     return (init if apply else plan)(model, scheme, example=example, rules=rules, seed=seed,
                                      head_scale=head_scale, residual_scale=residual_scale,
-                                     preset=preset)  # fmt: skip
+                                     normalized_scale=normalized_scale, preset=preset)  # fmt: skip
 
 
 @main.command(epilog=EXIT_CODES)
