@@ -58,14 +58,19 @@ def test_bad_factory_and_bad_scheme_are_clear():
     assert "in module '0' (Linear)" in result.stderr and "--example-shape" in result.stderr
 
 
-def test_saved_plan_reproduces_weights(tmp_path):
+@pytest.mark.parametrize(
+    ("factory", "shape", "scheme"),
+    [("mlp", "4,64", ["--scheme", "orthogonal"]),
+     ("resnet", "2,3,16,16", [])],  # the default: convs read only by a BN at a smaller gain
+)  # fmt: skip
+def test_saved_plan_reproduces_weights(tmp_path, factory, shape, scheme):
     runner = CliRunner()
     saved = tmp_path / "init.toml"
-    base = [f"{EXAMPLES}:mlp", "--example-shape", "4,64", "--seed", "5"]
-    result = runner.invoke(main, ["plan", *base, "--scheme", "orthogonal", "--save", str(saved)])
+    base = [f"{EXAMPLES}:{factory}", "--example-shape", shape, "--seed", "5"]
+    result = runner.invoke(main, ["plan", *base, *scheme, "--save", str(saved)])
     assert result.exit_code == 0, result.output
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
-    runner.invoke(main, ["init", *base, "--scheme", "orthogonal", "--out", str(a)])
+    runner.invoke(main, ["init", *base, *scheme, "--out", str(a)])
     result = runner.invoke(main, ["init", *base, "--rules", str(saved), "--out", str(b)])
     assert result.exit_code == 0, result.output
     sa, sb = torch.load(a), torch.load(b)

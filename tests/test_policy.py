@@ -529,7 +529,9 @@ def test_layers_only_a_norm_reads_start_smaller_and_compute_the_same() -> None:
         ratio = small.get_parameter(name) / plain.get_parameter(name)
         torch.testing.assert_close(ratio, torch.full_like(ratio, NORMALIZED_GAIN))  # same draws
     assert p["11.weight"].source != NORMALIZED and p["11.weight"].std == q["11.weight"].std
-    assert "3 weight layer(s) that only a norm reads" in str(p) and "only a norm" not in str(q)
+    assert "3 weight layer(s) that only a norm reads at gain x normalized_scale" in str(
+        p
+    ) and "only a norm" not in str(q)
     small.train(), plain.train()
     with torch.no_grad():
         # BN's eps (1e-5) weighs 16x more against the smaller variance: ~1e-4 relative

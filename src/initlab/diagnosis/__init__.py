@@ -30,7 +30,7 @@ import contextlib
 import copy
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -424,7 +424,7 @@ def _fresh_batch_norms(work: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
 
 
 def _fill_running_stats(work: nn.Module, example: torch.Tensor,
-                        norms: list[nn.modules.batchnorm._BatchNorm]) -> None:  # fmt: skip
+                        norms: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:  # fmt: skip
     """Give ``norms`` (:func:`_fresh_batch_norms`) the example's batch statistics, as BN
     recalibration does: one forward with only those norms in train mode and ``momentum=None``
     (a cumulative average), the model's RNG untouched.
@@ -455,7 +455,7 @@ def _fill_running_stats(work: nn.Module, example: torch.Tensor,
 
 
 def _jacobian(work: nn.Module, example: Any, gen: torch.Generator,
-              fresh: list[nn.modules.batchnorm._BatchNorm] = (), probes: int = 4,  # type: ignore[assignment]
+              fresh: Sequence[nn.modules.batchnorm._BatchNorm] = (), probes: int = 4,
               iters: int = 8) -> dict[str, Any] | None:  # fmt: skip
     """Singular values of the input-output Jacobian on up to 4 examples (eval mode; the
     BatchNorms in ``fresh`` first get the example's statistics, :func:`_fill_running_stats`).
@@ -470,7 +470,7 @@ def _jacobian(work: nn.Module, example: Any, gen: torch.Generator,
     from torch.func import jvp, vjp
 
     x = example[:4].detach()
-    _fill_running_stats(work, example, list(fresh))
+    _fill_running_stats(work, example, fresh)
     with eval_mode(work):
         try:
 

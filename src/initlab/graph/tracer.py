@@ -5,6 +5,7 @@ paths of layers from each root, ``_Path``)."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -199,6 +200,9 @@ class _Tracer(TorchFunctionMode):
         self.counter = 0
         self.adds: list[tuple[_Info, _Info, dict[str, _Info]]] = []  # with each source's output
         self.outputs: dict[str, _Info] = {}  # each weight layer's latest output
+        # reads of each layer's output with no activation in between: all, and by a norm alone
+        self.raw_reads: Counter[str] = Counter()
+        self.norm_reads: Counter[str] = Counter()
         self.functional: dict[str, list[str]] = {}
         self.stash: dict[int, list[_Info]] = {}
         self.act_modules: dict[int, str] = {}
@@ -304,14 +308,17 @@ class _Tracer(TorchFunctionMode):
                 s for s, (act, _) in info.pending.items() if act is None and s not in info.normed
             ]
             alone = len(info.pending) == 1 and not info.bare and len(raw) == 1
-            for source in raw:
-                self.layers[source]._raw_reads += 1
-                if (
-                    alone
-                    and layer.kind == "norm"
-                    and not isinstance(layer.module, nn.LocalResponseNorm)
-                ):
-                    self.layers[source]._norm_reads += 1
+            scale_free = (
+                alone
+                and layer.kind == "norm"
+                and not isinstance(layer.module, nn.LocalResponseNorm)
+            )
+            self.raw_reads.update(raw)
+            self.norm_reads.update(raw if scale_free else ())
+
+    def normalized(self, name: str) -> bool:
+        """Whether every read of layer ``name``'s raw output was a norm's (and there was one)."""
+        return 0 < self.norm_reads[name] == self.raw_reads[name]
 
     def settle(self, layer: Layer, act: str | None, param: float | None) -> None:
         if not layer._seen_activation:

@@ -330,7 +330,7 @@ def _graph(model: nn.Module, tracer: _Tracer, output: object, layers: dict[str, 
     returned = {source for info in tracer.infos(output) for source in info.pending}
     for layer in layers.values():
         layer.normalized = (layer.kind == "weight" and layer.name not in returned
-                            and 0 < layer._norm_reads == layer._raw_reads)  # fmt: skip
+                            and tracer.normalized(layer.name))  # fmt: skip
     unreached = [la.name for la in layers.values() if la.calls == 0]
     sums = _embedding_groups(tracer.sums, layers, list(first_name.values()))
     longest = max((path.weight for info in tracer.infos(output) for path in info.streams.values()),

@@ -83,8 +83,6 @@ class Layer:
     attention: tuple[int, float] | None = None
     consumed: bool = False  # some weight layer read its output
     normalized: bool = False
-    _raw_reads: int = 0  # reads of its output with no activation: by norms and by others
-    _norm_reads: int = 0
     multiplier: str | None = None
     _seen_activation: bool = False
 

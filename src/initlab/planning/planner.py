@@ -85,6 +85,14 @@ def plan(
      ('2.weight', 'head', 'kaiming_normal', 0.1), ('2.bias', 'bias', 'zeros', 1.0)]
     """
     check_placement(model, example, who="initlab.plan", needs_values=False)
+    if normalized_scale is None:
+        normalized_scale = NORMALIZED_GAIN if scheme is None else 1.0
+    elif not (isinstance(normalized_scale, (int, float)) and math.isfinite(normalized_scale)
+              and normalized_scale > 0):  # fmt: skip
+        raise InitlabError(
+            f"normalized_scale must be a positive number, got {normalized_scale!r}; pass 1 for "
+            "the plain gain or None for the default"
+        )
     default = get_scheme(scheme if scheme is not None else "kaiming_normal")
     _check_options(default.name, options)
     parsed = _parse_rules(rules)
@@ -98,13 +106,6 @@ def plan(
             fallback = _parse_rules(preset_rules(preset, model, graph, **(preset_options or {})))
         if skip_initialized:
             loaded = set(initialized_params(model))
-    if normalized_scale is None:
-        normalized_scale = NORMALIZED_GAIN if scheme is None else 1.0
-    elif not (math.isfinite(normalized_scale) and normalized_scale > 0):
-        raise InitlabError(
-            f"normalized_scale must be a positive number, got {normalized_scale!r}; pass 1 for "
-            "the plain gain or None for the default"
-        )
     policy = _policy(model, graph, head_scale, residual_scale, isometric=scheme is None,
                      normalized_scale=normalized_scale)  # fmt: skip
     context = _Context(model, graph, default.name, options, tuple(parsed), tuple(fallback), policy,

@@ -46,9 +46,9 @@ The forward and backward passes do not depend on such a layer's scale; it sets o
 each optimizer step turns the weights: by ``lr / std`` per element under Adam, by
 ``lr / ||w||^2`` under SGD (van Laarhoven 2017; Arora et al. 2019). At Kaiming's scale a
 depthwise conv (fan-in 9, std 0.47) moves 0.2% per Adam step at lr 1e-3, where the authors of
-HF's CNNs draw 0.02. Measured (see README's policy table): 200 Adam steps on digits, held-out loss
-(2 seeds), gain x 1 / 0.25 / own init: HF MobileNetV2 1.179 / 0.563 / 0.611, RegNet 1.100 / 0.585
-/ 0.858, ResNet 1.406 / 0.993 / 1.312. The cost is SGD's first epoch at a large lr, where the
+HF's CNNs draw 0.02. Measured (README's policy table; ``benchmarks/zoo_training.py``, 200 Adam
+steps on digits, held-out loss, 2 seeds), gain x 1 -> x 0.25 / own init: HF MobileNetV2 1.239 ->
+0.535 / 0.611, RegNet 1.100 -> 0.534 / 0.858, ResNet 1.406 -> 0.993 / 1.312. The cost is SGD's first epoch at a large lr, where the
 16x larger relative step unsettles the start (``gradinit-table``'s recipe, lr 0.1, 3 seeds, test
 accuracy after epoch 1 / final, x 1 against x 0.25): VGG-BN 0.747 / 0.988 against 0.612 / 0.991,
 ResNet-20-BN 0.620 / 0.985 against 0.331 / 0.984 (PyTorch's default: 0.622 and 0.505 after

@@ -196,9 +196,10 @@ class Plan:
                         "(residual_scale=False for the plain gain)")  # fmt: skip
         normalized = [e for e in self if e.source == NORMALIZED]
         if normalized:
-            foot.append(f"{len(normalized)} weight layer(s) that only a norm reads at a smaller gain: "
-                        "the norm divides their scale out, a larger relative step for Adam "
-                        "(normalized_scale=1 for the plain gain, e.g. for SGD at a large lr)")  # fmt: skip
+            foot.append(f"{len(normalized)} weight layer(s) that only a norm reads at gain x "
+                        "normalized_scale (0.25 by default): the norm divides their scale out, "
+                        "Adam's relative step grows (normalized_scale=1 for the plain gain, e.g. "
+                        "for SGD at a large lr)")  # fmt: skip
         zeroed = [e for e in self if e.source == RESIDUAL_ZEROED]
         if zeroed:
             foot.append(f"no normalization: {len(zeroed)} residual branch ends at 0, the branches' "
