@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,23 @@ NORMALIZED = "default x normalized_scale: only a norm reads its output (scale-fr
 of its gain."""
 UNSCALED_QUERY = "default x 1/(factor sqrt(d_k)): attention scores without 1/sqrt(d_k)"
 """The ``source`` of a query projection whose scores the model does not scale by ``1/sqrt(d_k)``."""
+
+
+_FOOTERS: tuple[tuple[str, Callable[[int, int], str]], ...] = (
+    (RESIDUAL_SCALED, lambda n, L: f"{n} residual branch ends at gain x L^-1/2 = {L**-0.5:.4g} "
+                                   "(residual_scale=False for the plain gain)"),
+    (NORMALIZED, lambda n, L: f"{n} weight layer(s) that only a norm reads at gain x "
+                              "normalized_scale (0.25 by default): the norm divides their scale "
+                              "out, Adam's relative step grows (normalized_scale=1 for the plain "
+                              "gain, e.g. for SGD at a large lr)"),
+    (RESIDUAL_ZEROED, lambda n, L: f"no normalization: {n} residual branch ends at 0, the "
+                                   "branches' other weight layers x L^-1/(2m-2), Fixup's rule "
+                                   "(residual_scale=False for the plain gain); train the biases at "
+                                   "lr/10 as Fixup does, plan.param_groups(lr): the branch ends' "
+                                   "biases move as one"),
+)  # fmt: skip
+"""The plan's footer lines: for each decision source the plan holds, what it did and how to turn
+it off (``n`` entries, ``L`` residual branches)."""
 
 
 @dataclass(frozen=True)
@@ -190,22 +208,8 @@ class Plan:
         notes = [f"  {e.name}: {e.note}" for e in self if e.note]
         L, m = self.graph.residual_depth
         foot = [f"seed {self.seed}; {len(self)} parameters; residual branches L={L}, m={m}"]
-        scaled = [e for e in self if e.source == RESIDUAL_SCALED]
-        if scaled:
-            foot.append(f"{len(scaled)} residual branch ends at gain x L^-1/2 = {L**-0.5:.4g} "
-                        "(residual_scale=False for the plain gain)")  # fmt: skip
-        normalized = [e for e in self if e.source == NORMALIZED]
-        if normalized:
-            foot.append(f"{len(normalized)} weight layer(s) that only a norm reads at gain x "
-                        "normalized_scale (0.25 by default): the norm divides their scale out, "
-                        "Adam's relative step grows (normalized_scale=1 for the plain gain, e.g. "
-                        "for SGD at a large lr)")  # fmt: skip
-        zeroed = [e for e in self if e.source == RESIDUAL_ZEROED]
-        if zeroed:
-            foot.append(f"no normalization: {len(zeroed)} residual branch ends at 0, the branches' "
-                        "other weight layers x L^-1/(2m-2), Fixup's rule (residual_scale=False "
-                        "for the plain gain); train the biases at lr/10 as Fixup does, "
-                        "plan.param_groups(lr): the branch ends' biases move as one")  # fmt: skip
+        counts = Counter(e.source for e in self)
+        foot += [say(counts[source], L) for source, say in _FOOTERS if counts[source]]
         return "\n".join(lines + foot + (["notes:", *notes] if notes else []))
 
     __repr__ = __str__
