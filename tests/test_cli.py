@@ -59,22 +59,27 @@ def test_bad_factory_and_bad_scheme_are_clear():
 
 
 @pytest.mark.parametrize(
-    ("factory", "shape", "scheme"),
-    [("mlp", "4,64", ["--scheme", "orthogonal"]),
-     ("resnet", "2,3,16,16", [])],  # the default: convs read only by a BN at a smaller gain
+    ("factory", "shape", "scheme", "measured"),
+    [("mlp", "4,64", ["--scheme", "orthogonal"], set()),  # no norm, head input at the bound
+     ("resnet", "2,3,16,16", [], {"8.weight"})],  # convs read only by a BN at a smaller gain
 )  # fmt: skip
-def test_saved_plan_reproduces_weights(tmp_path, factory, shape, scheme):
+def test_saved_plan_reproduces_weights(tmp_path, factory, shape, scheme, measured):
     runner = CliRunner()
     saved = tmp_path / "init.toml"
     base = [f"{EXAMPLES}:{factory}", "--example-shape", shape, "--seed", "5"]
-    result = runner.invoke(main, ["plan", *base, *scheme, "--save", str(saved)])
-    assert result.exit_code == 0, result.output
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
-    runner.invoke(main, ["init", *base, *scheme, "--out", str(a)])
+    result = runner.invoke(main, ["init", *base, *scheme, "--out", str(a), "--save", str(saved)])
+    assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["init", *base, "--rules", str(saved), "--out", str(b)])
     assert result.exit_code == 0, result.output
     sa, sb = torch.load(a), torch.load(b)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # `plan --save` saves the plan as planned: the same but for init's measured head
+    result = runner.invoke(main, ["plan", *base, *scheme, "--save", str(saved)])
+    assert result.exit_code == 0, result.output
+    runner.invoke(main, ["init", *base, "--rules", str(saved), "--out", str(b)])
+    sb = torch.load(b)
+    assert {k for k in sa if not torch.equal(sa[k], sb[k])} == measured
 
 
 def test_residual_scale_switch():

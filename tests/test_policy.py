@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import initlab
-from initlab.bench.architectures import ARCHITECTURES, ResNet50, TimmViT, inputs, logits_and_targets
+from initlab.bench.architectures import (
+    ARCHITECTURES,
+    ResNet50,
+    TimmViT,
+    inputs,
+    logits_and_targets,
+    uniform_label_loss,
+)
 from initlab.bench.models import plain_mlp
 from initlab.errors import InitlabError
 from initlab.planning import (
@@ -57,9 +64,8 @@ def _random_loss(arch_name: str, model: nn.Module, classes: int) -> float:
     else:
         x, y = torch.randint(0, classes, (32, 33 if arch.kind == "lm" else 32), generator=g), None
     model.train()
-    with torch.no_grad():
-        logits, target = logits_and_targets(arch, model, x, y, classes)
-        return float(F.cross_entropy(logits, target))
+    with torch.no_grad():  # expected over uniform labels: without their sampling noise
+        return float(uniform_label_loss(logits_and_targets(arch, model, x, y, classes)[0]))
 
 
 def _init_like_suite(arch_name: str, model: nn.Module, classes: int) -> initlab.Plan:
@@ -528,7 +534,9 @@ def test_layers_only_a_norm_reads_start_smaller_and_compute_the_same() -> None:
         assert p[name].gain == pytest.approx(NORMALIZED_GAIN * q[name].gain)
         ratio = small.get_parameter(name) / plain.get_parameter(name)
         torch.testing.assert_close(ratio, torch.full_like(ratio, NORMALIZED_GAIN))  # same draws
-    assert p["11.weight"].source != NORMALIZED and p["11.weight"].std == q["11.weight"].std
+    # the head, measured on the example, sees the same features (up to BN's eps)
+    assert p["11.weight"].source != NORMALIZED
+    assert p["11.weight"].std == pytest.approx(q["11.weight"].std, rel=1e-3)
     assert "3 weight layer(s) that only a norm reads at gain x normalized_scale" in str(
         p
     ) and "only a norm" not in str(q)

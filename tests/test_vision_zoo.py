@@ -1,10 +1,10 @@
 """Regressions from the torchvision-style vision survey (``benchmarks/vision_zoo.py``, issue #14):
-its cheapest models through the survey's four checks, and the head calibration of models without
-normalization (:mod:`initlab.planning.calibrate`)."""
+its cheapest models through the survey's four checks, and the measured head (:mod:`initlab.planning.calibrate`)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -91,15 +91,53 @@ def test_calibration_on_an_example_the_model_cannot_run_leaves_the_plan() -> Non
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
 
 
-def test_no_calibration_with_normalization_or_head_scale() -> None:
-    """A head read from a norm (BN-ReLU-pool) keeps its plan; behind a dropout MLP after the last
-    BN (VGG-BN) it is measured and scaled; ``head_scale`` is the user's gain, used as given."""
+def _logit_variance(model: nn.Module, head: str, x: torch.Tensor, std: float) -> float:
+    """``fan_in std^2 E[h^2]``: the head's logit variance at the planned ``std``, ``h`` its
+    train-mode input on ``x``."""
+    from initlab.planning.calibrate import _input_moments
+
+    w = model.get_submodule(head).weight
+    return w[0].numel() * std**2 * _input_moments(model, [head], x)[head]
+
+
+@pytest.mark.parametrize(("build", "head"), [(lambda: zoo.PreActResNet(), "fc"),
+                                             (lambda: zoo.VGG11(), "classifier.6")])  # fmt: skip
+def test_normalized_head_starts_at_the_logit_budget(build: Any, head: str) -> None:
+    """In a normalized net the head's input is measured too (pooled BN-ReLU features:
+    E[h^2] ~ 0.17, well under the 1 gain 0.1 assumes; VGG-BN: a dropout MLP after the last BN)
+    and its gain set so that the logits start at the budget's variance on the example
+    (``fan_in std^2 E[h^2]``), up or down, and drawn at that std."""
+    from initlab.planning.calibrate import LOGIT_VARIANCE_BUDGET
+
     torch.manual_seed(0)
     x = torch.randn(16, 3, 32, 32)
-    p = initlab.init(zoo.PreActResNet(), example=x, seed=0)
-    assert HEAD_CALIBRATED not in p["fc.weight"].note and p["fc.weight"].gain == HEAD_GAIN
-    p = initlab.init(zoo.VGG11(), example=x, seed=0)
-    assert HEAD_CALIBRATED in p["classifier.6.weight"].note
+    model = build()
+    p = initlab.init(model, example=x, seed=0)
+    e = p[head + ".weight"]
+    assert HEAD_CALIBRATED in e.note and e.gain != HEAD_GAIN
+    assert abs(float(model.get_submodule(head).weight.detach().std()) - e.std) < 0.1 * e.std
+    assert _logit_variance(model, head, x, e.std) == pytest.approx(LOGIT_VARIANCE_BUDGET, rel=1e-6)
+    n = model.get_submodule(head).weight.numel()  # the draw: E[w^2] within 3 sd of std^2
+    mean_square = float(model.get_submodule(head).weight.detach().pow(2).mean())
+    assert mean_square == pytest.approx(e.std**2, rel=3 * math.sqrt(2 / n))
+
+
+def test_head_after_a_final_norm_and_dead_features_and_head_scale() -> None:
+    """A head read straight from a LayerNorm (E[h^2] = 1, up to its eps) rises to gain
+    sqrt(0.025); features
+    that are all but dead cap it at gain 1; ``head_scale`` is the user's gain, used as given."""
+    from initlab.planning.calibrate import LOGIT_VARIANCE_BUDGET, MAX_HEAD_GAIN
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 32)
+    net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.LayerNorm(64), nn.Linear(64, 10))
+    p = initlab.init(net, example=x, seed=0)
+    assert p["3.weight"].gain == pytest.approx(math.sqrt(LOGIT_VARIANCE_BUDGET), rel=1e-3)
+    net = nn.Sequential(nn.Linear(32, 64), nn.LayerNorm(64), nn.Linear(64, 64), nn.Tanh(),
+                        nn.Linear(64, 10))  # fmt: skip
+    with torch.no_grad():
+        net[1].weight.fill_(1e-4)  # a deliberate constant, kept: tanh of ~0 features
+    assert initlab.init(net, example=x, seed=0)["4.weight"].gain == MAX_HEAD_GAIN
     model, x, _ = _alexnet_like()
     p = initlab.init(model, example=x[:32], seed=0, head_scale=0.1)
     assert p["classifier.6.weight"].gain == pytest.approx(0.1)
@@ -149,3 +187,18 @@ def test_deep_plain_head_within_the_margin_meets_the_loss_bound() -> None:
         loss = float(F.cross_entropy(logits, y))
     assert float(logits.var()) <= 1.1 * LOGIT_VARIANCE_BUDGET  # measured on 32 of the 2048
     assert 0.0 < loss - math.log(10) <= 0.05
+
+
+def test_meta_built_model_gets_the_same_measured_head() -> None:
+    """Built on the meta device and initialized with ``device="cpu"``, the model is measured
+    after it is materialized: every value equals the eager build's, the head's included."""
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.device("meta"):
+        meta = zoo.PreActResNet()
+    p = initlab.init(meta, example=x, seed=0, device="cpu")
+    torch.manual_seed(0)
+    eager = zoo.PreActResNet()
+    q = initlab.init(eager, example=x, seed=0)
+    assert HEAD_CALIBRATED in p["fc.weight"].note and p["fc.weight"].gain == q["fc.weight"].gain
+    a, b = meta.state_dict(), eager.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -416,7 +416,8 @@ def presets() -> None:
 @main.command("plan", epilog=EXIT_CODES)
 @_plan_options
 @click.option("--save", type=click.Path(dir_okay=False),
-              help="save the plan; the format by extension: .toml or .json")  # fmt: skip
+              help="save the plan; the format by extension: .toml or .json (as planned: "
+                   "`initlab init --save` saves it with init's measured head)")  # fmt: skip
 def plan_cmd(as_json: bool, save: str | None, **options: Any) -> None:
     """Print the plan for FACTORY (FILE.py:FUNC or MODULE:FUNC, called with no arguments)."""
     if save:
@@ -440,9 +441,14 @@ def plan_cmd(as_json: bool, save: str | None, **options: Any) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="where to save the initialized state_dict; the format by extension: "
                    ".safetensors, or .pt/.pth (torch.save)")  # fmt: skip
-def init_cmd(as_json: bool, out: str, **options: Any) -> None:
+@click.option("--save", type=click.Path(dir_okay=False),
+              help="save the applied plan, measured head included (.toml or .json): "
+                   "`--rules` with it draws these weights again")  # fmt: skip
+def init_cmd(as_json: bool, out: str, save: str | None, **options: Any) -> None:
     """Initialize FACTORY's model and save its weights."""
     check_out_file(out, "--out", WEIGHT_FORMATS)
+    if save:
+        check_out_file(save, "--save", RULE_FORMATS)
     if out.lower().endswith(".safetensors") and importlib.util.find_spec("safetensors") is None:
         raise UsageProblem(
             f"--out {out}: writing .safetensors needs `pip install initlab[io]`; or use a .pt file"
@@ -458,8 +464,14 @@ def init_cmd(as_json: bool, out: str, **options: Any) -> None:
         import torch
 
         torch.save(state, out)
+    if save:
+        from .serialize import save_plan
+
+        save_plan(p, save)
     click.echo(json.dumps(p.to_dict(), indent=2) if as_json else str(p))
     click.echo(f"saved {len(state)} tensors to {out}", err=True)
+    if save:
+        click.echo(f"saved the plan to {save}", err=True)
 
 
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}

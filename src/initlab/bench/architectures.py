@@ -270,6 +270,25 @@ def logits_and_targets(arch: Architecture, model: nn.Module, x: torch.Tensor,
     return out.reshape(-1, out.shape[-1]), target.reshape(-1)
 
 
+def uniform_label_loss(logits: torch.Tensor) -> torch.Tensor:
+    r"""The cross-entropy of ``logits (N, C)`` expected over labels drawn uniformly and
+    independently of the input (random labels, or the next token of a random sequence):
+
+    .. math:: \mathbb{E}_y[\mathrm{CE}] = \frac{1}{N} \sum_i \Big(\log \sum_k e^{z_{ik}}
+              - \frac{1}{C} \sum_k z_{ik}\Big)
+
+    The initial loss on random inputs without the labels' sampling noise: a pooled CNN's logits
+    on random images are nearly one vector ``c``, so ``N`` drawn labels add ``c_y``'s spread,
+    ``sqrt(Var(c) / N)`` (0.03 nats at ``Var(c)`` 0.025 and 32 labels), to a loss whose
+    expectation is ``log C + Var(c) / 2``.
+
+    >>> round(float(uniform_label_loss(torch.zeros(4, 10))), 4) == round(math.log(10), 4)
+    True
+    """
+    z = logits.float()
+    return (torch.logsumexp(z, dim=-1) - z.mean(dim=-1)).mean()
+
+
 # --------------------------------------------------------------------------- the suite
 
 INITS = ("initlab", "own", "kaiming_normal_")
@@ -358,7 +377,7 @@ def layer_stds(model: nn.Module, arch: Architecture, x: torch.Tensor, classes: i
 def run_one(arch: Architecture, how: str, task: Task, seed: int, steps: int, lr: float = 1e-3,
             batch: int = 32) -> dict[str, Any]:  # fmt: skip
     """Build ``arch`` (its own init seeded by ``seed``), start it by ``how``, measure the initial
-    loss on random inputs and labels in train mode, then train ``steps`` Adam steps and measure
+    loss on random inputs in train mode (expected over uniform labels, :func:`uniform_label_loss`), then train ``steps`` Adam steps and measure
     the held-out loss. Returns the figures (``nan`` when training diverged). The global RNG
     (the model's dropout masks) is seeded by ``seed`` and restored after, so a row's figures do
     not depend on the runs before it."""
@@ -376,11 +395,12 @@ def _run_one(arch: Architecture, how: str, task: Task, seed: int, steps: int, lr
     start(model, how, arch, example, seed, task.classes)
     if arch.kind == "vision":
         xr = torch.randn((batch, *task.x_train.shape[1:]), generator=g)
-        yr = torch.randint(0, task.classes, (batch,), generator=g)
+        yr = torch.randint(0, task.classes, (batch,), generator=g)  # drawn to keep g's stream
     else:
         xr, yr = torch.randint(0, task.classes, (batch, task.x_train.shape[1]), generator=g), None
     with torch.no_grad():
-        random_loss = float(_loss(arch, model, xr, yr, task.classes))
+        random_loss = float(uniform_label_loss(logits_and_targets(arch, model, xr, yr,
+                                                                  task.classes)[0]))  # fmt: skip
         data_loss = float(_loss(arch, model, example, task.y_train[:batch] if task.y_train is not None else None, task.classes))  # fmt: skip
     stds = layer_stds(model, arch, example, task.classes)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -13,10 +13,11 @@ parameter           default
 weight of a layer   the chosen scheme, gain from the traced activation that follows the layer
                     (``initlab.gain``), fans from the module (per chunk for Q/K/V and gates)
 head weight         the chosen scheme at gain ``HEAD_GAIN`` = 0.1 (``head_scale`` sets it): the
-                    initial loss starts within ~0.01 of ``log(classes)``; in a model without
-                    normalization, or behind a dropout, :func:`init` then scales it down where
-                    one train-mode forward of the example finds its input's mean square above
-                    1 (:mod:`~initlab.planning.calibrate`)
+                    initial loss starts within ~0.01 of ``log(classes)``; :func:`init` then
+                    measures it in one train-mode forward of the example
+                    (:mod:`~initlab.planning.calibrate`): in a model with normalization it is
+                    redrawn so its logits start at variance 0.025 (``LOGIT_VARIANCE_BUDGET``);
+                    without, scaled down where its input's mean square exceeds 1
 tied head           a table that is also the input embedding: N(0, (0.15 / sqrt(d))^2)
                     (``TIED_HEAD_GAIN``; ``head_scale`` replaces 0.15); when the head reads
                     its input times a constant ``c < 1`` (T5's ``d**-0.5``):

@@ -182,9 +182,10 @@ def init(model: nn.Module, scheme: str | None = None, *, example: Any,
          **kwargs: Any) -> Plan:  # fmt: skip
     """Plan (see :func:`plan`, same arguments) and apply; return the applied :class:`Plan`.
 
-    In a model without normalization, a head the default drew is then scaled down where one
-    train-mode forward of ``example`` shows its input too large for the planned logit scale
-    (:mod:`~initlab.planning.calibrate`; not with ``head_scale``); the returned plan says so.
+    A head the default drew is then sized by one train-mode forward of ``example``
+    (:mod:`~initlab.planning.calibrate`; not with ``head_scale``): in a model with normalization
+    redrawn so its logits start at variance 0.025, in one without scaled down where its input
+    is too large for the planned logit scale; the returned plan says so.
 
     The model is left exactly as it was if anything fails (see :meth:`Plan.apply` for
     ``transactional`` and ``meta_state``).

@@ -15,10 +15,12 @@ from ..gains import gain, moment
 from ..graph import Graph, Layer
 
 HEAD_GAIN = 0.1
-"""The default gain of an output head of its own. Its logits start with std ``0.1 * rms(h)``
+"""The planned gain of an output head of its own. Its logits start with std ``0.1 * rms(h)``
 (``h`` the head's input), so the initial loss is ``log(classes) + 0.005 E[h^2]`` nats: within
 0.05 of the uniform guess unless the features' mean square exceeds 10 (timm's ViTs and
-makemore start the head at zero or at 0.01 for the same reason)."""
+makemore start the head at zero or at 0.01 for the same reason). :func:`initlab.init` then
+measures ``h`` (:mod:`~initlab.planning.calibrate`): in a normalized model the head is redrawn
+to logits of variance 0.025, which pooled CNN features of ``E[h^2]`` 0.1-0.7 need to train."""
 
 TIED_HEAD_GAIN = 0.15
 """The default gain of a table that is both the input embedding and the output head: drawn at
