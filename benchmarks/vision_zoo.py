@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import initlab
-from initlab.bench.architectures import Bottleneck
+from initlab.bench.architectures import Bottleneck, uniform_label_loss
 from initlab.bench.methods import Context, kaiming
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _survey, run or loaded by path
@@ -681,8 +681,7 @@ def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     ``mean(logsumexp(z) - mean_k z_k)``. A net's logits on random images share an offset ``c``,
     and drawn labels would add ``c_y``'s spread, ``sqrt(Var(c) / batch)``."""
     with torch.no_grad():
-        z = model(x).float()
-    return float((torch.logsumexp(z, 1) - z.mean(1)).mean())
+        return float(uniform_label_loss(model(x), dim=1))
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 import initlab
-from initlab.bench.architectures import hf_model
+from initlab.bench.architectures import hf_model, uniform_label_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _survey, run or loaded by path
 from _survey import FROM_LOG_C, loss_failures, meta_check, parse, run
@@ -279,9 +279,9 @@ def loss(model: nn.Module, inputs: dict[str, torch.Tensor], target: torch.Tensor
     loss: a pooled net's logits on random images are nearly one vector ``c``, and 64 drawn
     labels would add ``c_y``'s spread (``sqrt(Var(c) / 64)``, 0.02 nats at ``Var(c)`` 0.025)."""
     with torch.no_grad():
-        z = model(**inputs).logits.float()
-    low = 0 if z.shape[-1] == CLASSES else 3  # images: every class; text: ids clear of specials
-    return float((torch.logsumexp(z, -1) - z[..., low:].mean(-1)).mean())
+        z = model(**inputs).logits
+    first = 0 if z.shape[-1] == CLASSES else 3  # images: every class; text: ids clear of specials
+    return float(uniform_label_loss(z, first=first))
 
 
 def tied(model: nn.Module) -> bool:

@@ -202,3 +202,20 @@ def test_meta_built_model_gets_the_same_measured_head() -> None:
     assert HEAD_CALIBRATED in p["fc.weight"].note and p["fc.weight"].gain == q["fc.weight"].gain
     a, b = meta.state_dict(), eager.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("wrap", ["weight_norm", "spectral_norm"])
+def test_parametrized_head_is_not_measured(wrap: str) -> None:
+    """A head under weight or spectral norm computes its original's direction times a norm:
+    redrawing the original at another gain would change nothing, so it keeps its plan and no
+    note claims otherwise."""
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(0)
+    head = getattr(parametrizations, wrap)(nn.Linear(32, 10))
+    net = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), head)
+    p = initlab.init(net, example=torch.randn(8, 16), seed=0)
+    heads = [e for e in p if "head" in e.roles]
+    assert heads and all(HEAD_CALIBRATED not in e.note for e in heads)
+    q = initlab.plan(net, example=torch.randn(8, 16), seed=0)
+    assert all(p[e.name].gain == q[e.name].gain for e in heads)

@@ -270,12 +270,13 @@ def logits_and_targets(arch: Architecture, model: nn.Module, x: torch.Tensor,
     return out.reshape(-1, out.shape[-1]), target.reshape(-1)
 
 
-def uniform_label_loss(logits: torch.Tensor) -> torch.Tensor:
-    r"""The cross-entropy of ``logits (N, C)`` expected over labels drawn uniformly and
-    independently of the input (random labels, or the next token of a random sequence):
+def uniform_label_loss(logits: torch.Tensor, dim: int = -1, first: int = 0) -> torch.Tensor:
+    r"""The cross-entropy of ``logits`` (classes along ``dim``) expected over labels drawn
+    uniformly from the classes ``[first, C)``, independently of the input (random labels, or the
+    next token of a random sequence of ids clear of ``first`` special tokens):
 
-    .. math:: \mathbb{E}_y[\mathrm{CE}] = \frac{1}{N} \sum_i \Big(\log \sum_k e^{z_{ik}}
-              - \frac{1}{C} \sum_k z_{ik}\Big)
+    .. math:: \mathbb{E}_y[\mathrm{CE}] = \operatorname{mean}_i \Big(\log \sum_k e^{z_{ik}}
+              - \frac{1}{C - \mathrm{first}} \sum_{k \ge \mathrm{first}} z_{ik}\Big)
 
     The initial loss on random inputs without the labels' sampling noise: a pooled CNN's logits
     on random images are nearly one vector ``c``, so ``N`` drawn labels add ``c_y``'s spread,
@@ -284,9 +285,13 @@ def uniform_label_loss(logits: torch.Tensor) -> torch.Tensor:
 
     >>> round(float(uniform_label_loss(torch.zeros(4, 10))), 4) == round(math.log(10), 4)
     True
+    >>> z = torch.randn(6, 5)
+    >>> exact = sum(F.cross_entropy(z, torch.full((6,), k)) for k in range(2, 5)) / 3
+    >>> torch.allclose(uniform_label_loss(z, first=2), exact)
+    True
     """
-    z = logits.float()
-    return (torch.logsumexp(z, dim=-1) - z.mean(dim=-1)).mean()
+    z = logits.float().movedim(dim, -1)
+    return (torch.logsumexp(z, dim=-1) - z[..., first:].mean(dim=-1)).mean()
 
 
 # --------------------------------------------------------------------------- the suite

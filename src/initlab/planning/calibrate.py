@@ -97,11 +97,14 @@ def calibrated_heads(plan: Plan) -> list[PlanEntry]:
     """The entries :func:`calibrate_heads` may rescale: untied heads (not an embedding table)
     the default drew at a gain. In a model with a normalization layer each is set to
     :data:`LOGIT_VARIANCE_BUDGET` (:func:`_normalized_factor`); without one, only scaled down
-    to the bound its gain assumes (:func:`_factor`)."""
+    to the bound its gain assumes (:func:`_factor`). Not a head under a parametrization (weight
+    or spectral norm): its weight is its original's direction times a norm the plan derived from
+    the draw, so redrawing the original at another gain would leave the layer as it was."""
     return [
         e for e in plan
         if "head" in e.roles and "embedding" not in e.roles and e.source == "default"
         and e.scheme in SCHEMES and SCHEMES[e.scheme].uses_gain and e.std
+        and ".parametrizations." not in f".{e.name}"
     ]  # fmt: skip
 
 
